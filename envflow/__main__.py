@@ -1,0 +1,3 @@
+from envflow.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""envflow's command line: ``envflow <group> <command>``; see ``envflow --help``."""

@@ -1,0 +1,166 @@
+"""The Python client: register deployments, start runs, follow, wait, cancel."""
+
+from __future__ import annotations
+
+import difflib
+import time
+from typing import Any
+
+from redis import Redis
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job
+
+from . import keys
+from .connection import connect, wrap_errors
+from .deployment_files import build_record
+from .deployments import Deployment
+from .errors import DeploymentNotFound
+from .flow_run import FlowRun
+from .jobs import SERIALIZER
+from .models import DeploymentRecord, RunRecord, RunState
+from .parameters import merge_parameters
+from .reaper import Reaper
+from .runstore import RunStore, now_text
+from .settings import Settings, get_settings
+
+
+class Client:
+    """Talks to envflow's Redis.
+
+    :param redis_url: overrides ``ENVFLOW_REDIS_URL``.
+    :param settings: a full settings object (default: read from the environment).
+    """
+
+    def __init__(self, redis_url: str | None = None, *, settings: Settings | None = None) -> None:
+        base = settings or get_settings()
+        self.settings = base.model_copy(update={"redis_url": redis_url}) if redis_url else base
+        self.redis: Redis = connect(self.settings.redis_url)
+        self.store = RunStore(self.redis, self.settings)
+        self.reaper = Reaper(self.store)
+
+    # Deployments
+
+    def create_deployment(self, deployment: Deployment | DeploymentRecord, source: str | None = None) -> DeploymentRecord:
+        """Register (or update) a deployment; its flow file's source is stored with it unless it uses path storage."""
+        if isinstance(deployment, Deployment):
+            record, source = build_record(deployment, self.settings.queue)
+        else:
+            record = deployment
+        with wrap_errors(self.redis):
+            existing = self.redis.get(keys.deployment(record.name))
+            if existing:
+                record = record.model_copy(
+                    update={"created_at": DeploymentRecord.model_validate_json(existing).created_at}
+                )
+            with self.redis.pipeline(transaction=True) as pipe:
+                if record.source_digest and source is not None:
+                    pipe.set(keys.source(record.source_digest), source)
+                pipe.set(keys.deployment(record.name), record.model_dump_json())
+                pipe.zadd(keys.DEPLOYMENTS, {record.name: record.created_at})
+                pipe.execute()
+        return record
+
+    def deployments(self) -> list[DeploymentRecord]:
+        with wrap_errors(self.redis):
+            names = [n.decode() for n in self.redis.zrange(keys.DEPLOYMENTS, 0, -1)]
+            raws = self.redis.mget([keys.deployment(n) for n in names]) if names else []
+        return sorted(
+            (DeploymentRecord.model_validate_json(r) for r in raws if r is not None), key=lambda d: d.name
+        )
+
+    def get_deployment(self, name: str) -> DeploymentRecord:
+        """The deployment ``flow-name/deployment-name``.
+
+        :raises DeploymentNotFound: with the closest registered names.
+        """
+        with wrap_errors(self.redis):
+            raw = self.redis.get(keys.deployment(name))
+            if raw is not None:
+                return DeploymentRecord.model_validate_json(raw)
+            names = [n.decode() for n in self.redis.zrange(keys.DEPLOYMENTS, 0, -1)]
+        hint = ""
+        if "/" not in name:
+            hint = " (address deployments as flow-name/deployment-name)"
+        close = difflib.get_close_matches(name, names, n=3)
+        if close:
+            hint += f"; did you mean {', '.join(close)}?"
+        elif names:
+            hint += f"; registered: {', '.join(names[:10])}"
+        else:
+            hint += "; none are registered: create one with `envflow deployment create FILE`"
+        raise DeploymentNotFound(f"no deployment {name!r}{hint}")
+
+    def delete_deployment(self, name: str) -> None:
+        self.get_deployment(name)
+        with wrap_errors(self.redis), self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(keys.deployment(name))
+            pipe.zrem(keys.DEPLOYMENTS, name)
+            pipe.delete(keys.schedule_state(name))
+            pipe.execute()
+
+    def flow_source(self, record: DeploymentRecord) -> str | None:
+        if not record.source_digest:
+            return None
+        raw = self.redis.get(keys.source(record.source_digest))
+        return raw.decode("utf-8") if raw is not None else None
+
+    # Runs
+
+    def run(self, name: str, parameters: dict[str, Any] | None = None, *, timeout: float | None = None) -> FlowRun:
+        """Start a run of a deployment now; parameters are checked before anything is enqueued.
+
+        :param name: ``flow-name/deployment-name``.
+        :param parameters: override the deployment's default parameters.
+        :param timeout: seconds after which the run is stopped (overrides the deployment's).
+        :raises DeploymentNotFound: no such deployment.
+        :raises ParameterError: unknown, missing or non-JSON parameters.
+        """
+        record = self.get_deployment(name)
+        merged = merge_parameters(record.parameter_spec, record.parameters, parameters, record.flow_name)
+        with wrap_errors(self.redis):
+            run_id = self.store.create(record, merged, timeout=timeout)
+        return FlowRun(self, run_id)
+
+    def get_run(self, run_id: str) -> FlowRun:
+        """A handle on a run, by id or unique id prefix."""
+        with wrap_errors(self.redis):
+            return FlowRun(self, self.store.resolve_id(run_id))
+
+    def runs(self, deployment: str | None = None, state: RunState | str | None = None, limit: int = 20) -> list[RunRecord]:
+        """Recent runs, newest first."""
+        with wrap_errors(self.redis):
+            return self.store.list(deployment, RunState(state) if isinstance(state, str) else state, limit)
+
+    def cancel(self, run_id: str, reason: str = "cancelled by request") -> str:
+        """Cancel a run. Returns what happened: ``cancelled`` (it had not started), ``requested`` (its worker
+        stops it: SIGTERM, then SIGKILL after the grace period) or ``ended`` (it had already ended)."""
+        with wrap_errors(self.redis):
+            run_id = self.store.resolve_id(run_id)
+            outcome = self.store.scripts.cancel(
+                keys=[keys.run(run_id), keys.PENDING_RUNS, keys.output(run_id)],
+                args=[now_text(), reason, self.settings.history_ttl, self.settings.run_ttl],
+            )
+            status = outcome[0].decode()
+            if status == "cancelled":
+                self._drop_job(run_id)
+            elif status == "requested":
+                try:
+                    send_stop_job_command(self.redis, run_id, serializer=SERIALIZER)
+                except (InvalidJobOperation, NoSuchJobError):
+                    pass  # the worker sees the durable request at its next heartbeat
+        return status
+
+    def _drop_job(self, run_id: str) -> None:
+        """Take a cancelled run's job off its queue (a worker would skip it anyway)."""
+        try:
+            Job.fetch(run_id, connection=self.redis, serializer=SERIALIZER).cancel()
+        except (NoSuchJobError, InvalidJobOperation):
+            pass
+
+    def ping(self) -> float:
+        """Round-trip time to Redis in seconds."""
+        start = time.perf_counter()
+        with wrap_errors(self.redis):
+            self.redis.ping()
+        return time.perf_counter() - start

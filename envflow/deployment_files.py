@@ -1,0 +1,204 @@
+"""Loading deployment files (Python or YAML) and turning deployments into stored records."""
+
+from __future__ import annotations
+
+import inspect
+import runpy
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from . import flows as flows_module
+from .deployments import Deployment, DeploymentFields, _Collector, _collectors, format_validation_error
+from .errors import DeploymentFileError
+from .flowfile import flows_in_source, pick_flow, read_source
+from .models import DeploymentRecord
+
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass
+class LoadedFile:
+    """What a deployment file defines: valid deployments, and one message per invalid one."""
+
+    path: Path
+    deployments: list[Deployment] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def load_file(path: str | Path) -> LoadedFile:
+    """Load every deployment a ``.py`` or ``.yaml`` file defines.
+
+    :raises DeploymentFileError: the file is missing or cannot be executed/parsed at all.
+    """
+    p = Path(path).expanduser().resolve()
+    if not p.is_file():
+        raise DeploymentFileError(f"deployment file {path} does not exist")
+    if p.suffix in YAML_SUFFIXES:
+        return _load_yaml(p)
+    return _load_python(p)
+
+
+def _load_python(path: Path) -> LoadedFile:
+    collector = _Collector(path)
+    _collectors.append(collector)
+    sys.path.insert(0, str(path.parent))
+    try:
+        with flows_module.loading():
+            runpy.run_path(str(path), run_name="__envflow_deployments__")
+    except ImportError as e:
+        raise DeploymentFileError(
+            f"{path}: importing it failed: {e}. envflow runs deployment files in this environment; "
+            "move imports the flow needs into the flow function, or describe the deployment in YAML"
+        ) from None
+    except SyntaxError as e:
+        raise DeploymentFileError(f"{path}:{e.lineno}: syntax error: {e.msg}") from None
+    except Exception as e:
+        tb = traceback.extract_tb(e.__traceback__)
+        here = next((f for f in reversed(tb) if Path(f.filename) == path), None)
+        where = f"{path}:{here.lineno}" if here else str(path)
+        raise DeploymentFileError(f"{where}: {type(e).__name__}: {e}") from None
+    finally:
+        sys.path.remove(str(path.parent))
+        _collectors.remove(collector)
+    loaded = LoadedFile(path, collector.deployments, collector.errors)
+    if not loaded.deployments and not loaded.errors:
+        loaded.errors.append(f"{path}: defines no deployments (create them with Deployment(...) or DeploymentSpec(...))")
+    return loaded
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A safe loader that remembers the line each mapping starts on."""
+
+
+def _mapping_with_line(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
+    mapping = loader.construct_mapping(node, deep=True)
+    mapping["__line__"] = node.start_mark.line + 1
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_with_line)
+
+
+def _strip_lines(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_lines(v) for k, v in value.items() if k != "__line__"}
+    if isinstance(value, list):
+        return [_strip_lines(v) for v in value]
+    return value
+
+
+def _schedule_from_yaml(value: Any) -> Any:
+    """YAML schedules: ``{cron: "...", timezone: ...}`` or ``{interval: 30}`` / ``{seconds: 30}``."""
+    from .schedules import Cron, Interval
+
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for item in items:
+        if isinstance(item, dict) and "cron" in item:
+            out.append(Cron(item["cron"], **{k: v for k, v in item.items() if k != "cron"}))
+        elif isinstance(item, dict) and "interval" in item:
+            out.append(Interval(seconds=item["interval"], **{k: v for k, v in item.items() if k != "interval"}))
+        elif isinstance(item, dict):
+            out.append(Interval(**item))
+        else:
+            raise ValueError(f"a schedule is {{cron: '*/5 * * * *'}} or {{interval: 30}}, got {item!r}")
+    return out if isinstance(value, list) else out[0]
+
+
+def _load_yaml(path: Path) -> LoadedFile:
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise DeploymentFileError(f"{path}: invalid YAML: {e}") from None
+    items = data.get("deployments") if isinstance(data, dict) and "deployments" in data else data
+    if isinstance(items, dict):
+        items = [items]
+    if not isinstance(items, list):
+        raise DeploymentFileError(f"{path}: expected a list of deployments (or a 'deployments:' key)")
+    loaded = LoadedFile(path)
+    for i, raw in enumerate(items):
+        line = raw.get("__line__", "?") if isinstance(raw, dict) else "?"
+        label = f"{path}:{line}: deployment {raw.get('name', f'#{i + 1}') if isinstance(raw, dict) else f'#{i + 1}'!r}"
+        if not isinstance(raw, dict):
+            loaded.errors.append(f"{label}: expected a mapping of fields")
+            continue
+        fields = _strip_lines(raw)
+        try:
+            if "schedule" in fields and fields["schedule"] is not None:
+                fields["schedule"] = _schedule_from_yaml(fields["schedule"])
+            if fields.get("flow_location"):
+                location = Path(fields["flow_location"]).expanduser()
+                fields["flow_location"] = str(location if location.is_absolute() else path.parent / location)
+            fields.pop("flow", None)
+            deployment = Deployment.__new__(Deployment)
+            deployment.defined_at = f"{path}:{line}"
+            deployment.fields = DeploymentFields(**fields)
+        except ValidationError as e:
+            loaded.errors.append(format_validation_error(e, label))
+            continue
+        except ValueError as e:
+            loaded.errors.append(f"{label}: schedule: {e}")
+            continue
+        loaded.deployments.append(deployment)
+    return loaded
+
+
+def build_record(deployment: Deployment, default_queue: str) -> tuple[DeploymentRecord, str]:
+    """The stored record of a deployment, and its flow file's source.
+
+    :raises DeploymentFileError: the flow file is missing or does not define the flow.
+    """
+    f = deployment.fields
+    assert f is not None
+    if f.flow is not None:
+        file = inspect.getsourcefile(f.flow.fn)
+        if file is None:
+            raise DeploymentFileError(f"{deployment.defined_at}: cannot find the source file of flow {f.flow.name!r}")
+        path = Path(file).resolve()
+        source, digest = read_source(path)
+        flow_name, spec = f.flow.name, f.flow.parameter_spec()
+    else:
+        assert f.flow_location is not None
+        location = Path(f.flow_location).expanduser()
+        if not location.is_absolute():
+            base = Path(deployment.defined_at.rsplit(":", 1)[0]).parent if ":" in deployment.defined_at else Path.cwd()
+            location = base / location
+        path = location.resolve()
+        source, digest = read_source(path)
+        info = pick_flow(flows_in_source(source, str(path)), f.flow_name, str(path))
+        flow_name, spec = info.name, info.parameter_spec
+    now = time.time()
+    delays = f.retry_delay if isinstance(f.retry_delay, list) else ([f.retry_delay] if f.retry_delay else [])
+    record = DeploymentRecord(
+        name=f"{flow_name}/{f.name}",
+        deployment=f.name,
+        flow_name=flow_name,
+        flow_storage=f.flow_storage,
+        source_digest=digest if f.flow_storage == "source" else None,
+        flow_path=str(path),
+        env=f.env_spec,
+        env_vars=f.env,
+        parameters=f.parameters,
+        parameter_spec=spec,
+        tags=f.tags,
+        queue=f.queue or default_queue,
+        stream_output=f.stream_output,
+        timeout=f.timeout,
+        retries=f.retries,
+        retry_delay=delays,
+        schedules=[s.to_record() for s in f.schedules],
+        missed_runs=f.missed_runs,
+        catch_up_limit=f.catch_up_limit,
+        description=f.description if f.description is not None else (f.flow.description if f.flow else ""),
+        defined_at=deployment.defined_at,
+        created_at=now,
+        updated_at=now,
+    )
+    return record, source

@@ -1,0 +1,202 @@
+"""Deployments: a flow, the environment its runs use, and how they run.
+
+``Deployment`` is envflow's API. ``DeploymentSpec`` (with a ``flow_runner=``) is a thin
+alias for files written for the workflow tool whose docs envflow follows; it builds the
+same ``Deployment``.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+from .flows import is_flow
+from .models import EnvSpec
+from .parameters import ensure_json
+from .schedules import Cron, Interval
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class DeploymentFields(BaseModel):
+    """The validated fields of a deployment (the same for Python and YAML files)."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    name: str
+    flow: Any = None
+    flow_location: str | None = None
+    flow_name: str | None = None
+    flow_storage: Literal["source", "path"] = "source"
+    condaenv: str | None = None
+    virtualenv: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+    queue: str | None = None
+    stream_output: bool = True
+    timeout: float | None = Field(None, gt=0)
+    retries: int = Field(0, ge=0)
+    retry_delay: float | list[float] = 0
+    schedule: Cron | Interval | list[Cron | Interval] | None = None
+    missed_runs: Literal["skip", "run_once", "catch_up"] = "run_once"
+    catch_up_limit: int = Field(10, ge=1)
+    description: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError(f"invalid deployment name {value!r}: use letters, digits, '-', '_' and '.'")
+        return value
+
+    @field_validator("queue")
+    @classmethod
+    def _check_queue(cls, value: str | None) -> str | None:
+        if value is not None and not _NAME_RE.match(value):
+            raise ValueError(f"invalid queue name {value!r}: use letters, digits, '-', '_' and '.'")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _check_env(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not _ENV_NAME_RE.match(key):
+                raise ValueError(f"invalid environment variable name {key!r}")
+        return value
+
+    @field_validator("parameters")
+    @classmethod
+    def _check_parameters(cls, value: dict[str, Any]) -> dict[str, Any]:
+        ensure_json(value, "parameters")
+        return value
+
+    @field_validator("retry_delay")
+    @classmethod
+    def _check_delay(cls, value: float | list[float]) -> float | list[float]:
+        for v in value if isinstance(value, list) else [value]:
+            if v < 0:
+                raise ValueError("retry_delay must not be negative")
+        return value
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> DeploymentFields:
+        if self.condaenv and self.virtualenv:
+            raise ValueError("give condaenv or virtualenv, not both (virtualenv is for venv and virtualenv directories)")
+        if self.flow is None and not self.flow_location:
+            raise ValueError("give the flow (flow=my_flow) or the file it is in (flow_location='flows.py')")
+        if self.flow is not None and not is_flow(self.flow):
+            raise ValueError(f"flow must be a function decorated with @flow, got {self.flow!r}")
+        return self
+
+    @property
+    def env_spec(self) -> EnvSpec:
+        return EnvSpec.from_fields(condaenv=self.condaenv, virtualenv=self.virtualenv)
+
+    @property
+    def schedules(self) -> list[Cron | Interval]:
+        if self.schedule is None:
+            return []
+        return list(self.schedule) if isinstance(self.schedule, list) else [self.schedule]
+
+
+def format_validation_error(error: ValidationError, where: str) -> str:
+    """One line per invalid field: ``where: field: message``."""
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "deployment"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {field}: {message}")
+    return "\n".join(lines)
+
+
+class _Collector:
+    """Deployments (and their errors) created while envflow loads a deployment file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.deployments: list[Deployment] = []
+        self.errors: list[str] = []
+
+
+_collectors: list[_Collector] = []
+
+
+def _definition_line(path: Path | None) -> str:
+    """``file:line`` of the statement that created a deployment."""
+    frame = sys._getframe(2)
+    fallback = None
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if path is not None and Path(filename) == path:
+            return f"{filename}:{frame.f_lineno}"
+        if fallback is None and not filename.startswith(str(Path(__file__).parent)):
+            fallback = f"{filename}:{frame.f_lineno}"
+        frame = frame.f_back  # type: ignore[assignment]
+    return fallback or "<unknown>"
+
+
+class Deployment:
+    """A flow and how its runs execute.
+
+    :param name: the deployment's name; runs address it as ``flow-name/name``.
+    :param flow: the ``@flow`` function (or give ``flow_location``, and ``flow_name`` when the file has several).
+    :param flow_storage: ``"source"`` (default) stores the flow file's source in Redis so any worker can run it;
+        ``"path"`` makes workers open ``flow_location`` themselves (for flows importing a mounted project).
+    :param condaenv: a named conda env, or a conda prefix path (starting with ``/``, ``~`` or ``.``).
+    :param virtualenv: a venv or virtualenv directory. Relative paths resolve against the worker's directory.
+    :param env: variables set for the flow, after the environment's activation.
+    :param parameters: default parameters, overridable per run.
+    :param stream_output: echo the flow's lines in the worker's log too (the caller's stream is always kept).
+    :param queue: the queue its runs go to (``envflow worker start --queue NAME`` serves it).
+    :param timeout: seconds after which a run is stopped (state TIMED_OUT).
+    :param retries: how many times a failed, crashed or timed-out run is run again.
+    :param retry_delay: seconds before each retry (one number, or one per retry).
+    :param schedule: a ``Cron``, an ``Interval``, or a list of them.
+    :param missed_runs: after scheduler downtime: ``"skip"``, ``"run_once"`` (default) or ``"catch_up"``.
+    """
+
+    def __init__(self, **fields: Any) -> None:
+        collector = _collectors[-1] if _collectors else None
+        self.defined_at = _definition_line(collector.path if collector else None)
+        self.fields: DeploymentFields | None
+        try:
+            self.fields = DeploymentFields(**fields)
+        except ValidationError as e:
+            label = f"{self.defined_at}: deployment {fields.get('name', '?')!r}"
+            message = format_validation_error(e, label)
+            if collector is None:
+                raise ConfigError(message) from None
+            self.fields = None
+            collector.errors.append(message)
+            return
+        if collector is not None:
+            collector.deployments.append(self)
+
+    @property
+    def name(self) -> str:
+        assert self.fields is not None
+        return self.fields.name
+
+    def __repr__(self) -> str:
+        return f"Deployment(name={self.fields.name if self.fields else '?'!r}, defined at {self.defined_at})"
+
+
+def DeploymentSpec(*, flow_runner: Any = None, **fields: Any) -> Deployment:  # noqa: N802 - alias keeps its name
+    """Alias of :class:`Deployment` taking the reference tool's ``flow_runner=`` argument.
+
+    ``DeploymentSpec(name=..., flow=..., flow_runner=SubprocessFlowRunner(condaenv=...))`` is
+    ``Deployment(name=..., flow=..., condaenv=...)``.
+    """
+    if flow_runner is not None:
+        fields = {**flow_runner.deployment_fields(), **fields}
+    return Deployment(**fields)
+
+
+__all__ = ["Deployment", "DeploymentSpec", "DeploymentFields"]

@@ -1,0 +1,100 @@
+"""``FlowRun``: a handle on one run, to follow its output, wait for it and get its result."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from . import keys
+from .errors import EnvflowError, FlowFailed, RunTimeout
+from .models import RunRecord, RunState
+from .output import AttemptEnd, Entry, OutputFollower, OutputLine, Record
+
+if TYPE_CHECKING:
+    from .client import Client
+
+
+class FlowRun:
+    """A run of a deployment. Get one from ``Client.run()`` or ``Client.get_run()``."""
+
+    def __init__(self, client: Client, run_id: str) -> None:
+        self.client = client
+        self.id = run_id
+
+    def __repr__(self) -> str:
+        return f"FlowRun({self.id!r})"
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:8]
+
+    @property
+    def state(self) -> RunState:
+        """The run's current state, read from Redis."""
+        return self.record().state
+
+    def record(self) -> RunRecord:
+        """The full run record: state history, attempts, result, error."""
+        return self.client.store.get(self.id)
+
+    def records(self, timeout: float | None = None) -> Iterator[Record]:
+        """Every output entry and attempt end, in order, from the start until the run ends."""
+        follower = OutputFollower(
+            self.client.redis,
+            self.id,
+            on_idle=self._check_alive,
+            idle_interval=max(self.client.settings.heartbeat_interval, 0.5),
+        )
+        yield from follower.records(timeout)
+
+    def follow(self, timeout: float | None = None) -> Iterator[OutputLine]:
+        """Yield the run's output lines (stdout and stderr, each tagged) until the run ends.
+
+        Replays what was already printed, then streams live. Every caller sees the same lines
+        in the same order, whenever it starts following.
+
+        :param timeout: stop following after this many seconds (the run goes on).
+        """
+        for record in self.records(timeout):
+            if isinstance(record, Entry):
+                yield from record.lines()
+
+    def wait(self, timeout: float | None = None) -> RunState:
+        """Block until the run ends and return its final state.
+
+        :raises RunTimeout: the run did not end within ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for record in self.records(timeout):
+            if isinstance(record, AttemptEnd) and record.final:
+                return RunState(record.state)
+        state = self.state
+        if state.is_final:
+            return state
+        if deadline is not None and time.monotonic() >= deadline:
+            raise RunTimeout(f"run {self.id} did not end within {timeout:g}s (it is {state.value})")
+        raise EnvflowError(f"run {self.id} stopped reporting before it ended (it is {state.value})")
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the run and return the flow's return value.
+
+        :raises FlowFailed: the run did not complete; carries its state, error type and message.
+        """
+        self.wait(timeout)
+        record = self.record()
+        if record.state is not RunState.COMPLETED:
+            raise FlowFailed(record.id, record.state.value, record.error_type, record.error or record.reason)
+        if record.result_error:
+            raise EnvflowError(record.result_error)
+        return record.result
+
+    def _check_alive(self) -> bool:
+        """Called when the output goes quiet: reap the run if its worker died; True if it has ended."""
+        self.client.reaper.check_run(self.id)
+        raw = self.client.redis.hget(keys.run(self.id), "state")
+        return raw is None or RunState(raw.decode()).is_final and not self._has_end_record()
+
+    def _has_end_record(self) -> bool:
+        last = self.client.redis.xrevrange(keys.output(self.id), count=1)
+        return bool(last) and last[0][1].get(b"s") == b"x"

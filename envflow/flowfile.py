@@ -1,0 +1,96 @@
+"""Reading flow files without running them: which flows a file defines, and their parameters.
+
+The CLI and the client use this for deployments that point at a file (YAML deployments,
+``flow_location=``), so registering a deployment does not need the flow's dependencies.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import DeploymentFileError
+from .flows import flow_name_for
+
+
+@dataclass
+class FlowInfo:
+    name: str
+    function: str
+    line: int
+    parameter_spec: list[dict[str, Any]] = field(default_factory=list)
+
+
+def read_source(path: Path) -> tuple[str, str]:
+    """A flow file's text and its sha256 digest."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DeploymentFileError(f"flow file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DeploymentFileError(f"cannot read flow file {path}: {e}") from None
+    return text, hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _decorator_flow_name(decorator: ast.expr, function: str) -> str | None:
+    """The flow name a decorator gives, or None when it is not ``@flow``."""
+    target = decorator.func if isinstance(decorator, ast.Call) else decorator
+    name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", None)
+    if name != "flow":
+        return None
+    if isinstance(decorator, ast.Call):
+        for kw in decorator.keywords:
+            if kw.arg == "name" and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str):
+                return kw.value.value
+    return flow_name_for(function)
+
+
+def _parameter_spec(args: ast.arguments) -> list[dict[str, Any]]:
+    spec: list[dict[str, Any]] = []
+    positional = args.posonlyargs + args.args
+    first_default = len(positional) - len(args.defaults)
+    for i, a in enumerate(positional):
+        kind = "POSITIONAL_ONLY" if i < len(args.posonlyargs) else "POSITIONAL_OR_KEYWORD"
+        spec.append({"name": a.arg, "kind": kind, "required": i < first_default})
+    if args.vararg:
+        spec.append({"name": args.vararg.arg, "kind": "VAR_POSITIONAL", "required": False})
+    for a, default in zip(args.kwonlyargs, args.kw_defaults):
+        spec.append({"name": a.arg, "kind": "KEYWORD_ONLY", "required": default is None})
+    if args.kwarg:
+        spec.append({"name": args.kwarg.arg, "kind": "VAR_KEYWORD", "required": False})
+    return spec
+
+
+def flows_in_source(source: str, filename: str) -> list[FlowInfo]:
+    """The ``@flow`` functions defined at the top level of a file."""
+    try:
+        tree = ast.parse(source, filename=filename)
+    except SyntaxError as e:
+        raise DeploymentFileError(f"{filename}:{e.lineno}: syntax error: {e.msg}") from None
+    found = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for decorator in node.decorator_list:
+                name = _decorator_flow_name(decorator, node.name)
+                if name:
+                    found.append(FlowInfo(name, node.name, node.lineno, _parameter_spec(node.args)))
+    return found
+
+
+def pick_flow(flows: list[FlowInfo], wanted: str | None, filename: str) -> FlowInfo:
+    """The flow a deployment means: ``wanted`` (a flow or function name) or the file's only flow."""
+    if not flows:
+        raise DeploymentFileError(f"{filename} defines no @flow function")
+    if wanted is None:
+        if len(flows) > 1:
+            names = ", ".join(f.name for f in flows)
+            raise DeploymentFileError(f"{filename} defines several flows ({names}); say which with flow_name")
+        return flows[0]
+    for info in flows:
+        if wanted in (info.name, info.function):
+            return info
+    names = ", ".join(f.name for f in flows)
+    raise DeploymentFileError(f"{filename} has no flow named {wanted!r}; it defines: {names}")

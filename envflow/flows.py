@@ -1,0 +1,110 @@
+"""The ``@flow`` decorator.
+
+This module is stdlib-only and runs on CPython 3.8+: the worker loads it by path
+inside flow environments that do not have envflow installed, so that a flow file's
+``from envflow import flow`` works there. Keep it that way.
+"""
+
+import contextlib
+import functools
+import inspect
+import re
+import sys
+
+FLOW_MARKER = "__envflow_flow__"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+# >0 while envflow imports a flow or deployment file; direct flow calls made at
+# import time are skipped then, so a file ending in `my_flow()` is not run twice.
+_loading = 0
+
+
+def flow_name_for(function_name):
+    """Flow name for a function name: ``my_flow`` -> ``my-flow``."""
+    return function_name.replace("_", "-")
+
+
+class Flow:
+    """A function marked as a flow. Calling it runs it here, in this interpreter."""
+
+    def __init__(self, fn, name=None, description=None):
+        if not callable(fn):
+            raise TypeError("@flow decorates a function, got {!r}".format(fn))
+        self.fn = fn
+        self.name = name or flow_name_for(fn.__name__)
+        if not _NAME_RE.match(self.name):
+            raise ValueError(
+                "invalid flow name {!r}: use letters, digits, '-', '_' and '.', starting with a letter or digit".format(
+                    self.name
+                )
+            )
+        self.description = description if description is not None else (inspect.getdoc(fn) or "")
+        setattr(self, FLOW_MARKER, True)
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args, **kwargs):
+        if _loading:
+            sys.stderr.write(
+                "envflow: skipped the call to {}() made while its file was being loaded; "
+                "guard it with `if __name__ == \"__main__\":`\n".format(self.fn.__name__)
+            )
+            return None
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self):
+        return "<Flow {!r} ({}.{})>".format(self.name, self.fn.__module__, self.fn.__qualname__)
+
+    def parameter_spec(self):
+        """The flow's parameters, as JSON-ready dicts (used to check run parameters)."""
+        return parameter_spec(self.fn)
+
+
+def parameter_spec(fn):
+    spec = []
+    for param in inspect.signature(fn).parameters.values():
+        item = {"name": param.name, "kind": param.kind.name}
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            item["required"] = False
+        else:
+            item["required"] = param.default is param.empty
+        spec.append(item)
+    return spec
+
+
+def flow(fn=None, name=None, description=None):
+    """Mark a function as a flow.
+
+    Use as ``@flow`` or ``@flow(name="other-name")``. The flow's name defaults to the
+    function's name with ``_`` replaced by ``-``.
+
+    :param name: the flow's name, used to address deployments (``flow-name/deployment``).
+    :param description: shown by ``envflow deployment inspect``; defaults to the docstring.
+    """
+    if fn is None:
+        return lambda f: Flow(f, name=name, description=description)
+    return Flow(fn, name=name, description=description)
+
+
+def is_flow(obj):
+    """True for flows, whichever copy of envflow made them."""
+    return getattr(obj, FLOW_MARKER, False) is True and hasattr(obj, "fn")
+
+
+def flows_in(namespace):
+    """The distinct flows defined in a module's namespace, in definition order."""
+    found = []
+    for value in list(namespace.values()):
+        if is_flow(value) and all(value is not f for f in found):
+            found.append(value)
+    return found
+
+
+@contextlib.contextmanager
+def loading():
+    """Skip direct flow calls while a flow or deployment file is imported."""
+    global _loading
+    _loading += 1
+    try:
+        yield
+    finally:
+        _loading -= 1

@@ -1,0 +1,32 @@
+"""The RQ job that stands for a flow run.
+
+Every run is one RQ job with the run's id as job id, this function's path as its
+function, and the run id as its only argument (JSON-serialised). Only envflow's
+worker executes these jobs, and it executes nothing else: it never imports the
+function a job names.
+"""
+
+from __future__ import annotations
+
+from rq.serializers import JSONSerializer
+
+from .errors import EnvflowError
+
+RUN_FLOW = "envflow.jobs.run_flow"
+SERIALIZER = JSONSerializer
+
+
+def run_flow(run_id: str) -> None:
+    """Placeholder so the job's function path is importable; never meant to be called."""
+    raise EnvflowError(f"run {run_id} must be executed by `envflow worker start`, not by a plain RQ worker")
+
+
+def is_run_job(func_name: str | None, args: object, kwargs: object) -> bool:
+    """Whether a job's payload is an envflow run: our function, one string id, no kwargs."""
+    return (
+        func_name == RUN_FLOW
+        and isinstance(args, (list, tuple))
+        and len(args) == 1
+        and isinstance(args[0], str)
+        and not kwargs
+    )

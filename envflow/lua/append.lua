@@ -1,0 +1,31 @@
+-- Append output entries of a running attempt to its history and publish them.
+-- Idempotent: entries whose sequence number was already written are skipped, so a
+-- batch can be resent after a lost reply. A fenced-out attempt writes nothing.
+-- KEYS[1] run hash   KEYS[2] output stream (also the live channel)
+-- ARGV[1] attempt   ARGV[2] max lines kept   ARGV[3] history ttl (s)
+-- ARGV[4..] groups of 5: first line seq, stream (o|e), partial (0|1), line count, data
+-- Returns the next expected seq, or -1 when the attempt is no longer ours.
+local run, stream = KEYS[1], KEYS[2]
+local attempt = ARGV[1]
+local f = redis.call('HMGET', run, 'state', 'attempt', 'out_seq')
+if f[1] ~= 'RUNNING' or f[2] ~= attempt then return -1 end
+local next_seq = tonumber(f[3] or '0')
+local max_lines = tonumber(ARGV[2])
+for i = 4, #ARGV, 5 do
+  local seq = tonumber(ARGV[i])
+  if seq >= next_seq then
+    local id = attempt .. '-' .. seq
+    local n = ARGV[i + 3]
+    if seq > max_lines then
+      redis.call('XADD', stream, 'MINID', '~', attempt .. '-' .. (seq - max_lines), id,
+        's', ARGV[i + 1], 'p', ARGV[i + 2], 'n', n, 'd', ARGV[i + 4])
+    else
+      redis.call('XADD', stream, id, 's', ARGV[i + 1], 'p', ARGV[i + 2], 'n', n, 'd', ARGV[i + 4])
+    end
+    publish_entry(stream, id, ARGV[i + 1], ARGV[i + 2], n, ARGV[i + 4])
+    next_seq = seq + tonumber(n)
+  end
+end
+redis.call('HSET', run, 'out_seq', next_seq)
+redis.call('EXPIRE', stream, ARGV[3])
+return next_seq

@@ -1,0 +1,17 @@
+-- Request a run's cancellation. Durable: the flag stays on the run record, so a
+-- worker that missed the stop message still acts on it at its next heartbeat.
+-- KEYS[1] run hash   KEYS[2] pending zset   KEYS[3] output stream
+-- ARGV[1] now   ARGV[2] reason   ARGV[3] history ttl   ARGV[4] run ttl
+-- Returns {'missing'} | {'ended', state} | {'cancelled'} (was not running) | {'requested', worker}
+local run = KEYS[1]
+local f = redis.call('HMGET', run, 'state', 'attempt', 'worker')
+if not f[1] then return {'missing'} end
+if TERMINAL[f[1]] then return {'ended', f[1]} end
+redis.call('HSET', run, 'cancel_requested_at', ARGV[1], 'reason', ARGV[2])
+if f[1] == 'RUNNING' then return {'requested', f[3] or ''} end
+local attempt = f[2] or '0'
+end_record(run, KEYS[3], attempt, 'CANCELLED', true, ARGV[3])
+transition(run, 'CANCELLED', ARGV[1], attempt)
+redis.call('ZREM', KEYS[2], run_id(run))
+redis.call('EXPIRE', run, ARGV[4])
+return {'cancelled'}

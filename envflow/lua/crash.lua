@@ -1,0 +1,26 @@
+-- Declare a running attempt lost because its worker stopped heartbeating.
+-- KEYS[1] run hash   KEYS[2] lease   KEYS[3] active zset   KEYS[4] pending zset   KEYS[5] output stream
+-- ARGV[1] attempt   ARGV[2] now   ARGV[3] will be retried (1|0)   ARGV[4] reason
+-- ARGV[5] history ttl   ARGV[6] run ttl
+-- Returns the state the run moved to, or false when the attempt is not lost (lease alive, or already ended).
+local run, lease, active, pending, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local attempt, now = ARGV[1], ARGV[2]
+local f = redis.call('HMGET', run, 'state', 'attempt', 'worker', 'attempt_started_at', 'cancel_requested_at')
+if f[1] ~= 'RUNNING' or f[2] ~= attempt then return false end
+if redis.call('EXISTS', lease) == 1 then return false end
+append_json(run, 'attempts', cjson.encode({n = tonumber(attempt), worker = f[3] or '',
+  started_at = tonumber(f[4] or '0'), ended_at = tonumber(now), state = 'CRASHED', reason = ARGV[4]}))
+local state, final = 'CRASHED', true
+if f[5] then
+  state = 'CANCELLED'
+elseif ARGV[3] == '1' then
+  state, final = 'PENDING', false
+end
+redis.call('HSET', run, 'reason', ARGV[4])
+end_record(run, stream, attempt, state, final, ARGV[5])
+if state == 'PENDING' then transition(run, 'CRASHED', now, attempt) end
+transition(run, state, now, attempt)
+local id = run_id(run)
+redis.call('ZREM', active, id)
+if final then redis.call('EXPIRE', run, ARGV[6]) else redis.call('ZADD', pending, now, id) end
+return state

@@ -1,0 +1,184 @@
+"""Data models shared by clients, workers and the scheduler: run states, env specs, records."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RunState(str, Enum):
+    """Where a run is in its life. ``SCHEDULED -> PENDING -> RUNNING -> <final>``."""
+
+    SCHEDULED = "SCHEDULED"  # waiting for its time (a retry delay, a future slot)
+    PENDING = "PENDING"  # on the queue, waiting for a worker
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"  # the flow raised, or could not be started (bad env, missing file)
+    CANCELLED = "CANCELLED"
+    CRASHED = "CRASHED"  # its worker died or lost Redis for longer than the lease
+    TIMED_OUT = "TIMED_OUT"  # it ran longer than its timeout and was stopped
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset(
+    {RunState.COMPLETED, RunState.FAILED, RunState.CANCELLED, RunState.CRASHED, RunState.TIMED_OUT}
+)
+
+
+class EnvKind(str, Enum):
+    WORKER = "worker"  # the worker's own interpreter
+    CONDA = "conda"  # a named conda env
+    CONDA_PREFIX = "conda-prefix"  # a conda env given by its prefix path
+    VENV = "venv"  # a venv or virtualenv directory
+
+
+class EnvSpec(BaseModel):
+    """The environment a deployment's runs use, as the user wrote it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: EnvKind = EnvKind.WORKER
+    value: str | None = None
+
+    @classmethod
+    def from_fields(cls, condaenv: str | None = None, virtualenv: str | None = None) -> EnvSpec:
+        """Interpret the ``condaenv=``/``virtualenv=`` fields of a deployment.
+
+        A ``condaenv`` starting with ``/``, ``~`` or ``.`` is a prefix path, anything else a name.
+        """
+        if condaenv and virtualenv:
+            raise ValueError("give condaenv or virtualenv, not both")
+        if virtualenv:
+            return cls(kind=EnvKind.VENV, value=virtualenv)
+        if condaenv:
+            kind = EnvKind.CONDA_PREFIX if condaenv.startswith(("/", "~", ".")) else EnvKind.CONDA
+            return cls(kind=kind, value=condaenv)
+        return cls()
+
+    @classmethod
+    def parse(cls, text: str) -> EnvSpec:
+        """Parse the CLI form: ``venv:PATH``, ``conda:NAME``, ``conda:/prefix``, a bare path or ``worker``."""
+        kind, sep, value = text.partition(":")
+        if sep and kind in ("venv", "virtualenv"):
+            return cls.from_fields(virtualenv=value)
+        if sep and kind in ("conda", "condaenv"):
+            return cls.from_fields(condaenv=value)
+        if text in ("", "worker"):
+            return cls()
+        if text.startswith(("/", "~", ".")):
+            return cls(kind=EnvKind.VENV, value=text)  # refined by the resolver: conda-meta/ makes it a prefix
+        return cls(kind=EnvKind.CONDA, value=text)
+
+    def __str__(self) -> str:
+        return "worker environment" if self.kind is EnvKind.WORKER else f"{self.kind.value}:{self.value}"
+
+
+class ScheduleRecord(BaseModel):
+    """One schedule of a deployment, as stored (see envflow/schedules.py)."""
+
+    kind: Literal["cron", "interval"]
+    id: str
+    cron: str | None = None
+    timezone: str = "UTC"
+    seconds: float | None = None
+    anchor: float | None = None
+
+
+class DeploymentRecord(BaseModel):
+    """A registered deployment, as stored in Redis and snapshotted into each run."""
+
+    name: str  # "<flow>/<deployment>"
+    deployment: str
+    flow_name: str
+    flow_storage: Literal["source", "path"] = "source"
+    source_digest: str | None = None  # set when flow_storage == "source"
+    flow_path: str  # where the flow file was (source) or where workers open it (path)
+    env: EnvSpec = Field(default_factory=EnvSpec)
+    env_vars: dict[str, str] = Field(default_factory=dict)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameter_spec: list[dict[str, Any]] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    queue: str = "default"
+    stream_output: bool = True
+    timeout: float | None = None
+    retries: int = 0
+    retry_delay: list[float] = Field(default_factory=list)
+    schedules: list[ScheduleRecord] = Field(default_factory=list)
+    missed_runs: Literal["skip", "run_once", "catch_up"] = "run_once"
+    catch_up_limit: int = 10
+    description: str = ""
+    defined_at: str = ""  # "file:line" of the definition
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+class Attempt(BaseModel):
+    """One execution of a run on a worker."""
+
+    n: int
+    worker: str = ""
+    started_at: float | None = None
+    ended_at: float | None = None
+    state: str
+    exit_code: int | None = None
+    error_type: str | None = None
+    error: str | None = None
+    reason: str | None = None
+
+
+class RunRecord(BaseModel):
+    """A run as stored in Redis (the ``envflow:run:<id>`` hash)."""
+
+    id: str
+    deployment: str
+    flow_name: str
+    queue: str
+    state: RunState
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    created_at: float
+    updated_at: float | None = None
+    attempt: int = 0
+    worker: str | None = None
+    attempts: list[Attempt] = Field(default_factory=list)
+    transitions: list[tuple[str, float, int]] = Field(default_factory=list)
+    exit_code: int | None = None
+    result: Any = None
+    has_result: bool = False
+    result_error: str | None = None
+    error_type: str | None = None
+    error: str | None = None
+    reason: str | None = None
+    cancel_requested_at: float | None = None
+    timeout: float | None = None
+    retries: int = 0
+    scheduled_for: float | None = None
+    schedule: str | None = None
+
+    @classmethod
+    def from_hash(cls, raw: dict[bytes, bytes] | dict[str, str]) -> RunRecord:
+        h = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v) for k, v in raw.items()}
+        data: dict[str, Any] = {k: v for k, v in h.items() if k in cls.model_fields and v != ""}
+        for name in ("parameters", "attempts", "transitions"):
+            if h.get(name):
+                data[name] = json.loads(h[name])
+        if h.get("result"):
+            data["result"] = json.loads(h["result"])
+            data["has_result"] = True
+        return cls.model_validate(data)
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:8]
+
+    def entered(self, state: RunState) -> float | None:
+        """When the run last entered ``state``."""
+        for name, ts, _ in reversed(self.transitions):
+            if name == state.value:
+                return ts
+        return None

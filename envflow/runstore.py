@@ -1,0 +1,175 @@
+"""Run records in Redis: creating runs (record + RQ job in one transaction), reading and listing them.
+
+A run is the hash ``envflow:run:<id>``; its state changes only through the Lua scripts in
+``envflow/lua`` so that each transition is atomic and fenced by the attempt number.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from redis import Redis
+from redis.client import Pipeline
+from rq import Queue, Retry
+
+from . import keys
+from .errors import RunNotFound
+from .jobs import RUN_FLOW, SERIALIZER
+from .models import DeploymentRecord, RunRecord, RunState
+from .scripts import Scripts
+from .settings import Settings
+
+MIN_PREFIX = 4
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+def now_text(ts: float | None = None) -> str:
+    """A timestamp as the decimal text the Lua scripts store."""
+    return repr(round(time.time() if ts is None else ts, 6))
+
+
+class RunStore:
+    """Reads and writes run records; shared by the client, the worker and the scheduler."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.scripts = Scripts(redis)
+        self._queues: dict[str, Queue] = {}
+
+    def queue(self, name: str) -> Queue:
+        """The RQ queue of that name (cached: building one asks the server for its version)."""
+        q = self._queues.get(name)
+        if q is None:
+            q = self._queues[name] = Queue(name, connection=self.redis, serializer=SERIALIZER)
+        return q
+
+    def create(
+        self,
+        deployment: DeploymentRecord,
+        parameters: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        scheduled_for: float | None = None,
+        schedule: str | None = None,
+        run_id: str | None = None,
+        pipeline: Pipeline | None = None,
+    ) -> str:
+        """Record a new run and enqueue its job, atomically (one MULTI/EXEC unless ``pipeline`` is given).
+
+        :param scheduled_for: a future time makes the run SCHEDULED, enqueued by RQ's scheduler then.
+        """
+        run_id = run_id or new_run_id()
+        now = time.time()
+        delayed = scheduled_for is not None and scheduled_for > now + 0.5
+        state = RunState.SCHEDULED if delayed else RunState.PENDING
+        fields: dict[str, Any] = {
+            "id": run_id,
+            "deployment": deployment.name,
+            "flow_name": deployment.flow_name,
+            "queue": deployment.queue,
+            "state": state.value,
+            "parameters": json.dumps(parameters),
+            "created_at": now_text(now),
+            "updated_at": now_text(now),
+            "attempt": 0,
+            "transitions": json.dumps([[state.value, round(now, 6), 0]]),
+            "attempts": "[]",
+            "retries": deployment.retries,
+            "spec": deployment.model_dump_json(),
+        }
+        effective_timeout = timeout if timeout is not None else deployment.timeout
+        if effective_timeout is not None:
+            fields["timeout"] = effective_timeout
+        if scheduled_for is not None:
+            fields["scheduled_for"] = now_text(scheduled_for)
+        if schedule is not None:
+            fields["schedule"] = schedule
+        pipe = pipeline if pipeline is not None else self.redis.pipeline(transaction=True)
+        if not pipe.explicit_transaction:
+            pipe.multi()  # RQ's enqueue expects a pipeline already in MULTI once commands are queued
+        pipe.hset(keys.run(run_id), mapping=fields)
+        pipe.zadd(keys.RUNS, {run_id: now})
+        pipe.zadd(keys.deployment_runs(deployment.name), {run_id: now})
+        if not delayed:
+            pipe.zadd(keys.PENDING_RUNS, {run_id: now})
+        queue = self.queue(deployment.queue)
+        retry = None
+        if deployment.retries:
+            retry = Retry(max=deployment.retries, interval=[int(round(d)) for d in deployment.retry_delay] or 0)
+        job = queue.create_job(
+            RUN_FLOW,
+            args=[run_id],
+            job_id=run_id,
+            timeout=-1,  # envflow enforces run timeouts itself, with the cancel kill path
+            result_ttl=0,  # the run record holds the result
+            failure_ttl=self.settings.run_ttl,
+            description=f"{deployment.name} run {run_id}",
+            retry=retry,
+        )
+        if delayed:
+            assert scheduled_for is not None
+            queue.schedule_job(job, datetime.fromtimestamp(scheduled_for, tz=timezone.utc), pipeline=pipe)
+        else:
+            queue.enqueue_job(job, pipeline=pipe)
+        if pipeline is None:
+            pipe.execute()
+        return run_id
+
+    def get(self, run_id: str) -> RunRecord:
+        raw = self.redis.hgetall(keys.run(run_id))
+        if not raw:
+            raise RunNotFound(f"no run {run_id}; list runs with `envflow run ls`")
+        return RunRecord.from_hash(raw)
+
+    def resolve_id(self, text: str) -> str:
+        """A full run id from an id or a unique prefix of at least 4 characters."""
+        if self.redis.exists(keys.run(text)):
+            return text
+        if len(text) < MIN_PREFIX or not text.isalnum():
+            raise RunNotFound(f"no run {text!r}; give a run id or at least {MIN_PREFIX} of its first characters")
+        matches = [m.decode() for m, _ in self.redis.zscan_iter(keys.RUNS, match=f"{text}*", count=1000)]
+        matches = [m for m in matches if self.redis.exists(keys.run(m))]
+        if not matches:
+            raise RunNotFound(f"no run starts with {text!r}; list runs with `envflow run ls`")
+        if len(matches) > 1:
+            shown = ", ".join(sorted(matches)[:5])
+            raise RunNotFound(f"{text!r} matches {len(matches)} runs ({shown}...); give more characters")
+        return matches[0]
+
+    def list(self, deployment: str | None = None, state: RunState | None = None, limit: int = 20) -> list[RunRecord]:
+        """Newest runs first, optionally of one deployment and/or in one state."""
+        index = keys.deployment_runs(deployment) if deployment else keys.RUNS
+        found: list[RunRecord] = []
+        start, page = 0, max(limit * 2, 50)
+        while len(found) < limit:
+            ids = [i.decode() for i in self.redis.zrevrange(index, start, start + page - 1)]
+            if not ids:
+                break
+            with self.redis.pipeline(transaction=False) as pipe:
+                for run_id in ids:
+                    pipe.hgetall(keys.run(run_id))
+                hashes = pipe.execute()
+            gone = [run_id for run_id, raw in zip(ids, hashes) if not raw]
+            if gone:
+                self.redis.zrem(index, *gone)  # records expired (run_ttl): drop them from the index
+            for raw in hashes:
+                if raw:
+                    record = RunRecord.from_hash(raw)
+                    if state is None or record.state is state:
+                        found.append(record)
+            start += page - len(gone)
+        return found[:limit]
+
+    def spec(self, run_id: str) -> DeploymentRecord:
+        raw = self.redis.hget(keys.run(run_id), "spec")
+        if raw is None:
+            raise RunNotFound(f"no run {run_id}")
+        return DeploymentRecord.model_validate_json(raw)

@@ -1,0 +1,1 @@
+"""envflow's scheduler service: turns deployment schedules into runs, and reaps crashed runs."""

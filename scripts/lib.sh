@@ -1,0 +1,37 @@
+# Shared by scripts/test and scripts/demo: find Python >= 3.10, make .venv, get redis-server.
+
+find_python() {
+  for candidate in "${PYTHON:-}" python3.13 python3.12 python3.11 python3.10 python3; do
+    [ -n "$candidate" ] || continue
+    if command -v "$candidate" >/dev/null 2>&1 &&
+      "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  echo "envflow needs Python 3.10 or newer; none found (set PYTHON=/path/to/python3)" >&2
+  return 1
+}
+
+# ensure_venv [extra]: .venv with envflow installed (editable), plus the named extra.
+ensure_venv() {
+  local python
+  if [ ! -x .venv/bin/python ]; then
+    python=$(find_python)
+    "$python" -m venv .venv
+  fi
+  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade "pip>=23" 2>&1 | grep -v WARNING >&2 || true
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${1:+[$1]}" 2>&1 | grep -v WARNING >&2 || true
+  .venv/bin/python -c 'import envflow.client, rq' || { echo "installing envflow into .venv failed" >&2; return 1; }
+}
+
+ensure_redis_server() {
+  command -v redis-server >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing redis-server from Debian's archive..." >&2
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    command -v redis-server >/dev/null 2>&1 && return 0
+  fi
+  echo "redis-server is missing: install it (sudo apt-get install redis-server / brew install redis) and rerun" >&2
+  return 1
+}

@@ -1,0 +1,216 @@
+"""Shared fixtures: a real redis-server on a free loopback port, real venvs, real worker processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from envflow.client import Client
+from envflow.deployments import Deployment
+from envflow.settings import Settings
+
+REDIS_SERVER = shutil.which("redis-server")
+IN_CI = bool(os.environ.get("CI"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A private redis-server process; stop() and start() keep its port and data directory."""
+
+    def __init__(self, directory: Path, *extra: str) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.extra = extra
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        assert REDIS_SERVER
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+             "--save", "", "--appendonly", "no", "--daemonize", "no", *self.extra],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url, password=self._password())
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                client.ping()
+                return
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def _password(self) -> str | None:
+        if "--requirepass" in self.extra:
+            return self.extra[self.extra.index("--requirepass") + 1]
+        return None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    if REDIS_SERVER is None:
+        if IN_CI:
+            pytest.fail("redis-server is not on PATH (scripts/test installs it)")
+        pytest.skip("redis-server is not on PATH: install it (apt-get install redis-server)")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    redis.Redis.from_url(redis_server.url).flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    d = tmp_path / "work"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def env_vars(redis_url: str, workdir: Path, tmp_path: Path) -> dict[str, str]:
+    """ENVFLOW_* settings every process of a test shares (client, workers, scheduler)."""
+    return {
+        "ENVFLOW_REDIS_URL": redis_url,
+        "ENVFLOW_STATE_DIR": str(tmp_path / "state"),
+        "ENVFLOW_ENV_ROOTS": os.pathsep.join([str(tmp_path), str(VENV_ROOT)]),
+        "ENVFLOW_HEARTBEAT_INTERVAL": "0.5",
+        "ENVFLOW_LEASE_TTL": "3",
+        "ENVFLOW_REAPER_INTERVAL": "0.5",
+        "ENVFLOW_CANCEL_GRACE": "2",
+    }
+
+
+@pytest.fixture
+def settings(env_vars: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for name, value in env_vars.items():
+        monkeypatch.setenv(name, value)
+    return Settings()
+
+
+@pytest.fixture
+def client(settings: Settings) -> Client:
+    return Client(settings=settings)
+
+
+VENV_ROOT = Path(os.environ.get("ENVFLOW_TEST_VENVS", "/tmp/envflow-test-venvs"))
+
+
+def make_venv(name: str, python: str = sys.executable) -> Path:
+    """A real venv (no pip, made once per machine and reused), under VENV_ROOT."""
+    path = VENV_ROOT / name
+    if not (path / "pyvenv.cfg").is_file() or not (path / "bin" / "python").exists():
+        shutil.rmtree(path, ignore_errors=True)
+        subprocess.run([python, "-m", "venv", "--without-pip", str(path)], check=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def venv() -> Path:
+    return make_venv(f"py{sys.version_info.major}{sys.version_info.minor}")
+
+
+def write_flow(directory: Path, source: str, name: str = "flows.py") -> Path:
+    path = directory / name
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
+def load_flows(path: Path) -> dict:
+    """Import a flow file as a module (as a deployment file would) and return its namespace."""
+    import runpy
+
+    from envflow import flows
+
+    with flows.loading():
+        return runpy.run_path(str(path), run_name=f"test_{path.stem}")
+
+
+def deploy(client: Client, path: Path, flow: str, name: str = "test", **fields) -> str:
+    """Register a deployment of the flow ``flow`` (function name) in ``path``; return its full name."""
+    namespace = load_flows(path)
+    record = client.create_deployment(Deployment(name=name, flow=namespace[flow], **fields))
+    return record.name
+
+
+class WorkerProcess:
+    def __init__(self, proc: subprocess.Popen, log: Path) -> None:
+        self.proc = proc
+        self.log = log
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def envflow_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "envflow", *args]
+
+
+@pytest.fixture
+def start_worker(env_vars: dict[str, str], workdir: Path, tmp_path: Path) -> Iterator:
+    workers: list[WorkerProcess] = []
+
+    def start(*args: str, extra_env: dict[str, str] | None = None, wait_ready: bool = True) -> WorkerProcess:
+        log = tmp_path / f"worker-{len(workers)}.log"
+        env = {**os.environ, **env_vars, **(extra_env or {})}
+        handle = open(log, "wb")
+        proc = subprocess.Popen(
+            envflow_command("worker", "start", *args), cwd=workdir, env=env, stdout=handle, stderr=subprocess.STDOUT
+        )
+        worker = WorkerProcess(proc, log)
+        workers.append(worker)
+        if wait_ready:
+            deadline = time.monotonic() + 20
+            while "ready on queue" not in worker.output():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"worker did not start:\n{worker.output()}")
+                time.sleep(0.02)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop(signal.SIGKILL if worker.proc.poll() is None else signal.SIGTERM, timeout=10)

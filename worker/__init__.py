@@ -1,0 +1,1 @@
+"""envflow's worker service: env resolution and activation, flow execution, streaming."""

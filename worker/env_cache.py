@@ -1,0 +1,85 @@
+"""Per-worker cache of resolved environments and their activations.
+
+An activation is computed once per env and reused until one of the env's watched files
+changes (``conda-meta/``, ``activate.d/``, ``pyvenv.cfg``, the interpreter); checking that
+costs a few ``stat`` calls, never a shell or ``conda``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from envflow.models import EnvSpec
+from envflow.settings import Settings
+
+from .activation import apply
+from .environments import SCRUBBED, Delta, Environment
+from .resolve import EnvResolver
+
+Fingerprint = tuple[tuple[int, int, int] | None, ...]
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)  # follows links: a re-pointed or removed interpreter changes it
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def fingerprint(paths: list[Path]) -> Fingerprint:
+    return tuple(_stamp(p) for p in paths)
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs from its environment."""
+
+    environment: Environment
+    python: Path
+    variables: dict[str, str]  # the flow process's complete environment
+    delta: Delta  # what activation set (None: unset), for display
+
+
+@dataclass
+class _Entry:
+    environment: Environment
+    stamp: Fingerprint
+    delta: Delta
+
+
+class EnvCache:
+    def __init__(self, settings: Settings, resolver: EnvResolver | None = None) -> None:
+        self.settings = settings
+        self.resolver = resolver or EnvResolver(settings)
+        self._entries: dict[EnvSpec, _Entry] = {}
+        self.misses = 0
+
+    def prepare(self, spec: EnvSpec, base: Mapping[str, str], extra: Mapping[str, str] | None = None) -> Prepared:
+        """Resolve and activate ``spec`` (cached), then build the flow's environment variables.
+
+        :param base: the worker's own environment.
+        :param extra: the deployment's ``env={...}``, applied last.
+        """
+        entry = self._entries.get(spec)
+        if entry is not None and fingerprint(entry.environment.watched_paths()) != entry.stamp:
+            entry = None
+        if entry is None:
+            self.misses += 1
+            environment = self.resolver.resolve(spec)
+            environment.check_python()
+            stamp = fingerprint(environment.watched_paths())
+            delta = environment.activation(base, self.settings.activation_timeout)
+            entry = self._entries[spec] = _Entry(environment, stamp, delta)
+        variables = apply({k: v for k, v in base.items() if k not in SCRUBBED}, entry.delta)
+        for name in SCRUBBED:
+            variables.pop(name, None)
+        if extra:
+            variables.update(extra)
+        return Prepared(entry.environment, entry.environment.python, variables, entry.delta)
+
+    def forget(self, spec: EnvSpec) -> None:
+        self._entries.pop(spec, None)

@@ -1,0 +1,67 @@
+"""A worker's background duties, in one daemon thread: RQ's scheduler and envflow's reaper.
+
+RQ's ``work(with_scheduler=True)`` forks its scheduler into a child process; if the
+worker is killed with SIGKILL that child lives on, still holding the worker's Redis
+sockets, and Redis keeps serving the dead worker's blocked dequeue, swallowing the next
+job. So envflow drives ``RQScheduler`` (moving due delayed jobs, e.g. retries with a
+delay, onto their queues; one holder of the lock per queue) from a thread instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import redis
+from rq.scheduler import RQScheduler
+
+from envflow.reaper import Reaper
+
+log = logging.getLogger("envflow.worker")
+
+SCHEDULER_INTERVAL = 1.0
+
+
+class Maintenance:
+    def __init__(self, worker_name: str, queue_names: list[str], connection: redis.Redis, reaper: Reaper) -> None:
+        self.name = worker_name
+        self.reaper = reaper
+        self.interval = reaper.settings.reaper_interval
+        self.scheduler = RQScheduler(queue_names, connection=connection, interval=int(SCHEDULER_INTERVAL),
+                                     logging_level="WARNING", serializer=reaper.store.queue(queue_names[0]).serializer)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="envflow-maintenance", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        try:
+            self.scheduler.release_locks()
+        except redis.exceptions.RedisError:
+            pass
+
+    def _loop(self) -> None:
+        ticks_per_reap = max(int(round(self.interval / SCHEDULER_INTERVAL)), 1)
+        wait = min(SCHEDULER_INTERVAL, self.interval)
+        tick = 0
+        while not self.stop.wait(wait):
+            tick += 1
+            try:
+                self._schedule()
+                if tick % ticks_per_reap == 0 or wait < SCHEDULER_INTERVAL:
+                    self.reaper.reap_shared(self.name)
+            except redis.exceptions.RedisError as e:
+                log.warning("background maintenance failed: %s; retrying", e)
+            except Exception:
+                log.exception("background maintenance failed")
+
+    def _schedule(self) -> None:
+        if self.scheduler.should_reacquire_locks:
+            self.scheduler.acquire_locks()
+        if self.scheduler.acquired_locks:
+            self.scheduler.heartbeat()
+            self.scheduler.enqueue_scheduled_jobs()
+

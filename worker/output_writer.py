@@ -1,0 +1,170 @@
+"""Turning a flow's stdout/stderr bytes into history entries and shipping them to Redis.
+
+Bytes are decoded incrementally (invalid UTF-8 is replaced), cut into lines (a line
+longer than ``max_line_bytes`` is split into chunks marked partial), numbered, and sent
+in batches through ``lua/append.lua``, which is idempotent: after a lost connection the
+same batch is simply sent again. While Redis is unreachable, entries wait in memory up to
+``buffer_limit`` bytes; past that, :attr:`OutputWriter.full` tells the executor to stop
+reading the flow's pipes, so the flow blocks instead of the worker growing.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import redis
+
+from envflow import keys
+from envflow.scripts import Scripts
+
+log = logging.getLogger("envflow.worker")
+
+STREAM_CODES = ("o", "e")
+
+
+@dataclass
+class _Stream:
+    code: str
+    decoder: codecs.IncrementalDecoder = field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace")
+    )
+    tail: str = ""  # text after the last newline
+
+
+class OutputWriter:
+    """Collects one attempt's output and appends it to the run's history."""
+
+    def __init__(
+        self,
+        redis_client: redis.Redis,
+        scripts: Scripts,
+        run_id: str,
+        attempt: int,
+        *,
+        max_lines: int,
+        history_ttl: int,
+        max_line_bytes: int,
+        buffer_limit: int,
+        echo: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.redis = redis_client
+        self.scripts = scripts
+        self.keys = [keys.run(run_id), keys.output(run_id)]
+        self.head = [str(attempt), str(max_lines), str(history_ttl)]
+        self.max_chars = max_line_bytes  # chunk size, in characters of decoded text
+        self.buffer_limit = buffer_limit
+        self.echo = echo
+        self.streams = {code: _Stream(code) for code in STREAM_CODES}
+        self.seq = 0
+        self.pending: list[str] = []  # flattened append.lua arguments, 5 per entry
+        self.pending_bytes = 0
+        self.lines_written = 0
+        self.fenced = False  # the run is no longer this attempt's: stop the flow
+        self.retry_at = 0.0  # monotonic time before which a failed flush is not retried
+        self._backoff = 0.1
+        self.connected = True
+
+    @property
+    def full(self) -> bool:
+        return self.pending_bytes >= self.buffer_limit
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self.pending)
+
+    def feed(self, code: str, data: bytes) -> None:
+        """Add bytes read from a stream; complete lines become pending entries."""
+        stream = self.streams[code]
+        text = stream.tail + stream.decoder.decode(data)
+        cut = text.rfind("\n")
+        if cut >= 0:
+            self._add(code, text[:cut], partial=False)
+            text = text[cut + 1 :]
+        while len(text) >= self.max_chars:
+            self._add(code, text[: self.max_chars], partial=True)
+            text = text[self.max_chars :]
+        stream.tail = text
+
+    def close_stream(self, code: str) -> None:
+        """The stream reached EOF: its unterminated last line becomes an entry."""
+        stream = self.streams[code]
+        text = stream.tail + stream.decoder.decode(b"", final=True)
+        stream.tail = ""
+        if text:
+            self._add(code, text, partial=True)
+
+    def note(self, text: str) -> None:
+        """An envflow status line, shown to followers on stderr."""
+        for line in text.splitlines() or [""]:
+            self._add("e", f"envflow: {line}", partial=False)
+
+    def _add(self, code: str, block: str, partial: bool) -> None:
+        """Queue ``block`` (complete lines joined by newlines; with ``partial``, its last line is a chunk)."""
+        if not partial and len(block) > self.max_chars:
+            lines = block.split("\n")
+            if max(map(len, lines)) > self.max_chars:
+                group: list[str] = []
+                for line in lines:
+                    if len(line) <= self.max_chars:
+                        group.append(line)
+                        continue
+                    if group:
+                        self._entry(code, "\n".join(group), False, len(group))
+                        group = []
+                    while len(line) > self.max_chars:
+                        self._entry(code, line[: self.max_chars], True, 1)
+                        line = line[self.max_chars :]
+                    group.append(line)
+                if group:
+                    self._entry(code, "\n".join(group), False, len(group))
+                return
+        self._entry(code, block, partial, block.count("\n") + 1)
+
+    def _entry(self, code: str, block: str, partial: bool, n: int) -> None:
+        self.pending += [str(self.seq), code, "1" if partial else "0", str(n), block]
+        self.pending_bytes += len(block) + 32
+        self.seq += n
+        if self.echo is not None:
+            self.echo(code, block)
+
+    def flush(self, force: bool = False) -> bool:
+        """Send pending entries; True when nothing is left pending. Never raises on a lost connection."""
+        if not self.pending or self.fenced:
+            return not self.pending
+        if not force and time.monotonic() < self.retry_at:
+            return False
+        try:
+            result = self.scripts.append(keys=self.keys, args=self.head + self.pending, client=self.redis)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+            if self.connected:
+                log.warning("lost Redis while streaming output (%s); buffering and retrying", e)
+            self.connected = False
+            self.retry_at = time.monotonic() + self._backoff
+            self._backoff = min(self._backoff * 2, 2.0)
+            return False
+        if not self.connected:
+            log.info("Redis is back; buffered output sent")
+        self.connected, self._backoff, self.retry_at = True, 0.1, 0.0
+        if int(result) < 0:
+            self.fenced = True
+        self.lines_written = self.seq
+        self.pending = []
+        self.pending_bytes = 0
+        return True
+
+
+def make_echo(short_id: str) -> Callable[[str, str], None]:
+    """Echo flow lines to the worker's own output, prefixed with the run's short id."""
+    prefix = f"[{short_id}] "
+
+    def echo(code: str, block: str) -> None:
+        out = sys.stdout if code == "o" else sys.stderr
+        out.write(prefix + block.replace("\n", "\n" + prefix) + "\n")
+        out.flush()
+
+    return echo

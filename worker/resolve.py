@@ -1,0 +1,184 @@
+"""Finding the environment an env spec names, the way conda and the worker's filesystem say.
+
+Named conda envs follow conda's own order: ``conda env list --json`` when ``conda`` is on
+PATH; otherwise the envs dirs (``CONDA_ENVS_PATH``/``CONDA_ENVS_DIRS``, ``<root>/envs``,
+``~/.conda/envs``) and ``~/.conda/environments.txt``. ``base`` is the root prefix.
+Every env must live under an allowed root (``ENVFLOW_ENV_ROOTS``) after following links.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from envflow.errors import EnvActivationError, EnvNotFound
+from envflow.models import EnvKind, EnvSpec
+from envflow.settings import Settings
+
+from .environments import CondaEnvironment, Environment, VenvEnvironment, WorkerEnvironment
+
+DEFAULT_VENV_ROOT = Path("/venvs")
+CONDA_LIST_TTL = 30.0  # seconds a `conda env list` answer is reused
+
+
+class EnvResolver:
+    """Resolves env specs for one worker (its settings, environment variables and directory)."""
+
+    def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> None:
+        self.settings = settings
+        self.environ = dict(os.environ if environ is None else environ)
+        self.cwd = (cwd or Path.cwd()).resolve()
+        self._conda_listing: tuple[float, dict[str, Path]] | None = None
+
+    # Where conda lives
+
+    @property
+    def conda_exe(self) -> str | None:
+        return shutil.which("conda", path=self.environ.get("PATH"))
+
+    def conda_root(self) -> Path | None:
+        if self.settings.conda_root:
+            return self.settings.conda_root.expanduser()
+        for name in ("CONDA_ROOT", "MAMBA_ROOT_PREFIX"):
+            if self.environ.get(name):
+                return Path(self.environ[name]).expanduser()
+        exe = self.environ.get("CONDA_EXE") or self.conda_exe
+        if exe:
+            # <root>/bin/conda or <root>/condabin/conda
+            return Path(exe).resolve().parent.parent
+        return None
+
+    def envs_dirs(self) -> list[Path]:
+        dirs: list[Path] = []
+        for name in ("CONDA_ENVS_PATH", "CONDA_ENVS_DIRS"):
+            dirs += [Path(p).expanduser() for p in self.environ.get(name, "").split(os.pathsep) if p]
+        root = self.conda_root()
+        if root is not None:
+            dirs.append(root / "envs")
+        dirs.append(Path(self.environ.get("HOME", "~")).expanduser() / ".conda" / "envs")
+        return list(dict.fromkeys(dirs))
+
+    def allowed_roots(self) -> list[Path]:
+        if self.settings.env_roots:
+            roots = [Path(p).expanduser() for p in self.settings.env_roots.split(os.pathsep) if p]
+        else:
+            root = self.conda_root()
+            roots = [*([root] if root else []), *self.envs_dirs(), DEFAULT_VENV_ROOT, self.cwd]
+        return [r if not r.exists() else r.resolve() for r in dict.fromkeys(roots)]
+
+    def named_envs(self, refresh: bool = False) -> dict[str, Path]:
+        """Named conda envs, first one of each name winning, as conda orders them."""
+        exe = self.conda_exe
+        if exe:
+            if refresh or self._conda_listing is None or time.monotonic() - self._conda_listing[0] > CONDA_LIST_TTL:
+                self._conda_listing = (time.monotonic(), self._list_with_conda(exe))
+            return self._conda_listing[1]
+        found: dict[str, Path] = {}
+        root = self.conda_root()
+        if root is not None and (root / "conda-meta").is_dir():
+            found["base"] = root
+        for envs_dir in self.envs_dirs():
+            if envs_dir.is_dir():
+                for child in sorted(envs_dir.iterdir()):
+                    if (child / "conda-meta").is_dir():
+                        found.setdefault(child.name, child)
+        registry = Path(self.environ.get("HOME", "~")).expanduser() / ".conda" / "environments.txt"
+        if registry.is_file():
+            for line in registry.read_text(errors="replace").splitlines():
+                prefix = Path(line.strip())
+                if line.strip() and (prefix / "conda-meta").is_dir():
+                    found.setdefault(prefix.name, prefix)
+        return found
+
+    def _list_with_conda(self, exe: str) -> dict[str, Path]:
+        try:
+            out = subprocess.run(
+                [exe, "env", "list", "--json"], capture_output=True, timeout=60, check=True, env=self.environ
+            ).stdout
+            prefixes = [Path(p) for p in json.loads(out).get("envs", [])]
+        except (subprocess.SubprocessError, OSError, ValueError) as e:
+            raise EnvActivationError(f"`conda env list --json` failed: {e}") from None
+        root = self.conda_root()
+        found: dict[str, Path] = {}
+        for prefix in prefixes:
+            found.setdefault("base" if root is not None and prefix == root else prefix.name, prefix)
+        return found
+
+    # Resolution
+
+    def resolve(self, spec: EnvSpec) -> Environment:
+        """The environment ``spec`` names on this worker.
+
+        :raises EnvNotFound: the env or path does not exist, or is not an env of that kind.
+        :raises EnvActivationError: the env is outside the allowed roots.
+        """
+        if spec.kind is EnvKind.WORKER:
+            return WorkerEnvironment()
+        if spec.kind is EnvKind.CONDA:
+            return self._named_conda(spec)
+        given = spec.value or ""
+        path = Path(given).expanduser()
+        resolved = path if path.is_absolute() else self.cwd / path
+        if not resolved.exists():
+            raise EnvNotFound(
+                f"{self._label(spec)} {given!r} does not exist: resolved to {resolved} "
+                f"(relative paths start at the worker's directory, {self.cwd})"
+            )
+        real = resolved.resolve()
+        is_conda = (real / "conda-meta").is_dir()
+        is_venv = (real / "pyvenv.cfg").is_file()
+        if spec.kind is EnvKind.VENV and not is_venv:
+            hint = "; it has conda-meta/, so it is a conda env: use condaenv=" if is_conda else ""
+            raise EnvNotFound(f"{given!r} ({real}) is not a venv or virtualenv: it has no pyvenv.cfg{hint}")
+        if spec.kind is EnvKind.CONDA_PREFIX and not is_conda:
+            hint = "; it has pyvenv.cfg, so it is a venv: use virtualenv=" if is_venv else ""
+            raise EnvNotFound(f"{given!r} ({real}) is not a conda env: it has no conda-meta/ directory{hint}")
+        self._check_allowed(real, given)
+        if spec.kind is EnvKind.VENV:
+            return VenvEnvironment(spec, real)
+        return CondaEnvironment(spec, real, self._real_root(), self._real_envs_dirs())
+
+    def _named_conda(self, spec: EnvSpec) -> Environment:
+        name = spec.value or ""
+        envs = self.named_envs()
+        if name not in envs and self.conda_exe:
+            envs = self.named_envs(refresh=True)
+        if name not in envs:
+            names = ", ".join(sorted(envs)) or "none"
+            where = (
+                "`conda env list`"
+                if self.conda_exe
+                else ", ".join(str(d) for d in self.envs_dirs()) + ", ~/.conda/environments.txt"
+            )
+            raise EnvNotFound(
+                f"no conda env named {name!r} on this worker (found: {names}; looked in {where}); "
+                "create it, or give its prefix path"
+            )
+        real = envs[name].resolve()
+        self._check_allowed(real, name)
+        return CondaEnvironment(spec, real, self._real_root(), self._real_envs_dirs())
+
+    def _real_root(self) -> Path | None:
+        root = self.conda_root()
+        return root.resolve() if root is not None and root.exists() else root
+
+    def _real_envs_dirs(self) -> list[Path]:
+        return [d.resolve() if d.exists() else d for d in self.envs_dirs()]
+
+    def _check_allowed(self, real: Path, given: str) -> None:
+        roots = self.allowed_roots()
+        if not any(real == r or real.is_relative_to(r) for r in roots):
+            shown = os.pathsep.join(str(r) for r in roots)
+            raise EnvActivationError(
+                f"env {given!r} ({real}) is outside the allowed env roots ({shown}); "
+                "move it under one of them or add its directory to ENVFLOW_ENV_ROOTS"
+            )
+
+    @staticmethod
+    def _label(spec: EnvSpec) -> str:
+        return {EnvKind.VENV: "virtualenv", EnvKind.CONDA_PREFIX: "conda prefix"}.get(spec.kind, "env")
