@@ -50,6 +50,32 @@ def start(queues: tuple[str, ...], burst: bool, name: str | None, max_jobs: int 
         worker.work(burst=burst, logging_level="WARNING", max_jobs=max_jobs)
 
 
+@click.command("health")
+@click.option("--name", help="Worker name to check (default: any worker of this host).")
+def health(name: str | None) -> None:
+    """Exit 0 when Redis answers and a live worker of this host (or NAME) is registered.
+
+    Meant for container health checks: `envflow worker health`.
+    """
+    import socket
+
+    from rq.worker import Worker
+
+    from envflow.connection import connect, wrap_errors
+    from envflow.jobs import SERIALIZER
+    from envflow.settings import get_settings
+
+    redis = connect(get_settings().redis_url)
+    with wrap_errors(redis):
+        redis.ping()
+        workers = Worker.all(connection=redis, serializer=SERIALIZER)
+    host = socket.gethostname()
+    mine = [w for w in workers if (w.name == name if name else w.hostname == host)]
+    if not mine:
+        raise click.ClickException(f"Redis answers, but no worker {'named ' + name if name else 'of host ' + host} is registered")
+    click.echo(", ".join(f"{w.name}: {w.get_state()}" for w in mine))
+
+
 def register(cli: click.Group) -> None:
     """Add the worker's commands to the envflow CLI."""
 
@@ -58,6 +84,7 @@ def register(cli: click.Group) -> None:
         """Run workers."""
 
     worker_group.add_command(start)
+    worker_group.add_command(health)
 
     @cli.group("agent")
     def agent_group() -> None:
