@@ -99,6 +99,55 @@ class Client:
             pipe.delete(keys.schedule_state(name))
             pipe.execute()
 
+    def pause_deployment(self, name: str) -> None:
+        """Stop the scheduler from creating runs of this deployment (on-demand runs still work)."""
+        self.get_deployment(name)
+        with wrap_errors(self.redis):
+            self.redis.sadd(keys.PAUSED_DEPLOYMENTS, name)
+
+    def resume_deployment(self, name: str) -> None:
+        self.get_deployment(name)
+        with wrap_errors(self.redis):
+            self.redis.srem(keys.PAUSED_DEPLOYMENTS, name)
+
+    def paused_deployments(self) -> set[str]:
+        with wrap_errors(self.redis):
+            return {n.decode() for n in self.redis.smembers(keys.PAUSED_DEPLOYMENTS)}
+
+    # Queues
+
+    def pause_queue(self, name: str) -> None:
+        """Workers start no runs from a paused queue; its runs wait there until it is resumed."""
+        with wrap_errors(self.redis):
+            self.redis.sadd(keys.PAUSED_QUEUES, name)
+
+    def resume_queue(self, name: str) -> None:
+        with wrap_errors(self.redis):
+            self.redis.srem(keys.PAUSED_QUEUES, name)
+
+    def queues(self) -> list[dict[str, Any]]:
+        """Every queue envflow or RQ knows: queued and running counts, workers, paused."""
+        from rq import Queue
+        from rq.worker import Worker
+
+        with wrap_errors(self.redis):
+            paused = {n.decode() for n in self.redis.smembers(keys.PAUSED_QUEUES)}
+            names = {q.name for q in Queue.all(connection=self.redis, serializer=SERIALIZER)}
+            names |= {d.queue for d in self.deployments()} | paused
+            workers = Worker.all(connection=self.redis, serializer=SERIALIZER)
+            out = []
+            for name in sorted(names):
+                q = self.store.queue(name)
+                out.append({
+                    "name": name,
+                    "queued": q.count,
+                    "running": q.started_job_registry.count,
+                    "scheduled": q.scheduled_job_registry.count,
+                    "workers": sorted(w.name for w in workers if name in w.queue_names()),
+                    "paused": name in paused,
+                })
+        return out
+
     def flow_source(self, record: DeploymentRecord) -> str | None:
         if not record.source_digest:
             return None

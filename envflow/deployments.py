@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from . import flows
 from .flows import is_flow
 from .models import EnvSpec
 from .parameters import ensure_json
@@ -165,7 +166,9 @@ class Deployment:
     def __init__(self, **fields: Any) -> None:
         collector = _collectors[-1] if _collectors else None
         self.defined_at = _definition_line(collector.path if collector else None)
-        self.fields: DeploymentFields | None
+        self.fields: DeploymentFields | None = None
+        if collector is None and flows._loading:
+            return  # the file is being imported to run its flow: deployments in it are inert
         try:
             self.fields = DeploymentFields(**fields)
         except ValidationError as e:

@@ -15,6 +15,7 @@ Layout::
     envflow:schedule:<deployment>      hash    per-schedule last slot enqueued
     envflow:slot:<deployment>:<sched>:<ts>     idempotency key of one schedule slot
     envflow:paused                     set     paused deployment names
+    envflow:queues:paused              set     paused queue names (workers start no runs from them)
 
 Pub/sub channels::
 
@@ -32,6 +33,7 @@ RUNS = PREFIX + "runs"
 ACTIVE_RUNS = PREFIX + "runs:active"
 PENDING_RUNS = PREFIX + "runs:pending"
 PAUSED_DEPLOYMENTS = PREFIX + "paused"
+PAUSED_QUEUES = PREFIX + "queues:paused"
 
 
 def deployment(name: str) -> str:

@@ -35,6 +35,8 @@ from .maintenance import Maintenance
 
 log = logging.getLogger("envflow.worker")
 
+PAUSED_POLL = 1.0  # seconds between checks while some of the worker's queues are paused
+
 
 class FlowWorker(SimpleWorker):
     """Runs envflow flow runs, and refuses every other job without executing it."""
@@ -95,6 +97,37 @@ class FlowWorker(SimpleWorker):
     def kill_horse(self, sig: signal.Signals = signal.SIGKILL) -> None:
         # RQ's stop-job command lands here (from its pubsub thread): cancel the running flow.
         self.executor.stops.request_cancel()
+
+    # Dequeueing: RQ's, minus paused queues
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        while True:
+            paused = {n.decode() for n in self.connection.smembers(keys.PAUSED_QUEUES)}
+            active = [q for q in self.queues if q.name not in paused]
+            self._ordered_queues = active
+            if not active:
+                if timeout is None:
+                    return None  # burst mode: nothing we may run
+                self.heartbeat()
+                time.sleep(PAUSED_POLL)  # a stop signal interrupts this (RQ raises StopRequested)
+                continue
+            if paused and timeout is not None:
+                # Come back regularly to notice a resumed queue.
+                result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time=int(PAUSED_POLL))
+                if result is None:
+                    continue
+            else:
+                result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            if result is None:
+                return None
+            job, queue = result
+            if not self.connection.sismember(keys.PAUSED_QUEUES, queue.name):
+                return result
+            # Paused while we waited for this job: put it back where it was, untouched.
+            with self.connection.pipeline() as pipe:
+                pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+                queue.push_job_id(job.id, pipeline=pipe, at_front=True)
+                pipe.execute()
 
     # Jobs
 

@@ -45,6 +45,8 @@ def config(as_json: bool) -> None:
 
 
 def _load_plugins() -> None:
+    from . import deployment, queue, run, up  # noqa: F401 - they register their groups on `cli`
+
     for ep in entry_points(group="envflow.cli"):
         ep.load()(cli)
 

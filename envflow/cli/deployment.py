@@ -1,0 +1,201 @@
+"""``envflow deployment ...``: register, list, inspect, delete, run, pause and resume deployments."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import click
+
+from .. import schedules
+from ..deployment_files import load_file
+from ..errors import ParameterError
+from ..models import DeploymentRecord
+from .base import ago, emit_json, fail, get_client, status, table
+from .follow import EXIT_CODES_HELP, follow_run
+from .main import cli
+
+
+@cli.group("deployment")
+def deployment() -> None:
+    """Register and run deployments (a flow plus the environment its runs use)."""
+
+
+def redact_env(record: DeploymentRecord) -> dict[str, str]:
+    settings = get_client().settings
+    return {k: ("***" if settings.is_secret_name(k) else v) for k, v in record.env_vars.items()}
+
+
+def next_run(record: DeploymentRecord, now: float | None = None) -> float | None:
+    if not record.schedules:
+        return None
+    now = time.time() if now is None else now
+    return min(schedules.next_slot(s, now) for s in record.schedules)
+
+
+def describe_env(record: DeploymentRecord) -> str:
+    return str(record.env)
+
+
+@deployment.command("create")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def create(files: tuple[str, ...]) -> None:
+    """Register every deployment defined in FILES (Python or YAML).
+
+    Invalid deployments are reported one by one, with file and line; the valid ones are
+    registered anyway. Registering again updates a deployment.
+    """
+    client = get_client()
+    errors = 0
+    for path in files:
+        loaded = load_file(path)
+        for message in loaded.errors:
+            errors += 1
+            click.echo(click.style("invalid: ", fg="red", bold=True) + message, err=True)
+        for item in loaded.deployments:
+            record = client.create_deployment(item)
+            where = "source stored" if record.flow_storage == "source" else f"path {record.flow_path}"
+            click.echo(f"registered {click.style(record.name, bold=True)}  env {describe_env(record)}  "
+                       f"queue {record.queue}  ({where}; {item.defined_at})")
+    if errors:
+        fail(f"{errors} deployment{'s' if errors > 1 else ''} not registered", code=1)
+
+
+@deployment.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def ls(as_json: bool) -> None:
+    """List deployments, with their environment, queue and next scheduled run."""
+    client = get_client()
+    records = client.deployments()
+    paused = client.paused_deployments()
+    if as_json:
+        emit_json([
+            {**r.model_dump(exclude={"env_vars"}), "env_vars": redact_env(r), "paused": r.name in paused,
+             "next_run": next_run(r)} for r in records
+        ])
+        return
+    if not records:
+        status("no deployments yet: `envflow deployment create FILE`")
+        return
+    rows = []
+    for r in records:
+        nxt = next_run(r)
+        when = "paused" if r.name in paused else (ago(nxt) if nxt else "-")
+        rows.append([r.name, describe_env(r), r.queue, when, ",".join(r.tags) or "-", ago(r.updated_at)])
+    table(["NAME", "ENV", "QUEUE", "NEXT RUN", "TAGS", "UPDATED"], rows)
+
+
+@deployment.command("inspect")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def inspect_(name: str, as_json: bool) -> None:
+    """Show everything about one deployment (secret-looking env values redacted)."""
+    client = get_client()
+    record = client.get_deployment(name)
+    paused = record.name in client.paused_deployments()
+    upcoming = []
+    for s in record.schedules:
+        t = time.time()
+        for _ in range(3):
+            t = schedules.next_slot(s, t)
+            upcoming.append(t)
+    upcoming.sort()
+    data: dict[str, Any] = {**record.model_dump(exclude={"env_vars"}), "env_vars": redact_env(record),
+                            "paused": paused, "next_runs": upcoming[:3]}
+    if as_json:
+        emit_json(data)
+        return
+    rows = [
+        ("name", record.name),
+        ("flow", f"{record.flow_name}  ({record.flow_path})"),
+        ("storage", record.flow_storage + (f" sha256:{record.source_digest[:12]}" if record.source_digest else "")),
+        ("env", describe_env(record)),
+        ("queue", record.queue),
+        ("parameters", json.dumps(record.parameters)),
+        ("signature", ", ".join(p["name"] + ("" if p["required"] else "=…") for p in record.parameter_spec) or "-"),
+        ("env vars", ", ".join(f"{k}={v}" for k, v in redact_env(record).items()) or "-"),
+        ("tags", ", ".join(record.tags) or "-"),
+        ("timeout", f"{record.timeout:g}s" if record.timeout else "none"),
+        ("retries", f"{record.retries}" + (f" (delay {record.retry_delay})" if record.retry_delay else "")),
+        ("stream output", "yes" if record.stream_output else "no"),
+        ("schedules", "; ".join(schedules.describe(s) for s in record.schedules) or "none"),
+        ("missed runs", record.missed_runs if record.schedules else "-"),
+        ("paused", "yes" if paused else "no"),
+        ("next runs", ", ".join(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) for t in upcoming[:3]) or "-"),
+        ("defined at", record.defined_at or "-"),
+        ("updated", ago(record.updated_at)),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        click.echo(f"{click.style(key.ljust(width), bold=True)}  {value}")
+
+
+@deployment.command("delete")
+@click.argument("name")
+def delete(name: str) -> None:
+    """Remove a deployment (its past runs stay until they expire)."""
+    get_client().delete_deployment(name)
+    click.echo(f"deleted {name}")
+
+
+@deployment.command("pause")
+@click.argument("name")
+def pause(name: str) -> None:
+    """Stop scheduling runs of NAME (on-demand runs still work)."""
+    get_client().pause_deployment(name)
+    click.echo(f"paused {name}")
+
+
+@deployment.command("resume")
+@click.argument("name")
+def resume(name: str) -> None:
+    """Schedule runs of NAME again."""
+    get_client().resume_deployment(name)
+    click.echo(f"resumed {name}")
+
+
+def parse_params(pairs: tuple[str, ...], params_json: str | None) -> dict[str, Any]:
+    """``--params-json`` first, then each ``--param key=value`` (value parsed as JSON, else kept as text)."""
+    params: dict[str, Any] = {}
+    if params_json:
+        try:
+            loaded = json.loads(params_json)
+        except ValueError as e:
+            raise ParameterError(f"--params-json is not valid JSON: {e}") from None
+        if not isinstance(loaded, dict):
+            raise ParameterError("--params-json must be a JSON object, e.g. '{\"name\": \"Ada\"}'")
+        params.update(loaded)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ParameterError(f"--param {pair!r}: expected key=value")
+        try:
+            params[key] = json.loads(value)
+        except ValueError:
+            params[key] = value
+    return params
+
+
+@deployment.command("run", epilog=EXIT_CODES_HELP)
+@click.argument("name")
+@click.option("--param", "-p", "pairs", multiple=True, metavar="KEY=VALUE",
+              help="A parameter (repeatable); VALUE is parsed as JSON when it is JSON, else taken as text.")
+@click.option("--params-json", help="All parameters as one JSON object.")
+@click.option("--follow", "-f", is_flag=True, help="Stream the run's output here until it ends.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Stop the run after S seconds.")
+def run_(name: str, pairs: tuple[str, ...], params_json: str | None, follow: bool, timeout: float | None) -> None:
+    """Start a run of NAME (flow-name/deployment-name) now.
+
+    With --follow, the flow's stdout goes to stdout and its stderr to stderr, verbatim;
+    envflow's own status lines go to stderr, marked with '»'.
+    """
+    client = get_client()
+    run = client.run(name, parse_params(pairs, params_json), timeout=timeout)
+    if not follow:
+        click.echo(run.id)
+        status(f"run {run.short_id} of {name} queued; follow it with `envflow run logs {run.short_id} --follow`")
+        return
+    status(f"run {run.short_id} of {name} queued; streaming its output (Ctrl-C to detach)")
+    sys.exit(follow_run(run))

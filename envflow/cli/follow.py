@@ -1,0 +1,70 @@
+"""Printing a run's output as it happens, and the exit codes that reflect its end."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from ..flow_run import FlowRun
+from ..models import RunState
+from ..output import AttemptEnd, Entry
+from .base import state_text, status
+
+# Exit codes of commands that wait for a run (documented in `envflow deployment run --help`).
+EXIT_CODES = {
+    RunState.COMPLETED: 0,
+    RunState.FAILED: 3,
+    RunState.CRASHED: 4,
+    RunState.TIMED_OUT: 5,
+    RunState.CANCELLED: 6,
+}
+EXIT_CODES_HELP = "Exit status: 0 completed, 3 failed, 4 crashed, 5 timed out, 6 cancelled, 130 detached (Ctrl-C)."
+DETACHED = 130
+
+
+def print_entry(entry: Entry) -> None:
+    out = sys.stdout if entry.stream == "o" else sys.stderr
+    out.write(entry.data if entry.partial else entry.data + "\n")
+    out.flush()
+
+
+def follow_run(run: FlowRun, *, interactive_cancel: bool = True) -> int:
+    """Stream a run's output until it ends; return the exit code of its final state."""
+    started = time.monotonic()
+    try:
+        for record in run.records():
+            if isinstance(record, Entry):
+                print_entry(record)
+            elif isinstance(record, AttemptEnd):
+                if record.final:
+                    status(f"run {run.short_id} {state_text(record.state)} after {time.monotonic() - started:.1f}s")
+                    return exit_code(RunState(record.state), run)
+                status(f"attempt {record.attempt} ended {state_text(record.state)}; the run will be retried")
+    except KeyboardInterrupt:
+        return _interrupted(run, interactive_cancel)
+    return exit_code(run.state, run)
+
+
+def exit_code(state: RunState, run: FlowRun) -> int:
+    if state is not RunState.COMPLETED:
+        record = run.record()
+        detail = record.error or record.reason
+        if detail:
+            status(f"{record.error_type + ': ' if record.error_type else ''}{detail}")
+    return EXIT_CODES.get(state, 1)
+
+
+def _interrupted(run: FlowRun, interactive_cancel: bool) -> int:
+    click.echo("", err=True)
+    if interactive_cancel and sys.stdin.isatty() and sys.stderr.isatty():
+        try:
+            if click.confirm(f"Cancel run {run.short_id} too? (No detaches; the run goes on)", default=False, err=True):
+                outcome = run.client.cancel(run.id)
+                status(f"run {run.short_id}: cancel {outcome}")
+                return DETACHED
+        except (KeyboardInterrupt, click.Abort):
+            pass
+    status(f"detached; the run goes on: `envflow run logs {run.short_id} --follow` to follow it again")
+    return DETACHED

@@ -1,0 +1,144 @@
+"""``envflow run ...``: list, inspect, follow, wait for and cancel runs."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from ..models import RunRecord, RunState
+from ..output import Entry
+from .base import ago, emit_json, get_client, state_text, status, table
+from .follow import EXIT_CODES_HELP, exit_code, follow_run, print_entry
+from .main import cli
+
+STATES = [s.value for s in RunState]
+
+
+@cli.group("run")
+def run() -> None:
+    """Inspect and control runs. IDs may be abbreviated to a unique prefix (4+ characters)."""
+
+
+def _duration(record: RunRecord) -> str:
+    start = record.entered(RunState.RUNNING)
+    if start is None:
+        return "-"
+    end = record.updated_at if record.state.is_final else time.time()
+    return f"{(end or start) - start:.1f}s"
+
+
+@run.command("ls")
+@click.option("--deployment", "-d", help="Only runs of this deployment (flow-name/deployment-name).")
+@click.option("--state", "-s", type=click.Choice(STATES, case_sensitive=False), help="Only runs in this state.")
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def ls(deployment: str | None, state: str | None, limit: int, as_json: bool) -> None:
+    """List recent runs, newest first."""
+    client = get_client()
+    if deployment:
+        client.get_deployment(deployment)
+    records = client.runs(deployment, state.upper() if state else None, limit)
+    if as_json:
+        emit_json([r.model_dump(mode="json") for r in records])
+        return
+    if not records:
+        status("no runs match")
+        return
+    rows = [
+        [r.short_id, r.deployment, state_text(r.state.value), str(r.attempt), ago(r.created_at), _duration(r),
+         r.worker or "-"]
+        for r in records
+    ]
+    table(["ID", "DEPLOYMENT", "STATE", "ATTEMPT", "CREATED", "DURATION", "WORKER"], rows)
+
+
+@run.command("inspect")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def inspect_(run_id: str, as_json: bool) -> None:
+    """Show a run: state history with timestamps, attempts, result or error."""
+    record = get_client().get_run(run_id).record()
+    if as_json:
+        emit_json(record.model_dump(mode="json"))
+        return
+    import json
+
+    rows = [
+        ("id", record.id),
+        ("deployment", record.deployment),
+        ("state", state_text(record.state.value)),
+        ("parameters", json.dumps(record.parameters)),
+        ("queue", record.queue),
+        ("created", f"{ago(record.created_at)}  ({_ts(record.created_at)})"),
+    ]
+    if record.scheduled_for:
+        rows.append(("scheduled for", _ts(record.scheduled_for) + (f"  (schedule {record.schedule})" if record.schedule else "")))
+    if record.timeout:
+        rows.append(("timeout", f"{record.timeout:g}s"))
+    if record.has_result:
+        rows.append(("result", json.dumps(record.result)))
+    if record.result_error:
+        rows.append(("result", record.result_error))
+    if record.error or record.error_type:
+        rows.append(("error", f"{record.error_type + ': ' if record.error_type else ''}{record.error or ''}"))
+    if record.reason and record.reason != record.error:
+        rows.append(("reason", record.reason))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        click.echo(f"{click.style(key.ljust(width), bold=True)}  {value}")
+    click.echo(click.style("\nstates", bold=True))
+    for name, ts, attempt in record.transitions:
+        click.echo(f"  {_ts(ts)}  {state_text(name)}" + (f"  (attempt {attempt})" if attempt else ""))
+    if record.attempts:
+        click.echo(click.style("\nattempts", bold=True))
+        for a in record.attempts:
+            took = f"{a.ended_at - a.started_at:.1f}s" if a.started_at and a.ended_at else "-"
+            detail = a.error or a.reason or ""
+            click.echo(f"  #{a.n}  {state_text(a.state)}  {took}  on {a.worker or '-'}"
+                       f"{'  exit ' + str(a.exit_code) if a.exit_code is not None else ''}"
+                       f"{'  ' + detail if detail else ''}")
+
+
+def _ts(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) + f".{int(ts * 1000) % 1000:03d}"
+
+
+@run.command("logs", epilog=EXIT_CODES_HELP)
+@click.argument("run_id")
+@click.option("--follow", "-f", is_flag=True, help="Keep streaming until the run ends.")
+def logs(run_id: str, follow: bool) -> None:
+    """Print a run's output: stdout lines to stdout, stderr lines to stderr."""
+    flow_run = get_client().get_run(run_id)
+    if follow:
+        sys.exit(follow_run(flow_run))
+    for record in flow_run.records(timeout=0):
+        if isinstance(record, Entry):
+            print_entry(record)
+
+
+@run.command("cancel")
+@click.argument("run_id")
+def cancel(run_id: str) -> None:
+    """Cancel a run: a queued run never starts; a running one is stopped (SIGTERM, then SIGKILL)."""
+    client = get_client()
+    flow_run = client.get_run(run_id)
+    outcome = client.cancel(flow_run.id)
+    messages = {
+        "cancelled": "cancelled before it started",
+        "requested": f"stopping it (SIGTERM, then SIGKILL after {client.settings.cancel_grace:g}s)",
+        "ended": f"it had already ended ({flow_run.state.value})",
+    }
+    click.echo(f"run {flow_run.short_id}: {messages.get(outcome, outcome)}")
+
+
+@run.command("wait", epilog=EXIT_CODES_HELP)
+@click.argument("run_id")
+@click.option("--timeout", type=click.FloatRange(min=0), help="Give up after S seconds (exit 1; the run goes on).")
+def wait(run_id: str, timeout: float | None) -> None:
+    """Wait for a run to end; the exit status tells how it ended."""
+    flow_run = get_client().get_run(run_id)
+    state = flow_run.wait(timeout)
+    click.echo(state.value)
+    sys.exit(exit_code(state, flow_run))

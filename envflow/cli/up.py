@@ -1,0 +1,151 @@
+"""``envflow up``: the whole stack in one terminal, for development or a machine without Docker."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import click
+import redis
+
+from ..settings import get_settings, redact_url
+from .base import fail, status
+from .main import cli
+
+COLORS = ["cyan", "green", "magenta", "yellow", "blue", "bright_cyan", "bright_green", "bright_magenta"]
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", ""}
+
+
+class Child:
+    def __init__(self, name: str, color: str, argv: list[str], env: dict[str, str], width: int) -> None:
+        self.name = name
+        self.prefix = click.style(f"{name.ljust(width)} |", fg=color)
+        self.proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches `up` only; it stops the children in order
+        )
+        self.reader = threading.Thread(target=self._pump, daemon=True)
+        self.reader.start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            click.echo(f"{self.prefix} {raw.decode(errors='replace').rstrip()}")
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+
+def answers(url: str) -> bool:
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2).ping()
+        return True
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        return False
+    except redis.exceptions.RedisError:
+        return True  # it answers, e.g. with an auth error the services will report
+
+
+def redis_command(url: str, data_dir: Path) -> list[str]:
+    parts = urlsplit(url)
+    if parts.scheme != "redis" or (parts.hostname or "") not in LOCAL_HOSTS:
+        fail(f"nothing answers at {redact_url(url)}; `envflow up` starts a private Redis only for a "
+             "redis://localhost URL: start that server, or unset ENVFLOW_REDIS_URL")
+    server = shutil.which("redis-server")
+    if server is None:
+        fail(f"nothing answers at {redact_url(url)} and there is no redis-server on PATH to start one: "
+             "install it (apt-get install redis-server / brew install redis)")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    argv = [server, "--bind", "127.0.0.1", "--port", str(parts.port or 6379), "--dir", str(data_dir),
+            "--appendonly", "yes", "--save", ""]
+    if parts.password:
+        argv += ["--requirepass", parts.password]
+    return argv
+
+
+@cli.command("up")
+@click.option("--workers", "-w", type=click.IntRange(min=0), default=1, show_default=True, help="Workers to start.")
+@click.option("--queue", "-q", "queues", multiple=True, help="Queues the workers serve (repeatable).")
+@click.option("--no-scheduler", is_flag=True, help="Do not start the scheduler.")
+def up(workers: int, queues: tuple[str, ...], no_scheduler: bool) -> None:
+    """Run the stack here: Redis (unless one answers at ENVFLOW_REDIS_URL), the scheduler and workers.
+
+    Output of every process is shown with a colored prefix. Ctrl-C stops the workers
+    gracefully (running flows get ENVFLOW_SHUTDOWN_GRACE seconds), then the scheduler and
+    Redis; a second Ctrl-C stops everything at once.
+    """
+    settings = get_settings()
+    url = settings.redis_url
+    env = {**os.environ, "ENVFLOW_REDIS_URL": url, "PYTHONUNBUFFERED": "1"}
+    names = ["redis", "scheduler", *[f"worker-{i + 1}" for i in range(workers)]]
+    width = max(len(n) for n in names)
+    started: list[Child] = []
+    redis_child = None
+    if answers(url):
+        status(f"using the Redis that answers at {redact_url(url)}")
+    else:
+        redis_child = Child("redis", "red", redis_command(url, settings.state_dir / "redis"), env, width)
+        deadline = time.monotonic() + 15
+        while not answers(url):
+            if redis_child.proc.poll() is not None or time.monotonic() > deadline:
+                fail(f"redis-server did not start (exit status {redis_child.proc.poll()}); see its output above")
+            time.sleep(0.05)
+        status(f"started a private Redis at {redact_url(url)} (data in {settings.state_dir / 'redis'})")
+    envflow = [sys.executable, "-m", "envflow"]
+    if not no_scheduler:
+        started.append(Child("scheduler", COLORS[0], [*envflow, "scheduler", "start"], env, width))
+    queue_args = [a for q in queues for a in ("--queue", q)]
+    for i in range(workers):
+        started.append(Child(f"worker-{i + 1}", COLORS[(i + 1) % len(COLORS)],
+                             [*envflow, "worker", "start", *queue_args], env, width))
+    status("stack is up; Ctrl-C stops it")
+    code = _supervise(started, settings.shutdown_grace + settings.cancel_grace + 5)
+    if redis_child is not None:
+        redis_child.signal(signal.SIGTERM)
+        redis_child.proc.wait(15)
+    status("stack stopped")
+    sys.exit(code)
+
+
+def _supervise(children: list[Child], grace: float) -> int:
+    """Wait until Ctrl-C/SIGTERM or a child dies; then stop all children. Returns the exit code."""
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    failed = None
+    try:
+        while not stop.wait(0.2):
+            failed = next((c for c in children if c.proc.poll() is not None), None)
+            if failed is not None:
+                status(f"{failed.name} exited with status {failed.proc.returncode}; stopping the stack")
+                break
+        stop.clear()
+        status("stopping (Ctrl-C again to stop at once)")
+        for child in children:
+            child.signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while any(c.proc.poll() is None for c in children):
+            if stop.is_set() or time.monotonic() > deadline:
+                for child in children:
+                    child.signal(signal.SIGKILL)
+            time.sleep(0.05)
+        for child in children:
+            child.reader.join(timeout=2)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return 1 if failed is not None else 0
