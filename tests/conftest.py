@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -214,3 +215,35 @@ def start_worker(env_vars: dict[str, str], workdir: Path, tmp_path: Path) -> Ite
     yield start
     for worker in workers:
         worker.stop(signal.SIGKILL if worker.proc.poll() is None else signal.SIGTERM, timeout=10)
+
+
+def make_conda_prefix(
+    path: Path,
+    env_vars: dict[str, str] | None = None,
+    scripts: dict[str, str] | None = None,
+    python: str = sys.executable,
+) -> Path:
+    """A directory in conda's on-disk layout around a real interpreter.
+
+    conda cannot be installed here, so the interpreter comes from a venv of ``python``
+    (so that sys.prefix is the prefix, as in a real conda env), and the conda metadata
+    (conda-meta/history, conda-meta/state with config vars, a python-*.json record,
+    etc/conda/activate.d scripts) is written as conda writes it.
+    """
+    subprocess.run([python, "-m", "venv", "--without-pip", str(path)], check=True)
+    version = subprocess.run(
+        [str(path / "bin" / "python"), "-c", "import platform; print(platform.python_version())"],
+        capture_output=True, check=True, text=True,
+    ).stdout.strip()
+    meta = path / "conda-meta"
+    meta.mkdir()
+    (meta / "history").write_text(f"==> 2026-01-01 00:00:00 <==\n# cmd: conda create -p {path} python={version}\n")
+    (meta / f"python-{version}-h0_0_cpython.json").write_text(json.dumps({"name": "python", "version": version}))
+    if env_vars is not None:
+        (meta / "state").write_text(json.dumps({"env_vars": env_vars}))
+    if scripts:
+        folder = path / "etc" / "conda" / "activate.d"
+        folder.mkdir(parents=True)
+        for name, text in scripts.items():
+            (folder / name).write_text(textwrap.dedent(text))
+    return path

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -84,17 +85,21 @@ def run_in_shell(script: str, env: Mapping[str, str], timeout: float, what: str)
     """Run ``script`` in ``sh`` (its output goes to stderr), then return the resulting environment."""
     shell = shutil.which("sh", path=env.get("PATH")) or "/bin/sh"
     command = f"{script}\nexec {_quote(sys.executable)} -c {_quote(DUMP_ENVIRONMENT)}"
+    proc = subprocess.Popen(
+        [shell, "-c", command],
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # a hung script's children are killed with it
+    )
     try:
-        done = subprocess.run(
-            [shell, "-c", command],
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-            start_new_session=True,
-        )
+        stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
         raise EnvActivationError(f"{what} did not finish within {timeout:g}s (ENVFLOW_ACTIVATION_TIMEOUT)") from None
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     if done.returncode != 0:
         tail = done.stderr.decode(errors="replace").strip().splitlines()[-5:]
         detail = "; ".join(tail) or "no output"

@@ -35,6 +35,7 @@ local function end_record(run_key, stream_key, attempt, state, final, history_tt
   local seq = 0
   local fields = redis.call('HMGET', run_key, 'attempt', 'out_seq')
   if fields[1] == tostring(attempt) and fields[2] then seq = tonumber(fields[2]) end
+  if tostring(attempt) == '0' and seq == 0 then seq = 1 end  -- a run ended before it ran; 0-0 is no stream id
   local id = attempt .. '-' .. seq
   local data = cjson.encode({state = state, final = final, attempt = tonumber(attempt)})
   redis.call('XADD', stream_key, id, 's', 'x', 'p', '0', 'n', '0', 'd', data)

@@ -66,6 +66,7 @@ def install_envflow_shim(flows_path):
     flows = importlib.util.module_from_spec(spec)
     package = types.ModuleType("envflow")
     package.__path__ = []
+    package.__file__ = None
     package.__doc__ = "envflow stand-in for flow environments without envflow installed"
     sys.modules["envflow"] = package
     sys.modules["envflow.flows"] = flows

@@ -1,0 +1,314 @@
+"""Every CLI command, through the real entry point (`python -m envflow`), against a real Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import envflow_command, free_port, make_conda_prefix, write_flow
+
+REFERENCE_DEPLOYMENT = """
+    import sys
+    from envflow import flow
+    from envflow.deployments import DeploymentSpec
+    from envflow.flow_runners import SubprocessFlowRunner
+
+    @flow
+    def my_flow():
+        print(f"Hello! Running with {{sys.executable}}")
+
+
+    DeploymentSpec(
+        name="example",
+        flow=my_flow,
+        flow_runner=SubprocessFlowRunner({runner}, stream_output=True)
+    )
+"""
+
+GREETER = """
+    import sys
+    from envflow import flow
+
+    @flow
+    def greet(name, times: int = 1):
+        for _ in range(times):
+            print(f"hello {name}")
+        print("to stderr", file=sys.stderr)
+        if name == "fail":
+            raise RuntimeError("asked to fail")
+        return {"name": name, "times": times}
+"""
+
+
+@pytest.fixture
+def cli(env_vars, workdir):
+    env = {**os.environ, **env_vars}
+
+    def run(*args: str, check: int | None = 0, timeout: float = 60) -> subprocess.CompletedProcess:
+        done = subprocess.run(envflow_command(*args), cwd=workdir, env=env, capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+        if check is not None:
+            assert done.returncode == check, f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+        return done
+
+    return run
+
+
+def no_traceback(done: subprocess.CompletedProcess) -> None:
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) <= 2, done.stderr
+
+
+@pytest.mark.parametrize("kind", ["venv", "conda"])
+def test_reference_page_workflow(cli, start_worker, workdir, venv, kind):
+    if kind == "venv":
+        runner = f'virtualenv="{venv}"'
+        python = f"{venv}/bin/python"
+    else:
+        make_conda_prefix(workdir / "conda" / "envs" / "prefect-dev", env_vars={"ENVFLOW_HOME": "/tmp/x"})
+        runner = 'condaenv="prefect-dev"'
+        python = f"{workdir}/conda/envs/prefect-dev/bin/python"
+    write_flow(workdir, REFERENCE_DEPLOYMENT.format(runner=runner), "example-deployment.py")
+    example = write_flow(workdir, "from envflow import flow\n\n@flow\ndef my_flow():\n    print('Hello world!')\n\nmy_flow()\n",
+                         "example.py")
+    adhoc = subprocess.run([sys.executable, str(example)], capture_output=True, text=True, check=True)
+    assert adhoc.stdout == "Hello world!\n"
+    created = cli("deployment", "create", "./example-deployment.py")
+    assert "registered my-flow/example" in created.stdout
+    start_worker(wait_ready=True) if kind == "venv" else start_worker(
+        extra_env={"ENVFLOW_CONDA_ROOT": str(workdir / "conda")})
+    done = cli("deployment", "run", "my-flow/example", "--follow")
+    assert done.stdout == f"Hello! Running with {python}\n"
+    assert "» run" in done.stderr and "COMPLETED" in done.stderr
+
+
+def test_agent_start_is_an_alias(cli):
+    assert "Start a worker" in cli("agent", "start", "--help").stdout
+
+
+def test_create_reports_each_invalid_deployment_with_file_and_line(cli, workdir, venv):
+    write_flow(workdir, GREETER + f"""
+    from envflow import Deployment
+    Deployment(name="good", flow=greet, virtualenv="{venv}")
+    Deployment(name="both", flow=greet, virtualenv="a", condaenv="b")
+    Deployment(name="neg", flow=greet, retries=-1)
+    """, "deps.py")
+    lines = (workdir / "deps.py").read_text().splitlines()
+    both, neg = (next(i + 1 for i, line in enumerate(lines) if f'name="{n}"' in line) for n in ("both", "neg"))
+    done = cli("deployment", "create", "deps.py", check=1)
+    assert "registered greet/good" in done.stdout
+    assert f"{workdir}/deps.py:{both}: deployment 'both'" in done.stderr and "not both" in done.stderr
+    assert f"{workdir}/deps.py:{neg}: deployment 'neg': retries" in done.stderr
+    assert "2 deployments not registered" in done.stderr
+    assert [d["name"] for d in json.loads(cli("deployment", "ls", "--json").stdout)] == ["greet/good"]
+
+
+def test_yaml_deployments(cli, workdir, venv):
+    write_flow(workdir, GREETER, "greeter.py")
+    (workdir / "deps.yaml").write_text(f"""
+deployments:
+  - name: yml
+    flow_location: greeter.py
+    virtualenv: {venv}
+    parameters: {{name: ada}}
+    env: {{API_TOKEN: s3cret, LEVEL: debug}}
+    tags: [nightly]
+    schedule: {{interval: 3600}}
+  - name: broken
+    flow_location: greeter.py
+    timeout: -5
+""")
+    done = cli("deployment", "create", "deps.yaml", check=1)
+    assert "registered greet/yml" in done.stdout
+    assert f"{workdir}/deps.yaml:10: deployment 'broken': timeout" in done.stderr
+    listing = cli("deployment", "ls").stdout
+    assert "greet/yml" in listing and "nightly" in listing and "in " in listing  # next run "in 59m"
+    inspected = json.loads(cli("deployment", "inspect", "greet/yml", "--json").stdout)
+    assert inspected["env_vars"] == {"API_TOKEN": "***", "LEVEL": "debug"}
+    assert inspected["parameter_spec"][0] == {"name": "name", "kind": "POSITIONAL_OR_KEYWORD", "required": True}
+    assert len(inspected["next_runs"]) == 3
+    human = cli("deployment", "inspect", "greet/yml").stdout
+    assert "s3cret" not in human and "API_TOKEN=***" in human
+
+
+def test_run_follow_params_streams_and_exit_codes(cli, client, start_worker, workdir, venv):
+    path = write_flow(workdir, GREETER, "greeter.py")
+    (workdir / "d.yaml").write_text(f"- name: d\n  flow_location: {path}\n  virtualenv: {venv}\n")
+    cli("deployment", "create", "d.yaml")
+    start_worker()
+    ok = cli("deployment", "run", "greet/d", "--param", "name=ada", "-p", "times=2", "--follow")
+    assert ok.stdout == "hello ada\nhello ada\n"
+    assert ok.stderr.splitlines()[1] == "to stderr"
+    failed = cli("deployment", "run", "greet/d", "--params-json", '{"name": "fail"}', "--follow", check=3)
+    assert "RuntimeError: asked to fail" in failed.stderr and "FAILED" in failed.stderr
+    run_id = cli("deployment", "run", "greet/d", "-p", "name=bo").stdout.strip()
+    assert cli("run", "wait", run_id[:8]).stdout.strip() == "COMPLETED"
+    logs = cli("run", "logs", run_id)
+    assert logs.stdout == "hello bo\n" and logs.stderr == "to stderr\n"
+    inspected = json.loads(cli("run", "inspect", run_id[:6], "--json").stdout)
+    assert inspected["result"] == {"name": "bo", "times": 1}
+    assert [t[0] for t in inspected["transitions"]] == ["PENDING", "RUNNING", "COMPLETED"]
+    human = cli("run", "inspect", run_id).stdout
+    assert "COMPLETED" in human and "attempts" in human
+    listed = json.loads(cli("run", "ls", "--deployment", "greet/d", "--state", "failed", "--json").stdout)
+    assert len(listed) == 1 and listed[0]["error_type"] == "RuntimeError"
+    assert "greet/d" in cli("run", "ls", "--limit", "2").stdout
+
+
+def test_user_errors_are_one_or_two_lines(cli, workdir, venv):
+    write_flow(workdir, GREETER, "greeter.py")
+    (workdir / "d.yaml").write_text(f"- name: d\n  flow_location: greeter.py\n  virtualenv: {venv}\n")
+    cli("deployment", "create", "d.yaml")
+    cases = [
+        (("deployment", "run", "greet/dd"), "did you mean greet/d"),
+        (("deployment", "run", "greet/d"), "needs parameter name"),
+        (("deployment", "run", "greet/d", "-p", "nope=1", "-p", "name=x"), "has no parameter nope"),
+        (("deployment", "run", "greet/d", "--params-json", "{bad"), "not valid JSON"),
+        (("run", "inspect", "zzzz"), "no run starts with 'zzzz'"),
+        (("deployment", "create", "missing.py"), "does not exist"),
+        (("env", "check", "conda:nope"), "no conda env named 'nope'"),
+    ]
+    for args, expected in cases:
+        done = cli(*args, check=1)
+        assert expected in done.stderr, (args, done.stderr)
+        no_traceback(done)
+    debug = cli("--debug", "run", "inspect", "zzzz", check=1)
+    assert "Traceback" in debug.stderr
+
+
+def test_unreachable_redis_is_one_line(cli, env_vars):
+    env = {**os.environ, **env_vars, "ENVFLOW_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    done = subprocess.run(envflow_command("deployment", "ls"), env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1 and "cannot reach Redis" in done.stderr
+    no_traceback(done)
+
+
+def test_cancel_queued_run_and_queue_pause(cli, client, start_worker, workdir, venv):
+    write_flow(workdir, GREETER, "greeter.py")
+    (workdir / "d.yaml").write_text(f"- name: d\n  flow_location: greeter.py\n  virtualenv: {venv}\n  queue: slow\n")
+    cli("deployment", "create", "d.yaml")
+    assert cli("queue", "pause", "slow").stdout.strip() == "paused queue slow"
+    start_worker("--queue", "slow")
+    first = cli("deployment", "run", "greet/d", "-p", "name=a").stdout.strip()
+    second = cli("deployment", "run", "greet/d", "-p", "name=b").stdout.strip()
+    assert "cancelled before it started" in cli("run", "cancel", second).stdout
+    time.sleep(1.5)
+    assert client.get_run(first).state.value == "PENDING"  # paused: kept, not started
+    queues = json.loads(cli("queue", "ls", "--json").stdout)
+    slow = next(q for q in queues if q["name"] == "slow")
+    assert slow["paused"] and slow["queued"] == 1 and len(slow["workers"]) == 1
+    cli("queue", "resume", "slow")
+    assert cli("run", "wait", first, "--timeout", "30").stdout.strip() == "COMPLETED"
+    assert cli("run", "wait", second, check=6).stdout.strip() == "CANCELLED"
+    assert "already ended" in cli("run", "cancel", first).stdout
+
+
+def test_pause_resume_delete(cli, workdir, venv):
+    write_flow(workdir, GREETER, "greeter.py")
+    (workdir / "d.yaml").write_text(f"- name: d\n  flow_location: greeter.py\n  virtualenv: {venv}\n"
+                                    "  schedule: {interval: 60}\n")
+    cli("deployment", "create", "d.yaml")
+    cli("deployment", "pause", "greet/d")
+    assert "paused" in cli("deployment", "ls").stdout
+    assert json.loads(cli("deployment", "inspect", "greet/d", "--json").stdout)["paused"] is True
+    cli("deployment", "resume", "greet/d")
+    assert json.loads(cli("deployment", "inspect", "greet/d", "--json").stdout)["paused"] is False
+    cli("deployment", "delete", "greet/d")
+    assert "no deployment" in cli("deployment", "inspect", "greet/d", check=1).stderr
+
+
+def test_config_redacts_secrets(cli, env_vars):
+    env = {**os.environ, **env_vars, "ENVFLOW_REDIS_URL": "redis://user:hunter2@127.0.0.1:1/0"}
+    done = subprocess.run(envflow_command("config", "--json"), env=env, capture_output=True, text=True, check=True)
+    assert "hunter2" not in done.stdout
+    assert json.loads(done.stdout)["redis_url"] == "redis://user:***@127.0.0.1:1/0"
+    human = subprocess.run(envflow_command("config"), env=env, capture_output=True, text=True, check=True).stdout
+    assert "ENVFLOW_REDIS_URL" in human and "hunter2" not in human
+
+
+def test_env_ls_check_and_venv_create(cli, tmp_path):
+    make_conda_prefix(tmp_path / "cenv", env_vars={"SECRET_TOKEN": "abc", "PLAIN": "v"})
+    made = cli("venv", "create", str(tmp_path / "made"), "--python", sys.executable, timeout=120)
+    assert "venv ready" in made.stdout
+    listing = json.loads(cli("env", "ls", "--json").stdout)
+    kinds = {Path(e["path"]).name: (e["kind"], e["python"]) for e in listing}
+    version = ".".join(map(str, sys.version_info[:3]))
+    assert kinds["cenv"] == ("conda-prefix", version) and kinds["made"] == ("venv", version)
+    checked = cli("env", "check", str(tmp_path / "cenv")).stdout
+    assert "SECRET_TOKEN=***" in checked and "PLAIN=v" in checked and "abc" not in checked
+    assert f"CONDA_PREFIX={tmp_path / 'cenv'}" in checked
+    assert "already a venv" in cli("venv", "create", str(tmp_path / "made"), check=1).stderr
+
+
+def test_preview_and_execute(cli, workdir, venv):
+    write_flow(workdir, GREETER, "greeter.py")
+    (workdir / "d.yaml").write_text(f"- name: d\n  flow_location: greeter.py\n  virtualenv: {venv}\n"
+                                    "  env: {DB_PASSWORD: pw, MODE: x}\n  parameters: {name: ada}\n")
+    cli("deployment", "create", "d.yaml")
+    preview = cli("deployment", "preview", "greet/d").stdout
+    assert f"{venv}/bin/python" in preview and f"VIRTUAL_ENV={venv}" in preview
+    assert "DB_PASSWORD=***" in preview and "MODE=x" in preview and "pw\n" not in preview
+    executed = cli("deployment", "execute", "greet/d", "-p", "times=2")
+    assert executed.stdout == "hello ada\nhello ada\n"
+    assert 'returned {"name": "ada", "times": 2}' in executed.stderr
+    assert cli("deployment", "execute", "greet/d", "-p", "name=fail", check=3).returncode == 3
+
+
+def test_ctrl_c_while_following_detaches(env_vars, workdir, venv, start_worker, cli, client):
+    write_flow(workdir, """
+        import time
+        from envflow import flow
+
+        @flow
+        def slow():
+            print("started", flush=True)
+            time.sleep(3)
+            print("done")
+    """, "slow.py")
+    (workdir / "d.yaml").write_text(f"- name: d\n  flow_location: slow.py\n  virtualenv: {venv}\n")
+    cli("deployment", "create", "d.yaml")
+    start_worker()
+    proc = subprocess.Popen(envflow_command("deployment", "run", "slow/d", "--follow"), cwd=workdir,
+                            env={**os.environ, **env_vars}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, text=True)
+    assert proc.stdout.readline() == "started\n"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "detached; the run goes on" in err
+    run = client.runs()[0]
+    assert client.get_run(run.id).wait(30).value == "COMPLETED"
+
+
+def test_up_starts_a_private_redis_scheduler_and_worker(env_vars, workdir, venv, tmp_path):
+    port = free_port()
+    env = {**os.environ, **env_vars, "ENVFLOW_REDIS_URL": f"redis://127.0.0.1:{port}/0",
+           "ENVFLOW_STATE_DIR": str(tmp_path / "up-state")}
+    log = open(tmp_path / "up.log", "w+")
+    proc = subprocess.Popen(envflow_command("up", "--workers", "2"), cwd=workdir, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while Path(tmp_path / "up.log").read_text().count("ready on queue") < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, Path(tmp_path / "up.log").read_text()
+            time.sleep(0.1)
+        write_flow(workdir, GREETER, "greeter.py")
+        (workdir / "d.yaml").write_text(f"- name: d\n  flow_location: greeter.py\n  virtualenv: {venv}\n")
+        subprocess.run(envflow_command("deployment", "create", "d.yaml"), cwd=workdir, env=env, check=True,
+                       capture_output=True)
+        done = subprocess.run(envflow_command("deployment", "run", "greet/d", "-p", "name=up", "--follow"),
+                              cwd=workdir, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and done.stdout == "hello up\n"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    text = Path(tmp_path / "up.log").read_text()
+    for prefix in ("redis ", "scheduler", "worker-1", "worker-2"):
+        assert prefix in text
+    assert "[" in text and "hello up" in text  # the worker echoes flow output, prefixed with the run id
+    assert "stack stopped" in text

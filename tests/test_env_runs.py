@@ -1,0 +1,102 @@
+"""Runs through a real worker in conda-layout envs, an old-Python venv, and an env with its own envflow."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import envflow
+from envflow.models import RunState
+
+from .conftest import deploy, make_conda_prefix, write_flow
+from .test_environments import pyenv_python
+
+PROBE = """
+    import os, sys
+    from envflow import flow
+
+    @flow
+    def probe():
+        print("running in", sys.prefix)
+        keys = ["CONDA_PREFIX", "CONDA_DEFAULT_ENV", "CONDA_SHLVL", "ENVFLOW_HOME", "FROM_SCRIPT", "VIRTUAL_ENV",
+                "PYTHONPATH", "FROM_DEPLOYMENT"]
+        import envflow
+        return {"prefix": sys.prefix, "version": list(sys.version_info[:2]), "envflow": envflow.__file__,
+                "path": os.environ["PATH"].split(":")[0], **{k: os.environ.get(k) for k in keys}}
+"""
+
+
+def test_named_conda_env_run(client, start_worker, workdir, tmp_path):
+    root = make_conda_prefix(tmp_path / "conda", env_vars={})
+    log = tmp_path / "sourced.log"
+    prefix = make_conda_prefix(
+        root / "envs" / "analytics",
+        env_vars={"ENVFLOW_HOME": "~/.envflow/analytics"},
+        scripts={"env.sh": f'echo sourced >> "{log}"\nexport FROM_SCRIPT="$CONDA_PREFIX/etc"\n'},
+    )
+    name = deploy(client, write_flow(workdir, PROBE), "probe", condaenv="analytics", env={"FROM_DEPLOYMENT": "1"})
+    start_worker(extra_env={"ENVFLOW_CONDA_ROOT": str(root)})
+    for _ in range(2):
+        run = client.run(name)
+        result = run.result(timeout=30)
+    assert result["prefix"] == str(prefix) and result["path"] == f"{prefix}/bin"
+    assert result["CONDA_PREFIX"] == str(prefix) and result["CONDA_DEFAULT_ENV"] == "analytics"
+    assert result["CONDA_SHLVL"] == "1" and result["ENVFLOW_HOME"] == "~/.envflow/analytics"
+    assert result["FROM_SCRIPT"] == f"{prefix}/etc" and result["FROM_DEPLOYMENT"] == "1"
+    assert log.read_text().count("sourced") == 1  # the second run used the cached activation
+    assert [line.text for line in run.follow(timeout=10)] == [f"running in {prefix}"]
+
+
+def test_conda_prefix_path_run(client, start_worker, workdir):
+    prefix = make_conda_prefix(workdir / "envs" / "local", env_vars={"ENVFLOW_HOME": "/tmp/h"})
+    name = deploy(client, write_flow(workdir, PROBE), "probe", condaenv="./envs/local")
+    start_worker()
+    result = client.run(name).result(timeout=30)
+    assert result["CONDA_PREFIX"] == str(prefix) and result["CONDA_DEFAULT_ENV"] == str(prefix)
+
+
+@pytest.mark.skipif(pyenv_python("3.8") is None, reason="needs a Python 3.8 from pyenv")
+def test_python38_venv_without_envflow(client, start_worker, workdir, tmp_path):
+    venv38 = tmp_path / "py38"
+    subprocess.run([pyenv_python("3.8"), "-m", "venv", "--without-pip", str(venv38)], check=True)
+    flow_file = write_flow(
+        workdir,
+        PROBE + """
+    from envflow.deployments import DeploymentSpec
+    from envflow.flow_runners import SubprocessFlowRunner
+
+    DeploymentSpec(name="inert", flow=probe, flow_runner=SubprocessFlowRunner(virtualenv="x"))
+    """,
+    )
+    name = deploy(client, flow_file, "probe", virtualenv=str(venv38))
+    start_worker()
+    run = client.run(name)
+    result = run.result(timeout=30)
+    assert result["version"] == [3, 8] and result["prefix"] == str(venv38)
+    assert result["envflow"] is None  # the stand-in package has no file: envflow is not installed there
+
+
+def test_env_with_its_own_envflow_uses_it(client, start_worker, workdir, tmp_path, venv):
+    own = tmp_path / "own"
+    subprocess.run([str(venv / "bin" / "python"), "-m", "venv", "--without-pip", str(own)], check=True)
+    site = next(own.glob("lib/python3*/site-packages"))
+    package = site / "envflow"
+    package.mkdir()
+    shutil.copy(Path(envflow.__file__).parent / "flows.py", package / "flows.py")
+    (package / "__init__.py").write_text("from .flows import flow, Flow\nOWN_COPY = True\n")
+    name = deploy(client, write_flow(workdir, PROBE), "probe", virtualenv=str(own))
+    start_worker()
+    result = client.run(name).result(timeout=30)
+    assert result["envflow"] == str(package / "__init__.py")
+
+
+def test_env_errors_fail_the_run_clearly(client, start_worker, workdir):
+    name = deploy(client, write_flow(workdir, PROBE), "probe", condaenv="no-such-env")
+    start_worker()
+    run = client.run(name)
+    assert run.wait(30) is RunState.FAILED
+    record = run.record()
+    assert record.error_type == "EnvNotFound" and "no conda env named 'no-such-env'" in record.error

@@ -1,0 +1,200 @@
+"""Env resolution, activation and its cache, against real directories and interpreters (no Redis)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from envflow.errors import EnvActivationError, EnvNotFound
+from envflow.models import EnvKind, EnvSpec
+from envflow.settings import Settings
+from worker.activation import conda_variables
+from worker.env_cache import EnvCache
+from worker.resolve import EnvResolver
+
+from .conftest import make_conda_prefix
+
+PYENV_ROOT = Path(subprocess.run(["pyenv", "root"], capture_output=True, text=True).stdout.strip() or "/nonexistent") \
+    if shutil.which("pyenv") else Path("/nonexistent")
+
+
+def pyenv_python(minor: str) -> str | None:
+    matches = sorted(PYENV_ROOT.glob(f"versions/{minor}.*/bin/python{minor}"))
+    return str(matches[-1]) if matches else None
+
+
+@pytest.fixture
+def conda_root(tmp_path: Path) -> Path:
+    root = make_conda_prefix(tmp_path / "miniconda", env_vars={})
+    (root / "envs").mkdir()
+    return root
+
+
+def resolver_for(tmp_path: Path, conda_root: Path | None = None, **environ: str) -> EnvResolver:
+    settings = Settings(env_roots=str(tmp_path), conda_root=conda_root, state_dir=tmp_path / "state")
+    base = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home"), **environ}
+    return EnvResolver(settings, environ=base, cwd=tmp_path)
+
+
+def test_spec_fields():
+    assert EnvSpec.from_fields(condaenv="ml").kind is EnvKind.CONDA
+    for prefix in ("/opt/envs/ml", "~/envs/ml", "./envs/ml"):
+        assert EnvSpec.from_fields(condaenv=prefix).kind is EnvKind.CONDA_PREFIX
+    assert EnvSpec.from_fields(virtualenv="venv").kind is EnvKind.VENV
+    assert EnvSpec.from_fields().kind is EnvKind.WORKER
+    with pytest.raises(ValueError, match="not both"):
+        EnvSpec.from_fields(condaenv="a", virtualenv="b")
+
+
+def test_named_envs_follow_conda_order(tmp_path, conda_root):
+    first = tmp_path / "first-envs"
+    first.mkdir()
+    make_conda_prefix(first / "ml", env_vars={})
+    make_conda_prefix(conda_root / "envs" / "ml", env_vars={})
+    make_conda_prefix(conda_root / "envs" / "web", env_vars={})
+    listed = make_conda_prefix(tmp_path / "elsewhere" / "listed", env_vars={})
+    home = tmp_path / "home" / ".conda"
+    home.mkdir(parents=True)
+    (home / "environments.txt").write_text(f"{listed}\n/does/not/exist\n")
+    resolver = resolver_for(tmp_path, conda_root, CONDA_ENVS_PATH=str(first))
+    envs = resolver.named_envs()
+    assert envs["ml"] == first / "ml"  # CONDA_ENVS_PATH comes before <root>/envs
+    assert envs["web"] == conda_root / "envs" / "web"
+    assert envs["listed"] == listed
+    assert envs["base"] == conda_root
+    env = resolver.resolve(EnvSpec(kind=EnvKind.CONDA, value="web"))
+    assert env.prefix == (conda_root / "envs" / "web").resolve()
+
+
+def test_named_env_not_found_lists_names_and_places(tmp_path, conda_root):
+    make_conda_prefix(conda_root / "envs" / "web", env_vars={})
+    with pytest.raises(EnvNotFound) as e:
+        resolver_for(tmp_path, conda_root).resolve(EnvSpec(kind=EnvKind.CONDA, value="ml"))
+    message = str(e.value)
+    assert "no conda env named 'ml'" in message and "base, web" in message
+    assert str(conda_root / "envs") in message and "environments.txt" in message
+
+
+def test_conda_activation_variables_config_vars_and_scripts(tmp_path, conda_root):
+    prefix = make_conda_prefix(
+        conda_root / "envs" / "ml",
+        env_vars={"ENVFLOW_HOME": "/data/envflow-ml", "MODE": "from-state"},
+        scripts={
+            "10-first.sh": 'export ORDER="first"\nexport FROM_SCRIPT="$CONDA_PREFIX/share"\n',
+            "20-second.sh": 'export ORDER="$ORDER,second"\nunset DROP_ME\necho noise\n',
+            "ignored.txt": "export NOT_SOURCED=1\n",
+        },
+    )
+    resolver = resolver_for(tmp_path, conda_root)
+    cache = EnvCache(resolver.settings, resolver)
+    base = {"PATH": "/usr/bin:/bin", "HOME": "/home/u", "PYTHONPATH": "/leak", "DROP_ME": "x"}
+    prepared = cache.prepare(EnvSpec(kind=EnvKind.CONDA, value="ml"), base, {"MODE": "deployment-wins"})
+    v = prepared.variables
+    assert v["PATH"].split(":")[:3] == [f"{prefix}/bin", "/usr/bin", "/bin"]
+    assert v["CONDA_PREFIX"] == str(prefix) and v["CONDA_DEFAULT_ENV"] == "ml"
+    assert v["CONDA_SHLVL"] == "1" and v["CONDA_PROMPT_MODIFIER"] == "(ml) "
+    assert v["ENVFLOW_HOME"] == "/data/envflow-ml"
+    assert v["ORDER"] == "first,second" and v["FROM_SCRIPT"] == f"{prefix}/share"
+    assert "DROP_ME" not in v and "NOT_SOURCED" not in v and "PYTHONPATH" not in v
+    assert v["MODE"] == "deployment-wins"
+    assert prepared.python == prefix / "bin" / "python"
+
+
+def test_conda_variables_replace_an_active_env():
+    base = {"PATH": "/opt/conda/bin:/usr/bin", "CONDA_PREFIX": "/opt/conda", "CONDA_SHLVL": "1"}
+    delta = conda_variables(Path("/opt/conda/envs/x"), "x", base)
+    assert delta["PATH"] == "/opt/conda/envs/x/bin:/usr/bin"
+    assert delta["CONDA_SHLVL"] == "2" and delta["CONDA_PREFIX_1"] == "/opt/conda"
+
+
+def test_prefix_and_venv_path_errors(tmp_path):
+    resolver = resolver_for(tmp_path)
+    (tmp_path / "plain").mkdir()
+    conda_like = make_conda_prefix(tmp_path / "cprefix", env_vars={})
+    with pytest.raises(EnvNotFound, match=r"'./nowhere' does not exist: resolved to .*/nowhere"):
+        resolver.resolve(EnvSpec(kind=EnvKind.CONDA_PREFIX, value="./nowhere"))
+    with pytest.raises(EnvNotFound, match="no conda-meta/ directory"):
+        resolver.resolve(EnvSpec(kind=EnvKind.CONDA_PREFIX, value=str(tmp_path / "plain")))
+    with pytest.raises(EnvNotFound, match="use condaenv="):
+        (conda_like / "pyvenv.cfg").rename(conda_like / "pyvenv.cfg.off")
+        resolver.resolve(EnvSpec(kind=EnvKind.VENV, value=str(conda_like)))
+
+
+def test_env_outside_allowed_roots_is_refused(tmp_path, venv):
+    resolver = resolver_for(tmp_path / "only-here")
+    (tmp_path / "only-here").mkdir()
+    link = tmp_path / "only-here" / "sneaky"
+    link.symlink_to(venv)  # inside the root by name, outside once links are followed
+    with pytest.raises(EnvActivationError, match="outside the allowed env roots"):
+        resolver.resolve(EnvSpec(kind=EnvKind.VENV, value=str(link)))
+
+
+def test_venv_from_another_machine_names_its_home(tmp_path):
+    broken = tmp_path / "mounted-venv"
+    (broken / "bin").mkdir(parents=True)
+    (broken / "pyvenv.cfg").write_text("home = /Users/someone/.pyenv/versions/3.12.1/bin\nversion = 3.12.1\n")
+    (broken / "bin" / "python").symlink_to("/Users/someone/.pyenv/versions/3.12.1/bin/python3.12")
+    cache = EnvCache(resolver_for(tmp_path).settings, resolver_for(tmp_path))
+    with pytest.raises(EnvActivationError) as e:
+        cache.prepare(EnvSpec(kind=EnvKind.VENV, value=str(broken)), os.environ)
+    message = str(e.value)
+    assert "/Users/someone/.pyenv/versions/3.12.1/bin" in message and "envflow venv create" in message
+
+
+@pytest.mark.skipif(pyenv_python("3.7") is None, reason="needs a Python 3.7 from pyenv")
+def test_interpreter_too_old(tmp_path):
+    old = tmp_path / "py37"
+    subprocess.run([pyenv_python("3.7"), "-m", "venv", "--without-pip", str(old)], check=True)
+    resolver = resolver_for(tmp_path)
+    with pytest.raises(EnvActivationError, match=r"has Python 3\.7\.\d+; flows need CPython 3.8 or newer"):
+        EnvCache(resolver.settings, resolver).prepare(EnvSpec(kind=EnvKind.VENV, value=str(old)), os.environ)
+
+
+@pytest.mark.parametrize(
+    ("script", "match"),
+    [("echo broken >&2\nexit 4\n", r"failed with exit status 4: broken"), ("sleep 30\n", r"did not finish within 1s")],
+)
+def test_activate_script_that_fails_or_hangs(tmp_path, script, match):
+    prefix = make_conda_prefix(tmp_path / "bad", env_vars={}, scripts={"bad.sh": script})
+    settings = Settings(env_roots=str(tmp_path), activation_timeout=1, state_dir=tmp_path / "s")
+    resolver = EnvResolver(settings, environ={"PATH": "/usr/bin:/bin"}, cwd=tmp_path)
+    with pytest.raises(EnvActivationError, match=match):
+        EnvCache(settings, resolver).prepare(EnvSpec(kind=EnvKind.CONDA_PREFIX, value=str(prefix)), {"PATH": "/usr/bin:/bin"})
+
+
+def test_activation_is_cached_until_the_env_changes(tmp_path):
+    log = tmp_path / "sourced.log"
+    prefix = make_conda_prefix(
+        tmp_path / "c", env_vars={"A": "1"}, scripts={"log.sh": f'echo x >> "{log}"\nexport FROM=script\n'}
+    )
+    resolver = resolver_for(tmp_path)
+    cache = EnvCache(resolver.settings, resolver)
+    spec = EnvSpec(kind=EnvKind.CONDA_PREFIX, value=str(prefix))
+    for _ in range(5):
+        assert cache.prepare(spec, {"PATH": "/usr/bin"}).variables["A"] == "1"
+    assert log.read_text().count("x") == 1 and cache.misses == 1
+    (prefix / "conda-meta" / "state").write_text('{"env_vars": {"A": "2"}}')  # conda env config vars set A=2
+    os.utime(prefix / "conda-meta" / "state", ns=(1, 1))
+    assert cache.prepare(spec, {"PATH": "/usr/bin"}).variables["A"] == "2"
+    assert log.read_text().count("x") == 2
+    (prefix / "etc" / "conda" / "activate.d" / "log.sh").write_text('export FROM=changed\n')
+    assert cache.prepare(spec, {"PATH": "/usr/bin"}).variables["FROM"] == "changed"
+    assert cache.misses == 3
+
+
+@pytest.mark.skipif(shutil.which("conda") is None, reason="conda is not installed here (not on the reachable registries)")
+def test_matches_conda_shell_activate(tmp_path):
+    prefix = make_conda_prefix(tmp_path / "c", env_vars={"K": "v"}, scripts={"a.sh": "export S=1\n"})
+    out = subprocess.run(
+        ["sh", "-c", f'eval "$(conda shell.posix activate {prefix})" && env'], capture_output=True, text=True
+    ).stdout
+    conda_env = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    settings = Settings(env_roots=str(tmp_path), state_dir=tmp_path / "s")
+    ours = EnvCache(settings).prepare(EnvSpec(kind=EnvKind.CONDA_PREFIX, value=str(prefix)), os.environ).variables
+    for name in ("PATH", "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "CONDA_SHLVL", "CONDA_PROMPT_MODIFIER", "K", "S"):
+        assert ours[name] == conda_env[name], name
