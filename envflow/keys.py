@@ -11,7 +11,7 @@ Layout::
     envflow:runs                       zset    every run id (score: creation time)
     envflow:runs:dep:<flow>/<name>     zset    run ids of one deployment (score: creation time)
     envflow:runs:active                zset    ids of RUNNING runs (score: start time), scanned by the reaper
-    envflow:runs:pending               zset    ids of PENDING runs (score: enqueue time)
+    envflow:runs:pending               zset    ids of PENDING/SCHEDULED runs (score: when due)
     envflow:schedule:<deployment>      hash    per-schedule last slot enqueued
     envflow:slot:<deployment>:<sched>:<ts>     idempotency key of one schedule slot
     envflow:paused                     set     paused deployment names

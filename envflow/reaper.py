@@ -19,6 +19,7 @@ import time
 from redis import Redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.job_lifecycle import record_job_failure
 from rq.registry import StartedJobRegistry
 
 from . import keys
@@ -37,61 +38,123 @@ class Reaper:
         self.redis: Redis = store.redis
         self.settings = store.settings
 
-    def reap(self) -> list[tuple[str, str]]:
-        """Scan every RUNNING run once; return ``(run_id, new_state)`` for each one reaped."""
-        reaped = []
+    def reap(self, skip_worker: str | None = None) -> list[tuple[str, str]]:
+        """One pass: end RUNNING runs that lost their worker, and requeue PENDING runs whose job
+        got stuck between queue and worker. Returns ``(run_id, new_state)`` for each run changed.
+
+        :param skip_worker: a live worker's own name: its runs are alive by definition.
+        """
+        changed = []
         for raw in self.redis.zrange(keys.ACTIVE_RUNS, 0, -1):
-            run_id = raw.decode()
-            state = self.check_run(run_id)
+            state = self.check_run(raw.decode(), skip_worker=skip_worker)
             if state:
-                reaped.append((run_id, state))
-        return reaped
+                changed.append((raw.decode(), state))
+        for run_id in self.rescue_pending():
+            changed.append((run_id, "PENDING"))
+        return changed
 
     def reap_shared(self, holder: str) -> list[tuple[str, str]]:
         """One :meth:`reap` pass per ``reaper_interval`` cluster-wide, whoever calls it."""
         ttl_ms = max(int(self.settings.reaper_interval * 900), 1)
         if not self.redis.set(REAPER_LOCK, holder, nx=True, px=ttl_ms):
             return []
-        return self.reap()
+        return self.reap(skip_worker=holder)
 
-    def check_run(self, run_id: str, reason: str = "worker lost: no heartbeat within the lease") -> str | None:
+    def check_run(
+        self,
+        run_id: str,
+        reason: str = "worker lost: no heartbeat within the lease",
+        skip_worker: str | None = None,
+    ) -> str | None:
         """Reap one run if its attempt lost its worker; return the run's new state, else None."""
-        state, attempt, queue_name = self.redis.hmget(keys.run(run_id), "state", "attempt", "queue")
-        if state != b"RUNNING" or attempt is None or self.redis.exists(keys.lease(run_id)):
-            if state is None:
-                self.redis.zrem(keys.ACTIVE_RUNS, run_id)
+        state, attempt, queue_name, worker = self.redis.hmget(keys.run(run_id), "state", "attempt", "queue", "worker")
+        if state is None:
+            self.redis.zrem(keys.ACTIVE_RUNS, run_id)
             return None
-        will_retry = self._abandon_job(run_id, (queue_name or b"default").decode())
+        if state != b"RUNNING" or attempt is None or self.redis.exists(keys.lease(run_id)):
+            return None
+        if skip_worker is not None and worker is not None and worker.decode() == skip_worker:
+            return None
+        job = self._job(run_id)
+        will_retry = job is not None and bool(job.retries_left)
+        # Decide first (atomically: the lease must still be missing), then tell RQ.
         result = self.store.scripts.crash(
             keys=[keys.run(run_id), keys.lease(run_id), keys.ACTIVE_RUNS, keys.PENDING_RUNS, keys.output(run_id)],
-            args=[
-                attempt.decode(),
-                now_text(),
-                1 if will_retry else 0,
-                reason,
-                self.settings.history_ttl,
-                self.settings.run_ttl,
-            ],
+            args=[attempt.decode(), now_text(), 1 if will_retry else 0, reason, self.settings.history_ttl,
+                  self.settings.run_ttl],
         )
-        if result:
-            new_state = result.decode() if isinstance(result, bytes) else str(result)
-            log.warning("run %s attempt %s: %s -> %s", run_id, attempt.decode(), reason, new_state)
-            return new_state
-        return None
+        if not result:
+            return None
+        new_state = result.decode() if isinstance(result, bytes) else str(result)
+        if job is not None:
+            self._abandon_job(job, (queue_name or b"default").decode())
+        log.warning("run %s attempt %s: %s -> %s", run_id[:8], attempt.decode(), reason, new_state)
+        return new_state
 
-    def _abandon_job(self, run_id: str, queue_name: str) -> bool:
-        """Let RQ handle the job as abandoned; True when RQ put it back for a retry."""
+    def _job(self, run_id: str) -> Job | None:
+        try:
+            return Job.fetch(run_id, connection=self.redis, serializer=SERIALIZER)
+        except NoSuchJobError:
+            return None
+
+    def _abandon_job(self, job: Job, queue_name: str) -> None:
+        """Hand the job to RQ's abandoned-job handling: it retries it if retries are left, else fails it."""
         registry = StartedJobRegistry(queue_name, connection=self.redis, serializer=SERIALIZER)
-        # Expire just this job's executions, then run RQ's own cleanup on them.
-        members = [m for m, _ in self.redis.zscan_iter(registry.key, match=f"{run_id}:*")]
+        members = [m for m, _ in self.redis.zscan_iter(registry.key, match=f"{job.id}:*")]
         if members:
+            # Expire just this job's executions, then run RQ's own cleanup on them.
             self.redis.zadd(registry.key, {m: 0 for m in members}, xx=True)
             registry.cleanup(timestamp=time.time() - self.settings.lease_ttl)
-        try:
-            job = Job.fetch(run_id, connection=self.redis, serializer=SERIALIZER)
-        except NoSuchJobError:
-            return False
-        return job.get_status() in RETRY_STATUSES
+        elif job.get_status() == JobStatus.STARTED:
+            # The worker died before RQ recorded the execution: retry or fail the job as RQ would.
+            queue = self.store.queue(queue_name)
+            with self.redis.pipeline() as pipe:
+                if job.retries_left:
+                    job.retry(queue, pipe)
+                else:
+                    record_job_failure(job, "AbandonedJobError: its worker died", pipe)
+                pipe.execute()
+
+    def rescue_pending(self, limit: int = 200) -> list[str]:
+        """Requeue PENDING runs whose job no worker holds any more.
+
+        A worker killed between taking a job off the queue and claiming its run leaves the
+        job in RQ's intermediate list (or, for multi-queue workers, nowhere) or marked
+        started with no one running it. Such a run waits forever; put its job back at the
+        front of its queue. Only runs pending longer than twice the lease are examined; a
+        live worker that claims late is harmless, the claim script lets only one attempt run.
+        """
+        cutoff = time.time() - 2 * self.settings.lease_ttl
+        rescued = []
+        for raw in self.redis.zrangebyscore(keys.PENDING_RUNS, "-inf", cutoff, start=0, num=limit):
+            run_id = raw.decode()
+            state, queue_name = self.redis.hmget(keys.run(run_id), "state", "queue")
+            if state not in (b"PENDING", b"SCHEDULED"):
+                self.redis.zrem(keys.PENDING_RUNS, run_id)
+                continue
+            job = self._job(run_id)
+            queue = self.store.queue((queue_name or b"default").decode())
+            if job is not None:
+                status = job.get_status()
+                if status == JobStatus.SCHEDULED:
+                    continue
+                if status == JobStatus.QUEUED and self.redis.lpos(queue.key, run_id) is not None:
+                    continue
+            if job is None:
+                continue  # its record expired with the job: nothing left to run
+            with self.redis.pipeline() as pipe:
+                registry = queue.started_job_registry
+                for member, _ in self.redis.zscan_iter(registry.key, match=f"{run_id}:*"):
+                    pipe.zrem(registry.key, member)
+                pipe.lrem(queue.intermediate_queue_key, 0, run_id)
+                job.set_status(JobStatus.QUEUED, pipeline=pipe)
+                queue.push_job_id(run_id, pipeline=pipe, at_front=True)
+                pipe.zadd(keys.PENDING_RUNS, {run_id: time.time()})
+                pipe.execute()
+            log.warning("run %s: its job was stuck between queue and worker; put back on queue %s",
+                        run_id[:8], queue.name)
+            rescued.append(run_id)
+        return rescued
 
 
 class PeriodicReaper:

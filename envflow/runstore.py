@@ -98,8 +98,8 @@ class RunStore:
         pipe.hset(keys.run(run_id), mapping=fields)
         pipe.zadd(keys.RUNS, {run_id: now})
         pipe.zadd(keys.deployment_runs(deployment.name), {run_id: now})
-        if not delayed:
-            pipe.zadd(keys.PENDING_RUNS, {run_id: now})
+        # Waiting runs are indexed by when they became due, for the reaper's stuck-job check.
+        pipe.zadd(keys.PENDING_RUNS, {run_id: scheduled_for if delayed and scheduled_for else now})
         queue = self.queue(deployment.queue)
         retry = None
         if deployment.retries:

@@ -58,15 +58,18 @@ class EnvCache:
         self._entries: dict[EnvSpec, _Entry] = {}
         self.misses = 0
 
+    def is_fresh(self, spec: EnvSpec) -> bool:
+        """Whether ``prepare(spec)`` would be a cache hit (a few stat calls, no shell)."""
+        entry = self._entries.get(spec)
+        return entry is not None and fingerprint(entry.environment.watched_paths()) == entry.stamp
+
     def prepare(self, spec: EnvSpec, base: Mapping[str, str], extra: Mapping[str, str] | None = None) -> Prepared:
         """Resolve and activate ``spec`` (cached), then build the flow's environment variables.
 
         :param base: the worker's own environment.
         :param extra: the deployment's ``env={...}``, applied last.
         """
-        entry = self._entries.get(spec)
-        if entry is not None and fingerprint(entry.environment.watched_paths()) != entry.stamp:
-            entry = None
+        entry = self._entries.get(spec) if self.is_fresh(spec) else None
         if entry is None:
             self.misses += 1
             environment = self.resolver.resolve(spec)

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -31,7 +32,7 @@ from envflow.models import DeploymentRecord, RunState
 from envflow.runstore import RunStore
 from envflow.settings import Settings
 
-from .env_cache import EnvCache
+from .env_cache import EnvCache, Prepared
 from .output_writer import OutputWriter, make_echo
 
 log = logging.getLogger("envflow.worker")
@@ -54,6 +55,14 @@ class Outcome:
     error: str | None = None
     reason: str | None = None
     lost: bool = False  # the run was taken away from this attempt; record nothing
+
+
+class _Interrupted(Exception):
+    """The run was stopped before its flow process started."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.reason)
+        self.outcome = outcome
 
 
 class StopRequest:
@@ -163,13 +172,17 @@ class Executor:
         )
         try:
             flow_file = self.flow_file(spec)
-            prepared = self.env_cache.prepare(spec.env, os.environ, spec.env_vars)
+            prepared = self._prepare_env(run_id, attempt, spec)
         except (EnvNotFound, EnvActivationError, FileNotFoundError, OSError) as e:
             message = str(e)
             writer.note(message)
             self._flush_until_done(writer)
             kind = type(e).__name__ if isinstance(e, (EnvNotFound, EnvActivationError)) else "FlowFileNotFound"
             return Outcome(RunState.FAILED, error_type=kind, error=message)
+        except _Interrupted as stop:
+            writer.note(f"stopped before the flow started: {stop.outcome.reason}")
+            self._flush_until_done(writer)
+            return stop.outcome
         timeout = float(fields["timeout"]) if fields.get("timeout") else None
         run_spec = {
             "flow_file": str(flow_file),
@@ -178,6 +191,37 @@ class Executor:
             "flows_path": str(FLOWS_PY),
         }
         return self._run(run_id, attempt, prepared.python, prepared.variables, run_spec, timeout, writer)
+
+    def _prepare_env(self, run_id: str, attempt: int, spec: DeploymentRecord) -> Prepared:
+        """The run's environment; a slow (uncached) activation runs in a thread while this one
+        keeps the lease alive and watches for a cancel."""
+        if self.env_cache.is_fresh(spec.env):
+            return self.env_cache.prepare(spec.env, os.environ, spec.env_vars)
+        box: dict[str, Any] = {}
+
+        def prepare() -> None:
+            try:
+                box["value"] = self.env_cache.prepare(spec.env, os.environ, spec.env_vars)
+            except Exception as e:  # handed to the run's thread below
+                box["error"] = e
+
+        thread = threading.Thread(target=prepare, name="envflow-activation", daemon=True)
+        thread.start()
+        while True:
+            thread.join(self.settings.heartbeat_interval)
+            if not thread.is_alive():
+                break
+            try:
+                status = self.heartbeat(run_id, attempt)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                continue
+            if status < 0:
+                raise _Interrupted(Outcome(RunState.CRASHED, reason="the run was taken over", lost=True))
+            if status == 1 or self.stops.cancel.is_set():
+                raise _Interrupted(Outcome(RunState.CANCELLED, reason="cancelled by request", error="cancelled by request"))
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
 
     def _spawn(self, python: Path, variables: dict[str, str], control_r: int, result_w: int) -> subprocess.Popen:
         return subprocess.Popen(
