@@ -158,7 +158,8 @@ class Deployment:
     :param queue: the queue its runs go to (``envflow worker start --queue NAME`` serves it).
     :param timeout: seconds after which a run is stopped (state TIMED_OUT).
     :param retries: how many times a failed, crashed or timed-out run is run again.
-    :param retry_delay: seconds before each retry (one number, or one per retry).
+    :param retry_delay: seconds before each retry: one number for all, or a list (retry 1, retry 2, ...;
+        the last one repeats).
     :param schedule: a ``Cron``, an ``Interval``, or a list of them.
     :param missed_runs: after scheduler downtime: ``"skip"``, ``"run_once"`` (default) or ``"catch_up"``.
     """

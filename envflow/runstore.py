@@ -35,6 +35,18 @@ def now_text(ts: float | None = None) -> str:
     return repr(round(time.time() if ts is None else ts, 6))
 
 
+def retry_intervals(retries: int, delays: list[float]) -> list[int]:
+    """RQ's interval list for "retry k waits delays[k-1], the last delay repeating".
+
+    RQ picks ``intervals[len(intervals) - retries_left]``, so the list must have exactly
+    ``retries`` entries for retry k to get entry k-1.
+    """
+    if not delays:
+        return [0] * retries
+    padded = [*delays, *[delays[-1]] * max(retries - len(delays), 0)][:retries]
+    return [int(round(d)) for d in padded]
+
+
 class RunStore:
     """Reads and writes run records; shared by the client, the worker and the scheduler."""
 
@@ -103,7 +115,7 @@ class RunStore:
         queue = self.queue(deployment.queue)
         retry = None
         if deployment.retries:
-            retry = Retry(max=deployment.retries, interval=[int(round(d)) for d in deployment.retry_delay] or 0)
+            retry = Retry(max=deployment.retries, interval=retry_intervals(deployment.retries, deployment.retry_delay))
         job = queue.create_job(
             RUN_FLOW,
             args=[run_id],
