@@ -34,31 +34,44 @@ def free_port() -> int:
 class RedisServer:
     """A private redis-server process; stop() and start() keep its port and data directory."""
 
-    def __init__(self, directory: Path, *extra: str) -> None:
+    def __init__(self, directory: Path, *extra: str, tls_dir: Path | None = None) -> None:
         self.directory = directory
         self.port = free_port()
         self.extra = extra
+        self.tls_dir = tls_dir  # holds ca.crt, server.crt, server.key: serve TLS only
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        password = self._password()
+        auth = f":{password}@" if password else ""
+        if self.tls_dir is not None:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls_dir / 'ca.crt'}"
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         assert REDIS_SERVER
+        ports = ["--port", str(self.port)]
+        if self.tls_dir is not None:
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no",
+                     "--tls-cert-file", str(self.tls_dir / "server.crt"),
+                     "--tls-key-file", str(self.tls_dir / "server.key"),
+                     "--tls-ca-cert-file", str(self.tls_dir / "ca.crt")]
         self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+            [REDIS_SERVER, *ports, "--bind", "127.0.0.1", "--dir", str(self.directory),
              "--save", "", "--appendonly", "no", "--daemonize", "no", *self.extra],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        client = redis.Redis.from_url(self.url, password=self._password())
+        client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
                 client.ping()
                 return
             except redis.exceptions.ConnectionError:
+                if self.proc.poll() is not None:
+                    break
                 time.sleep(0.02)
         raise RuntimeError("redis-server did not start")
 

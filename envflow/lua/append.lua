@@ -16,15 +16,26 @@ for i = 4, #ARGV, 5 do
   if seq >= next_seq then
     local id = attempt .. '-' .. seq
     local n = ARGV[i + 3]
-    if seq > max_lines then
-      redis.call('XADD', stream, 'MINID', '~', attempt .. '-' .. (seq - max_lines), id,
-        's', ARGV[i + 1], 'p', ARGV[i + 2], 'n', n, 'd', ARGV[i + 4])
-    else
-      redis.call('XADD', stream, id, 's', ARGV[i + 1], 'p', ARGV[i + 2], 'n', n, 'd', ARGV[i + 4])
-    end
+    redis.call('XADD', stream, id, 's', ARGV[i + 1], 'p', ARGV[i + 2], 'n', n, 'd', ARGV[i + 4])
     publish_entry(stream, id, ARGV[i + 1], ARGV[i + 2], n, ARGV[i + 4])
     next_seq = seq + tonumber(n)
   end
+end
+-- Cap: drop the oldest entries whose lines all lie more than max_lines behind the newest
+-- line (earlier attempts' entries go first). A few per call keeps each call cheap.
+local threshold = next_seq - max_lines
+if threshold > 0 then
+  local doomed = {}
+  for _, e in ipairs(redis.call('XRANGE', stream, '-', '+', 'COUNT', 16)) do
+    local a, s = string.match(e[1], '^(%d+)%-(%d+)$')
+    local n = 0
+    for j = 1, #e[2], 2 do
+      if e[2][j] == 'n' then n = tonumber(e[2][j + 1]) end
+    end
+    if a == attempt and tonumber(s) + n > threshold then break end
+    doomed[#doomed + 1] = e[1]
+  end
+  if #doomed > 0 then redis.call('XDEL', stream, unpack(doomed)) end
 end
 redis.call('HSET', run, 'out_seq', next_seq)
 redis.call('EXPIRE', stream, ARGV[3])
