@@ -2,17 +2,14 @@
 
 This module is stdlib-only and runs on CPython 3.8+: the worker loads it by path
 inside flow environments that do not have envflow installed, so that a flow file's
-``from envflow import flow`` works there. Keep it that way.
+``from envflow import flow`` works there. It imports nothing at module level: every
+flow run pays for what it imports, so heavier modules (inspect) load only when used.
 """
 
-import contextlib
-import functools
-import inspect
-import re
 import sys
 
 FLOW_MARKER = "__envflow_flow__"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 # >0 while envflow imports a flow or deployment file; direct flow calls made at
 # import time are skipped then, so a file ending in `my_flow()` is not run twice.
@@ -24,6 +21,10 @@ def flow_name_for(function_name):
     return function_name.replace("_", "-")
 
 
+def _valid_name(name):
+    return bool(name) and name[0] not in "_.-" and set(name) <= _NAME_CHARS
+
+
 class Flow:
     """A function marked as a flow. Calling it runs it here, in this interpreter."""
 
@@ -32,15 +33,26 @@ class Flow:
             raise TypeError("@flow decorates a function, got {!r}".format(fn))
         self.fn = fn
         self.name = name or flow_name_for(fn.__name__)
-        if not _NAME_RE.match(self.name):
+        if not _valid_name(self.name):
             raise ValueError(
                 "invalid flow name {!r}: use letters, digits, '-', '_' and '.', starting with a letter or digit".format(
                     self.name
                 )
             )
-        self.description = description if description is not None else (inspect.getdoc(fn) or "")
+        self._description = description
         setattr(self, FLOW_MARKER, True)
-        functools.update_wrapper(self, fn)
+        for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+            if hasattr(fn, attr):
+                setattr(self, attr, getattr(fn, attr))
+        self.__wrapped__ = fn
+
+    @property
+    def description(self):
+        if self._description is not None:
+            return self._description
+        import inspect
+
+        return inspect.getdoc(self.fn) or ""
 
     def __call__(self, *args, **kwargs):
         if _loading:
@@ -60,6 +72,8 @@ class Flow:
 
 
 def parameter_spec(fn):
+    import inspect
+
     spec = []
     for param in inspect.signature(fn).parameters.values():
         item = {"name": param.name, "kind": param.kind.name}
@@ -99,12 +113,15 @@ def flows_in(namespace):
     return found
 
 
-@contextlib.contextmanager
-def loading():
+class loading:  # noqa: N801 - used like a function: `with loading():`
     """Skip direct flow calls while a flow or deployment file is imported."""
-    global _loading
-    _loading += 1
-    try:
-        yield
-    finally:
+
+    def __enter__(self):
+        global _loading
+        _loading += 1
+        return self
+
+    def __exit__(self, *exc):
+        global _loading
         _loading -= 1
+        return False

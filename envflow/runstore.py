@@ -24,6 +24,7 @@ from .scripts import Scripts
 from .settings import Settings
 
 MIN_PREFIX = 4
+FINISHED_JOB_TTL = 600
 
 
 def new_run_id() -> str:
@@ -121,7 +122,9 @@ class RunStore:
             args=[run_id],
             job_id=run_id,
             timeout=-1,  # envflow enforces run timeouts itself, with the cancel kill path
-            result_ttl=0,  # the run record holds the result
+            # Finished jobs expire instead of being deleted: RQ's delete costs several round
+            # trips per job, an expiry none. The run record holds the result.
+            result_ttl=FINISHED_JOB_TTL,
             failure_ttl=self.settings.run_ttl,
             description=f"{deployment.name} run {run_id}",
             retry=retry,

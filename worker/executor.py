@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import marshal
 import os
 import selectors
 import signal
@@ -55,6 +56,18 @@ class Outcome:
     error: str | None = None
     reason: str | None = None
     lost: bool = False  # the run was taken away from this attempt; record nothing
+
+
+def encode_spec(spec: dict[str, Any]) -> bytes:
+    """The run as the bootstrap reads it: a length line, then a marshal (version 2: any CPython 3 reads it)."""
+    data = marshal.dumps(spec, 2)
+    return b"%d\n" % len(data) + data
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class _Interrupted(Exception):
@@ -125,6 +138,7 @@ class Executor:
         self.stops = StopRequest()
         self.heartbeat_extra = heartbeat_extra
         self.sources_dir = settings.state_dir / "sources"
+        self.code_cache = settings.state_dir / "code-cache"
 
     # Preparation
 
@@ -189,6 +203,7 @@ class Executor:
             "flow_name": spec.flow_name,
             "parameters": json.loads(fields.get("parameters") or "{}"),
             "flows_path": str(FLOWS_PY),
+            "code_cache": str(self.code_cache),
         }
         return self._run(run_id, attempt, prepared.python, prepared.variables, run_spec, timeout, writer)
 
@@ -258,21 +273,14 @@ class Executor:
             os.close(control_r)
             os.close(result_w)
         try:
-            payload = (json.dumps(run_spec) + "\n").encode()
             try:
-                os.write(control_w, payload) if len(payload) <= 65536 else self._write_all(control_w, payload)
+                write_all(control_w, encode_spec(run_spec))
             except BrokenPipeError:
                 pass  # the interpreter died at once; its exit status tells why
             return _Attempt(self, run_id, attempt, proc, result_r, timeout, writer).loop()
         finally:
             os.close(control_w)  # the bootstrap's watchdog sees EOF: nothing of the flow survives
             os.close(result_r)
-
-    @staticmethod
-    def _write_all(fd: int, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
 
     def _flush_until_done(self, writer: OutputWriter) -> None:
         """Send what the writer holds, waiting out a Redis outage (with backoff)."""

@@ -13,7 +13,7 @@ from typing import Any
 from envflow.errors import DeploymentFileError
 from envflow.models import DeploymentRecord
 
-from .executor import BOOTSTRAP, FLOWS_PY
+from .executor import BOOTSTRAP, FLOWS_PY, encode_spec
 
 
 def flow_file_here(record: DeploymentRecord, source: str | None, scratch: Path) -> Path:
@@ -52,7 +52,7 @@ def execute_here(record: DeploymentRecord, source: str | None, parameters: dict[
         spec = {"flow_file": str(flow_file), "flow_name": record.flow_name, "parameters": parameters,
                 "flows_path": str(FLOWS_PY)}
         with os.fdopen(control_w, "wb") as control, os.fdopen(result_r, "rb") as results:
-            control.write((json.dumps(spec) + "\n").encode())
+            control.write(encode_spec(spec))
             control.flush()
             try:
                 code = proc.wait()

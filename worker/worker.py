@@ -52,6 +52,8 @@ class FlowWorker(SimpleWorker):
         self.env_cache = EnvCache(settings)
         self.executor = Executor(name, settings, self.store, self.env_cache)
         self.maintenance = Maintenance(name, self.queue_names(), connection, self.reaper)
+        self._paused: set[str] = set()
+        self._paused_checked_at = 0.0
 
     # Lifecycle
 
@@ -98,11 +100,30 @@ class FlowWorker(SimpleWorker):
         # RQ's stop-job command lands here (from its pubsub thread): cancel the running flow.
         self.executor.stops.request_cancel()
 
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        # RQ refreshes the worker's key (TTL: minutes) several times per job, three commands
+        # each; once a second, in one round trip, keeps it just as alive.
+        if pipeline is None:
+            if timeout is None and self.last_heartbeat and (rq_now() - self.last_heartbeat).total_seconds() < 1:
+                return
+            with self.connection.pipeline(transaction=False) as pipe:
+                super().heartbeat(timeout, pipeline=pipe)
+                pipe.execute()
+            return
+        super().heartbeat(timeout, pipeline=pipeline)
+
     # Dequeueing: RQ's, minus paused queues
+
+    def _paused_queues(self) -> set[str]:
+        now = time.monotonic()
+        if now - self._paused_checked_at > PAUSED_POLL:
+            self._paused = {n.decode() for n in self.connection.smembers(keys.PAUSED_QUEUES)}
+            self._paused_checked_at = now
+        return self._paused
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         while True:
-            paused = {n.decode() for n in self.connection.smembers(keys.PAUSED_QUEUES)}
+            paused = self._paused_queues()
             active = [q for q in self.queues if q.name not in paused]
             self._ordered_queues = active
             if not active:
@@ -121,8 +142,10 @@ class FlowWorker(SimpleWorker):
             if result is None:
                 return None
             job, queue = result
+            # Fresh check: the queue may have been paused while we were blocked waiting on it.
             if not self.connection.sismember(keys.PAUSED_QUEUES, queue.name):
                 return result
+            self._paused_checked_at = 0.0
             # Paused while we waited for this job: put it back where it was, untouched.
             with self.connection.pipeline() as pipe:
                 pipe.lrem(queue.intermediate_queue_key, 1, job.id)

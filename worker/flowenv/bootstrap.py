@@ -1,49 +1,118 @@
 """Runs one flow inside its target environment. Stdlib-only, CPython 3.8+.
 
 The worker starts ``<env python> -u bootstrap.py CONTROL_FD RESULT_FD`` in a new session.
-It writes one JSON line on CONTROL_FD (flow file, flow name, parameters, path of envflow's
-``flows.py``) and keeps the pipe open: when the worker dies the pipe reaches EOF and this
-process kills its whole process group, so no flow outlives its worker. The outcome goes
-to RESULT_FD as one JSON object; stdout and stderr belong to the flow.
+On CONTROL_FD it writes the run (a length line, then a marshal of flow file, flow name,
+parameters and the path of envflow's ``flows.py``) and keeps the pipe open: when the
+worker dies the pipe reaches EOF and a watchdog thread kills the whole process group,
+so no flow outlives its worker. The outcome goes to RESULT_FD as one JSON object;
+stdout and stderr belong to the flow.
+
+Every module imported here is paid for by every run, so this file imports only built-in
+modules up front; json, traceback and the like load only when a path needs them.
 
 Exit codes: 0 the flow returned, 1 the flow raised, 3 the flow could not be loaded.
 """
 
-import json
+import _signal
+import _thread
+import marshal
 import os
-import signal
 import sys
-import threading
-import traceback
 
 EXIT_RAISED = 1
 EXIT_LOAD_ERROR = 3
 
 
-def read_spec(fd):
+def read_exactly(fd, size):
     data = b""
-    while not data.endswith(b"\n"):
-        chunk = os.read(fd, 65536)
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
         if not chunk:
-            sys.stderr.write("envflow bootstrap: the worker went away before sending the run\n")
-            os._exit(EXIT_LOAD_ERROR)
+            raise EOFError("the worker went away before sending the run")
         data += chunk
-    return json.loads(data.decode("utf-8"))
+    return data
 
 
-def watch_worker(fd):
-    """Block until the worker's end of the control pipe closes, then end the whole process group."""
-    try:
-        while os.read(fd, 4096):
+def read_spec(fd):
+    header = b""
+    while not header.endswith(b"\n"):
+        header += read_exactly(fd, 1)
+    return marshal.loads(read_exactly(fd, int(header)))
+
+
+def start_watchdog(control_fd):
+    """Wait, in a thread, for the worker's end of the control pipe to close; then kill the
+    process group (this flow and everything it started). `_thread` is built in: no import cost."""
+
+    def watch():
+        try:
+            while os.read(control_fd, 4096):
+                pass
+        except OSError:
             pass
-    except OSError:
-        pass
-    os.killpg(0, signal.SIGKILL)
+        os.killpg(0, _signal.SIGKILL)
+
+    _thread.start_new_thread(watch, ())
 
 
 def on_sigterm(signum, frame):
     # Unwind the flow (finally blocks, context managers) when the worker stops the run.
     raise SystemExit(128 + signum)
+
+
+CODE_CACHE = None  # directory for compiled code, set from the run's spec
+
+
+def compiled(path):
+    """The code object of a source file, cached per interpreter version like a .pyc
+    (compiling even envflow's small flows.py costs a run milliseconds)."""
+    st = os.stat(path)
+    cached = None
+    if CODE_CACHE:
+        key = "{}.{:x}.{:x}".format(path.replace("/", "%"), st.st_mtime_ns, st.st_size)
+        cached = os.path.join(CODE_CACHE, sys.implementation.cache_tag, key)
+        try:
+            with open(cached, "rb") as f:
+                return marshal.load(f)
+        except (OSError, EOFError, ValueError, TypeError):
+            pass
+    with open(path, "rb") as f:
+        code = compile(f.read(), path, "exec", dont_inherit=True)
+    if cached is not None:
+        try:
+            os.makedirs(os.path.dirname(cached), exist_ok=True)
+            tmp = "{}.{}.tmp".format(cached, os.getpid())
+            with open(tmp, "wb") as f:
+                marshal.dump(code, f)
+            os.replace(tmp, cached)
+        except OSError:
+            pass
+    return code
+
+
+def exec_file(name, path, package=None):
+    """Import the file at ``path`` as module ``name`` (registered in sys.modules)."""
+    module = type(sys)(name)
+    module.__file__ = path
+    if package is not None:
+        module.__package__ = package
+    sys.modules[name] = module
+    exec(compiled(path), module.__dict__)
+    return module
+
+
+def _installed(name):
+    """Whether site-packages has anything of package ``name`` (a cheap look before a real import:
+    a failed import lists every directory on sys.path, which costs the run milliseconds)."""
+    for entry in sys.path:
+        if entry.endswith(("site-packages", "dist-packages")):
+            try:
+                if any(n == name or n.startswith((name + "-", name + ".", "__editable__." + name))
+                       for n in os.listdir(entry)):
+                    return True
+            except OSError:
+                pass
+    return False
 
 
 def install_envflow_shim(flows_path):
@@ -52,25 +121,19 @@ def install_envflow_shim(flows_path):
     An envflow installed in the environment wins; otherwise envflow's stdlib-only
     flows.py is loaded by path (the worker's site-packages never join sys.path).
     """
-    import importlib.util
-    import types
-
-    try:
-        if importlib.util.find_spec("envflow") is not None:
+    if _installed("envflow"):
+        try:
             import envflow.flows
 
             return envflow.flows
-    except ImportError:
-        pass
-    spec = importlib.util.spec_from_file_location("envflow.flows", flows_path)
-    flows = importlib.util.module_from_spec(spec)
-    package = types.ModuleType("envflow")
+        except ImportError:
+            pass
+    package = type(sys)("envflow")
     package.__path__ = []
     package.__file__ = None
     package.__doc__ = "envflow stand-in for flow environments without envflow installed"
     sys.modules["envflow"] = package
-    sys.modules["envflow.flows"] = flows
-    spec.loader.exec_module(flows)
+    flows = exec_file("envflow.flows", flows_path, package="envflow")
     package.flow, package.Flow, package.flows = flows.flow, flows.Flow, flows
 
     class _Inert(object):
@@ -84,7 +147,7 @@ def install_envflow_shim(flows_path):
         ("flow_runners", ("SubprocessFlowRunner",)),
         ("schedules", ("Cron", "Interval")),
     ):
-        module = types.ModuleType("envflow." + sub)
+        module = type(sys)("envflow." + sub)
         for name in names:
             setattr(module, name, _Inert)
             setattr(package, name, _Inert)
@@ -94,20 +157,15 @@ def install_envflow_shim(flows_path):
 
 
 def load_flow(spec, flows):
-    import importlib.util
-
     path = spec["flow_file"]
     stem = os.path.splitext(os.path.basename(path))[0]
     name = stem if stem.isidentifier() and stem not in sys.modules else "__envflow_flow__"
-    module_spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[name] = module
     loading = getattr(flows, "loading", None)
     if loading is not None:
         with loading():
-            module_spec.loader.exec_module(module)
+            module = exec_file(name, path)
     else:
-        module_spec.loader.exec_module(module)
+        module = exec_file(name, path)
     is_flow = getattr(flows, "is_flow", lambda obj: getattr(obj, "__envflow_flow__", False) is True)
     wanted = spec["flow_name"]
     found = []
@@ -121,22 +179,53 @@ def load_flow(spec, flows):
     raise LookupError("{} defines no flow named {!r} (flows found: {})".format(path, wanted, names))
 
 
+_ESCAPES = {i: "\\u{:04x}".format(i) for i in range(32)}
+_ESCAPES.update({ord('"'): '\\"', ord("\\"): "\\\\", ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+
+
+def to_json(value):
+    """JSON text of plain data, without importing json (which pulls in re and enum).
+
+    Anything but None, bools, ints, finite floats, str, lists, tuples and str-keyed
+    dicts goes through the json module, which also reports what is not serialisable.
+    """
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    kind = type(value)
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float and value - value == 0:
+        return float.__repr__(value)
+    if kind is str:
+        return '"' + value.translate(_ESCAPES) + '"'
+    if kind is list or kind is tuple:
+        return "[" + ",".join(to_json(v) for v in value) + "]"
+    if kind is dict and all(type(k) is str for k in value):
+        return "{" + ",".join(to_json(k) + ":" + to_json(v) for k, v in value.items()) + "}"
+    import json
+
+    return json.dumps(value)
+
+
 def print_user_traceback(error):
-    """Print a traceback without the frames of this file and of importlib's machinery."""
+    """Print a traceback without the frames of this file."""
+    import traceback
+
     tb = error.__traceback__
     here = os.path.abspath(__file__)
-    while tb is not None and (
-        os.path.abspath(tb.tb_frame.f_code.co_filename) == here or "importlib" in tb.tb_frame.f_code.co_filename
-    ):
+    while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename) == here:
         tb = tb.tb_next
     traceback.print_exception(type(error), error, tb)
 
 
 def write_result(fd, outcome):
-    data = json.dumps(outcome).encode("utf-8")
+    data = to_json(outcome).encode("utf-8")
     while data:
-        written = os.write(fd, data)
-        data = data[written:]
+        data = data[os.write(fd, data):]
     os.close(fd)
 
 
@@ -144,9 +233,15 @@ def main():
     control_fd, result_fd = int(sys.argv[1]), int(sys.argv[2])
     for fd in (control_fd, result_fd):
         os.set_inheritable(fd, False)  # the flow's own child processes must not hold them
-    spec = read_spec(control_fd)
-    threading.Thread(target=watch_worker, args=(control_fd,), name="envflow-watchdog", daemon=True).start()
-    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        spec = read_spec(control_fd)
+    except (EOFError, ValueError) as e:
+        sys.stderr.write("envflow bootstrap: {}\n".format(e))
+        return EXIT_LOAD_ERROR
+    start_watchdog(control_fd)
+    global CODE_CACHE
+    CODE_CACHE = spec.get("code_cache")
+    _signal.signal(_signal.SIGTERM, on_sigterm)
 
     # The flow sees itself as a script: its directory first on sys.path, not this file's.
     flow_dir = os.path.dirname(os.path.abspath(spec["flow_file"]))
@@ -162,33 +257,36 @@ def main():
     except BaseException as e:  # noqa: B902 - report any load failure, SystemExit included
         print_user_traceback(e)
         write_result(result_fd, {"ok": False, "stage": "load", "error_type": type(e).__name__, "error": str(e)})
-        sys.exit(EXIT_LOAD_ERROR)
+        return EXIT_LOAD_ERROR
 
     try:
         value = flow.fn(**spec["parameters"])
     except SystemExit as e:
         if e.code not in (None, 0):
             write_result(result_fd, {"ok": False, "stage": "run", "error_type": "SystemExit", "error": str(e.code)})
-            sys.exit(EXIT_RAISED)
+            return EXIT_RAISED
         value = None
     except BaseException as e:  # noqa: B902 - KeyboardInterrupt is a failure too
         print_user_traceback(e)
         write_result(result_fd, {"ok": False, "stage": "run", "error_type": type(e).__name__, "error": str(e)})
-        sys.exit(EXIT_RAISED)
+        return EXIT_RAISED
 
     try:
-        outcome = {"ok": True, "result": value}
-        json.dumps(value)
+        text = to_json(value)
+        outcome = '{"ok":true,"result":' + text + "}"
     except (TypeError, ValueError) as e:
-        outcome = {
+        outcome = to_json({
             "ok": True,
             "result_error": "the flow returned a {} value, which is not JSON-serialisable ({}); "
             "return plain data (dict, list, str, numbers)".format(type(value).__name__, e),
-        }
-    write_result(result_fd, outcome)
-    # A normal interpreter exit, as for `python flow.py`: atexit handlers run.
-    sys.exit(0)
+        })
+    data = outcome.encode("utf-8")
+    while data:
+        data = data[os.write(result_fd, data):]
+    os.close(result_fd)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    # A normal interpreter exit, as for `python flow.py`: atexit handlers run.
+    sys.exit(main())
