@@ -47,6 +47,9 @@ class Client:
             record, source = build_record(deployment, self.settings.queue)
         else:
             record = deployment
+        if record.schedules:
+            # Scheduled runs use the deployment's own parameters: they must satisfy the flow.
+            merge_parameters(record.parameter_spec, record.parameters, None, record.flow_name)
         with wrap_errors(self.redis):
             existing = self.redis.get(keys.deployment(record.name))
             if existing:

@@ -18,6 +18,11 @@ class ConfigError(EnvflowError):
     """A setting or a deployment field is invalid."""
 
 
+class ScheduleError(ConfigError, ValueError):
+    """An invalid schedule (cron expression, timezone, interval). A ValueError too, so pydantic
+    reports it per field when a deployment is validated."""
+
+
 class DeploymentNotFound(EnvflowError):
     """No deployment is registered under the given name."""
 

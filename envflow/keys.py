@@ -12,8 +12,8 @@ Layout::
     envflow:runs:dep:<flow>/<name>     zset    run ids of one deployment (score: creation time)
     envflow:runs:active                zset    ids of RUNNING runs (score: start time), scanned by the reaper
     envflow:runs:pending               zset    ids of PENDING/SCHEDULED runs (score: when due)
-    envflow:schedule:<deployment>      hash    per-schedule last slot enqueued
-    envflow:slot:<deployment>:<sched>:<ts>     idempotency key of one schedule slot
+    envflow:schedule:<deployment>      hash    schedule id -> cursor (Unix s): every slot up to it was handled
+    envflow:slot:<deployment>:<sched>:<ms>     string  run id of that slot (ms: Unix milliseconds), expires after 3 days
     envflow:paused                     set     paused deployment names
     envflow:queues:paused              set     paused queue names (workers start no runs from them)
 

@@ -4,6 +4,33 @@ from __future__ import annotations
 
 import click
 
+from envflow.logs import configure_logging
+
+from .defaults import DEFAULT_GRACE, DEFAULT_TICK
+
+
+
+@click.command("start")
+@click.option("--tick", type=click.FloatRange(min=0.05, max=60), default=DEFAULT_TICK, show_default=True,
+              help="Longest sleep between passes: how soon new, changed or paused deployments are seen.")
+@click.option("--misfire-grace", type=click.FloatRange(min=0), default=DEFAULT_GRACE, show_default=True,
+              help="Seconds a slot may be late and still run; older slots follow the deployment's missed_runs.")
+@click.option("--name", help="Scheduler name in logs and locks (default: scheduler-<host>-<pid>).")
+def start(tick: float, misfire_grace: float, name: str | None) -> None:
+    """Start the scheduler: it turns deployment schedules into runs and reaps crashed runs.
+
+    Run as many replicas as you like: each slot becomes exactly one run. At start it
+    registers the deployment files ENVFLOW_DEPLOYMENTS names (a glob). SIGTERM or Ctrl-C
+    stops it after the current pass.
+    """
+    from envflow.settings import get_settings
+
+    from .service import SchedulerService
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    SchedulerService(settings, name=name, tick=tick, grace=misfire_grace).run()
+
 
 def register(cli: click.Group) -> None:
     """Add the scheduler's commands to the envflow CLI."""
@@ -11,3 +38,5 @@ def register(cli: click.Group) -> None:
     @cli.group("scheduler")
     def scheduler_group() -> None:
         """Run the scheduler service."""
+
+    scheduler_group.add_command(start)

@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-import sys
-
 import click
 
-
-def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-    logger = logging.getLogger("envflow")
-    logger.handlers[:] = [handler]
-    logger.setLevel(level.upper())
-    logger.propagate = False
+from envflow.logs import configure_logging
 
 
 @click.command("start")
