@@ -20,9 +20,13 @@ ensure_venv() {
     python=$(find_python)
     "$python" -m venv .venv
   fi
-  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade "pip>=23" 2>&1 | grep -v WARNING >&2 || true
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${1:+[$1]}" 2>&1 | grep -v WARNING >&2 || true
-  .venv/bin/python -c 'import envflow.client, rq' || { echo "installing envflow into .venv failed" >&2; return 1; }
+  local log=.venv/install.log
+  if ! { .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade "pip>=23" &&
+         .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${1:+[$1]}"; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "installing envflow into .venv failed (log above, also in $log)" >&2
+    return 1
+  fi
 }
 
 ensure_redis_server() {
