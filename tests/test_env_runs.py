@@ -100,3 +100,28 @@ def test_env_errors_fail_the_run_clearly(client, start_worker, workdir):
     assert run.wait(30) is RunState.FAILED
     record = run.record()
     assert record.error_type == "EnvNotFound" and "no conda env named 'no-such-env'" in record.error
+
+
+def test_path_storage_runs_the_file_in_place_and_names_it_when_missing(client, start_worker, venv, workdir):
+    project = workdir / "project"
+    project.mkdir()
+    (project / "helpers.py").write_text("GREETING = 'from the project'\n")
+    flow = write_flow(project, """
+        from envflow import flow
+        from helpers import GREETING
+
+        @flow
+        def local():
+            print(GREETING)
+    """, "local.py")
+    name = deploy(client, flow, "local", virtualenv=str(venv), flow_storage="path")
+    record = client.get_deployment(name)
+    assert record.flow_storage == "path" and record.source_digest is None and record.flow_path == str(flow)
+    start_worker()
+    run = client.run(name)
+    assert [line.text for line in run.follow(timeout=30)] == ["from the project"]  # sibling imports work
+    flow.unlink()
+    run = client.run(name)
+    assert run.wait(30) is RunState.FAILED
+    error = run.record().error
+    assert str(flow) in error and "does not exist on worker" in error
