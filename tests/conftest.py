@@ -166,8 +166,12 @@ def load_flows(path: Path) -> dict:
 
     from envflow import flows
 
-    with flows.loading():
-        return runpy.run_path(str(path), run_name=f"test_{path.stem}")
+    sys.path.insert(0, str(path.parent))
+    try:
+        with flows.loading():
+            return runpy.run_path(str(path), run_name=f"test_{path.stem}")
+    finally:
+        sys.path.remove(str(path.parent))
 
 
 def deploy(client: Client, path: Path, flow: str, name: str = "test", **fields) -> str:
