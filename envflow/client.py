@@ -15,7 +15,7 @@ from . import keys
 from .connection import connect, wrap_errors
 from .deployment_files import build_record
 from .deployments import Deployment
-from .errors import DeploymentNotFound
+from .errors import DeploymentNotFound, ParameterError
 from .flow_run import FlowRun
 from .jobs import SERIALIZER
 from .models import DeploymentRecord, RunRecord, RunState
@@ -49,7 +49,13 @@ class Client:
             record = deployment
         if record.schedules:
             # Scheduled runs use the deployment's own parameters: they must satisfy the flow.
-            merge_parameters(record.parameter_spec, record.parameters, None, record.flow_name)
+            try:
+                merge_parameters(record.parameter_spec, record.parameters, None, record.flow_name)
+            except ParameterError as e:
+                raise ParameterError(
+                    f"deployment {record.name} has a schedule, but {e.args[0].split(';')[0]}: scheduled runs use "
+                    "the deployment's parameters, so give it defaults (parameters={...})"
+                ) from None
         with wrap_errors(self.redis):
             existing = self.redis.get(keys.deployment(record.name))
             if existing:

@@ -213,6 +213,10 @@ def test_pause_resume_delete(cli, workdir, venv):
     write_flow(workdir, GREETER, "greeter.py")
     (workdir / "d.yaml").write_text(f"- name: d\n  flow_location: greeter.py\n  virtualenv: {venv}\n"
                                     "  schedule: {interval: 60}\n")
+    refused = cli("deployment", "create", "d.yaml", check=1)
+    assert "has a schedule, but flow 'greet' needs parameter name" in refused.stderr
+    (workdir / "d.yaml").write_text(f"- name: d\n  flow_location: greeter.py\n  virtualenv: {venv}\n"
+                                    "  schedule: {interval: 60}\n  parameters: {name: cron}\n")
     cli("deployment", "create", "d.yaml")
     cli("deployment", "pause", "greet/d")
     assert "paused" in cli("deployment", "ls").stdout

@@ -11,7 +11,7 @@ import click
 
 from .. import schedules
 from ..deployment_files import load_file
-from ..errors import ParameterError
+from ..errors import DeploymentFileError, ParameterError
 from ..models import DeploymentRecord
 from .base import ago, emit_json, fail, get_client, status, table
 from .follow import EXIT_CODES_HELP, follow_run
@@ -55,7 +55,12 @@ def create(files: tuple[str, ...]) -> None:
             errors += 1
             click.echo(click.style("invalid: ", fg="red", bold=True) + message, err=True)
         for item in loaded.deployments:
-            record = client.create_deployment(item)
+            try:
+                record = client.create_deployment(item)
+            except (DeploymentFileError, ParameterError) as e:
+                errors += 1
+                click.echo(click.style("invalid: ", fg="red", bold=True) + f"{item.defined_at}: {e}", err=True)
+                continue
             where = "source stored" if record.flow_storage == "source" else f"path {record.flow_path}"
             click.echo(f"registered {click.style(record.name, bold=True)}  env {describe_env(record)}  "
                        f"queue {record.queue}  ({where}; {item.defined_at})")
