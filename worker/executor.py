@@ -291,15 +291,15 @@ class Executor:
 
     def heartbeat(self, run_id: str, attempt: int) -> int:
         """Renew the lease; 1 = cancel requested, 0 = go on, -1 = the attempt is no longer ours."""
+        scripts = self.store.scripts
+        hb_keys, hb_args = [keys.run(run_id), keys.lease(run_id)], [attempt, self.worker_name,
+                                                                     int(self.settings.lease_ttl * 1000)]
         with self.redis.pipeline(transaction=False) as pipe:
-            self.store.scripts.heartbeat(
-                keys=[keys.run(run_id), keys.lease(run_id)],
-                args=[attempt, self.worker_name, int(self.settings.lease_ttl * 1000)],
-                client=pipe,
-            )
+            scripts.queue(pipe, scripts.heartbeat, hb_keys, hb_args)
             if self.heartbeat_extra is not None:
                 self.heartbeat_extra(pipe)
-            return int(pipe.execute()[0])
+            result = pipe.execute(raise_on_error=False)[0]
+        return int(scripts.rerun_if_missing(result, scripts.heartbeat, hb_keys, hb_args))  # type: ignore[arg-type]
 
 
 class _Attempt:

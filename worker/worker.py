@@ -29,6 +29,7 @@ from envflow.reaper import Reaper, reap_predecessor
 from envflow.runstore import RunStore, now_text
 from envflow.settings import Settings
 
+from . import bookkeeping
 from .env_cache import EnvCache
 from .executor import Executor, Outcome
 from .maintenance import Maintenance
@@ -141,47 +142,34 @@ class FlowWorker(SimpleWorker):
                 result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
             if result is None:
                 return None
-            job, queue = result
-            # Fresh check: the queue may have been paused while we were blocked waiting on it.
-            if not self.connection.sismember(keys.PAUSED_QUEUES, queue.name):
-                return result
-            self._paused_checked_at = 0.0
-            # Paused while we waited for this job: put it back where it was, untouched.
-            with self.connection.pipeline() as pipe:
-                pipe.lrem(queue.intermediate_queue_key, 1, job.id)
-                queue.push_job_id(job.id, pipeline=pipe, at_front=True)
-                pipe.execute()
+            return result  # a queue paused while we waited on it is caught by the claim
 
     # Jobs
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         self._stopped_job_id = None
         self.executor.stops.reset()
-        execution = self.prepare_execution(job)
-        try:
-            self.perform_job(job, queue, execution)
-        finally:
-            self.set_state(WorkerStatus.IDLE)
-
-    def perform_job(self, job: Job, queue: Queue, execution: Any) -> bool:
         try:
             payload_ok = is_run_job(job.func_name, job.args, job.kwargs)
         except Exception:  # undecodable payload (not JSON)
             payload_ok = False
         if not payload_ok:
-            log.error("refused job %s: its payload is not an envflow run; nothing was executed", job.id)
-            job.retries_left = 0
-            job.ended_at = rq_now()
-            self.handle_job_failure(
-                job, queue, exc_string="refused by envflow worker: not an envflow run job", execution=execution
-            )
-            return False
-        self.prepare_job_execution(job, remove_from_intermediate_queue=len(self.queues) == 1)
+            self._refuse(job, queue)
+            return
+        execution, claim = bookkeeping.start(self, job, queue)
+        self.perform_run(job, queue, execution, claim)
+
+    def _refuse(self, job: Job, queue: Queue) -> None:
+        log.error("refused job %s: its payload is not an envflow run; nothing was executed", job.id)
+        execution = self.prepare_execution(job)
+        job.retries_left = 0
+        job.started_at = job.ended_at = rq_now()
+        self.handle_job_failure(job, queue, exc_string="refused by envflow worker: not an envflow run job",
+                                execution=execution)
+        self.set_state(WorkerStatus.IDLE)
+
+    def perform_run(self, job: Job, queue: Queue, execution: Any, claim: list[Any]) -> bool:
         run_id = job.args[0]
-        claim = self.store.scripts.claim(
-            keys=[keys.run(run_id), keys.lease(run_id), keys.ACTIVE_RUNS, keys.PENDING_RUNS, keys.output(run_id)],
-            args=[self.name, now_text(), int(self.settings.lease_ttl * 1000), self.settings.history_ttl, self.settings.run_ttl],
-        )
         status = claim[0].decode()
         if status != "ok":
             return self._skip(job, queue, execution, run_id, status, claim)
@@ -204,6 +192,10 @@ class FlowWorker(SimpleWorker):
         """The job's run cannot start here: it ended, vanished, or another live worker has it."""
         detail = claim[1].decode() if len(claim) > 1 else ""
         log.info("run %s: not started (%s %s)", run_id[:8], status, detail)
+        if status == "paused":
+            self._paused_checked_at = 0.0
+            bookkeeping.put_back(self, job, queue, execution)
+            return False
         if status == "busy":
             with self.connection.pipeline() as pipe:
                 self.cleanup_execution(job, pipeline=pipe, execution=execution)
@@ -259,7 +251,11 @@ class FlowWorker(SimpleWorker):
         ]
         for name, value in values.items():
             args += [name, value]
-        self._finish_with_retries(run_id, args)
+        if o.state is RunState.COMPLETED:
+            self._with_redis_retries(run_id, lambda: bookkeeping.complete(self, job, execution, run_id, args))
+        else:
+            self._with_redis_retries(run_id, lambda: self.store.scripts.finish(
+                keys=bookkeeping.finish_keys(run_id), args=args))
         elapsed = now - float(fields.get("attempt_started_at") or now)
         log.info(
             "run %s: %s in %.2fs%s",
@@ -269,7 +265,6 @@ class FlowWorker(SimpleWorker):
             f" ({o.error_type + ': ' if o.error_type else ''}{o.error or o.reason})" if (o.error or o.reason) else "",
         )
         if o.state is RunState.COMPLETED:
-            self.handle_job_success(job, queue, queue.started_job_registry, execution)
             return
         if o.state is RunState.CANCELLED:
             self._stopped_job_id = job.id  # RQ marks it STOPPED and does not retry it
@@ -277,23 +272,15 @@ class FlowWorker(SimpleWorker):
             job.retries_left = 0
         self.handle_job_failure(job, queue, exc_string=f"{o.state.value}: {o.error or o.reason}", execution=execution)
 
-    def _finish_with_retries(self, run_id: str, args: list[Any]) -> None:
-        """Record the attempt's end, waiting out a Redis outage: the outcome must not be lost."""
+    def _with_redis_retries(self, run_id: str, write: Any) -> None:
+        """Record an attempt's end, waiting out a Redis outage: the outcome must not be lost.
+        Safe to repeat: the finish script is a no-op once the attempt has ended."""
         import redis
 
         delay = 0.1
         while True:
             try:
-                self.store.scripts.finish(
-                    keys=[
-                        keys.run(run_id),
-                        keys.lease(run_id),
-                        keys.ACTIVE_RUNS,
-                        keys.PENDING_RUNS,
-                        keys.output(run_id),
-                    ],
-                    args=args,
-                )
+                write()
                 return
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
                 log.warning("run %s: cannot record its end yet (%s); retrying", run_id[:8], e)

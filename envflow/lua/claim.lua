@@ -1,9 +1,12 @@
 -- Claim a run for a new attempt on this worker.
 -- KEYS[1] run hash   KEYS[2] lease   KEYS[3] active zset   KEYS[4] pending zset   KEYS[5] output stream
+-- KEYS[6] paused queues set
 -- ARGV[1] worker name   ARGV[2] now (seconds)   ARGV[3] lease ttl (ms)   ARGV[4] history ttl (s)   ARGV[5] run ttl (s)
--- Returns {'ok', attempt, field, value, ...} | {'missing'} | {'ended', state} | {'busy', holder}
+-- ARGV[6] the queue the job came from
+-- Returns {'ok', attempt, field, value, ...} | {'missing'} | {'ended', state} | {'busy', holder} | {'paused'}
 local run, lease, active, pending, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local worker, now = ARGV[1], ARGV[2]
+if redis.call('SISMEMBER', KEYS[6], ARGV[6]) == 1 then return {'paused'} end
 local state = redis.call('HGET', run, 'state')
 if not state then return {'missing'} end
 if TERMINAL[state] then return {'ended', state} end
