@@ -42,6 +42,7 @@ class Prepared:
     python: Path
     variables: dict[str, str]  # the flow process's complete environment
     delta: Delta  # what activation set (None: unset), for display
+    stamp: Fingerprint = ()  # the env's files when it was activated
 
 
 @dataclass
@@ -82,7 +83,7 @@ class EnvCache:
             variables.pop(name, None)
         if extra:
             variables.update(extra)
-        return Prepared(entry.environment, entry.environment.python, variables, entry.delta)
+        return Prepared(entry.environment, entry.environment.python, variables, entry.delta, entry.stamp)
 
     def forget(self, spec: EnvSpec) -> None:
         self._entries.pop(spec, None)

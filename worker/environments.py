@@ -56,6 +56,13 @@ class Environment(ABC):
         """Paths whose change (mtime, size, link target) invalidates the cached activation."""
         return [self.python]
 
+    def site_packages(self) -> list[Path]:
+        """The env's site-packages directories: an install there changes their mtime, and an
+        interpreter started before it would not see new .pth files."""
+        if not hasattr(self, "_site_packages"):
+            self._site_packages = sorted(self.prefix.glob("lib/python3*/site-packages"))
+        return self._site_packages
+
     def python_version(self) -> tuple[int, ...] | None:
         """The interpreter's version when the env's metadata tells it without running anything."""
         return None
@@ -129,7 +136,7 @@ class VenvEnvironment(Environment):
         return self.prefix / "bin" / "python"
 
     def watched_paths(self) -> list[Path]:
-        return [self.prefix / "pyvenv.cfg", self.python, self.prefix / "bin"]
+        return [self.prefix / "pyvenv.cfg", self.python, self.prefix / "bin", *self.site_packages()]
 
     def python_version(self) -> tuple[int, ...] | None:
         cfg = read_pyvenv_cfg(self.prefix)
@@ -182,7 +189,7 @@ class CondaEnvironment(Environment):
     def watched_paths(self) -> list[Path]:
         meta = self.prefix / "conda-meta"
         activate_d = self.prefix / "etc" / "conda" / "activate.d"
-        paths = [meta, meta / "state", meta / "history", activate_d, self.python]
+        paths = [meta, meta / "state", meta / "history", activate_d, self.python, *self.site_packages()]
         if activate_d.is_dir():
             paths.extend(sorted(activate_d.iterdir()))
         return paths

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import marshal
 import os
 import selectors
 import signal
@@ -34,11 +33,11 @@ from envflow.runstore import RunStore
 from envflow.settings import Settings
 
 from .env_cache import EnvCache, Prepared
+from .launcher import Launcher
 from .output_writer import OutputWriter, make_echo
 
 log = logging.getLogger("envflow.worker")
 
-BOOTSTRAP = Path(__file__).parent / "flowenv" / "bootstrap.py"
 FLOWS_PY = Path(envflow.flows.__file__)
 READ_SIZE = 65536
 DRAIN_GRACE = 1.0  # seconds to collect output after the flow exited and its group was killed
@@ -56,18 +55,6 @@ class Outcome:
     error: str | None = None
     reason: str | None = None
     lost: bool = False  # the run was taken away from this attempt; record nothing
-
-
-def encode_spec(spec: dict[str, Any]) -> bytes:
-    """The run as the bootstrap reads it: a length line, then a marshal (version 2: any CPython 3 reads it)."""
-    data = marshal.dumps(spec, 2)
-    return b"%d\n" % len(data) + data
-
-
-def write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 class _Interrupted(Exception):
@@ -139,6 +126,7 @@ class Executor:
         self.heartbeat_extra = heartbeat_extra
         self.sources_dir = settings.state_dir / "sources"
         self.code_cache = settings.state_dir / "code-cache"
+        self.launcher = Launcher()
 
     # Preparation
 
@@ -205,7 +193,7 @@ class Executor:
             "flows_path": str(FLOWS_PY),
             "code_cache": str(self.code_cache),
         }
-        return self._run(run_id, attempt, prepared.python, prepared.variables, run_spec, timeout, writer)
+        return self._run(run_id, attempt, prepared, run_spec, timeout, writer)
 
     def _prepare_env(self, run_id: str, attempt: int, spec: DeploymentRecord) -> Prepared:
         """The run's environment; a slow (uncached) activation runs in a thread while this one
@@ -238,49 +226,30 @@ class Executor:
             raise box["error"]
         return box["value"]
 
-    def _spawn(self, python: Path, variables: dict[str, str], control_r: int, result_w: int) -> subprocess.Popen:
-        return subprocess.Popen(
-            [str(python), "-u", str(BOOTSTRAP), str(control_r), str(result_w)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=variables,
-            pass_fds=(control_r, result_w),
-            start_new_session=True,
-        )
-
     def _run(
         self,
         run_id: str,
         attempt: int,
-        python: Path,
-        variables: dict[str, str],
+        prepared: Prepared,
         run_spec: dict,
         timeout: float | None,
         writer: OutputWriter,
     ) -> Outcome:
-        control_r, control_w = os.pipe()
-        result_r, result_w = os.pipe()
+        python, variables = prepared.python, prepared.variables
+        key = (str(python), prepared.stamp, tuple(sorted(variables.items())))
         try:
-            proc = self._spawn(python, variables, control_r, result_w)
+            flow = self.launcher.launch(python, variables, key)
         except OSError as e:
-            os.close(control_w)
-            os.close(result_r)
             writer.note(f"cannot start {python}: {e}")
             self._flush_until_done(writer)
             return Outcome(RunState.FAILED, error_type="SpawnError", error=f"cannot start {python}: {e}")
-        finally:
-            os.close(control_r)
-            os.close(result_w)
         try:
-            try:
-                write_all(control_w, encode_spec(run_spec))
-            except BrokenPipeError:
-                pass  # the interpreter died at once; its exit status tells why
-            return _Attempt(self, run_id, attempt, proc, result_r, timeout, writer).loop()
+            flow.send(run_spec)
+            if not self.stops.shutdown_at:
+                self.launcher.prepare_next(python, variables, key)
+            return _Attempt(self, run_id, attempt, flow.proc, flow.result_r, timeout, writer).loop()
         finally:
-            os.close(control_w)  # the bootstrap's watchdog sees EOF: nothing of the flow survives
-            os.close(result_r)
+            flow.close()
 
     def _flush_until_done(self, writer: OutputWriter) -> None:
         """Send what the writer holds, waiting out a Redis outage (with backoff)."""

@@ -13,7 +13,8 @@ from typing import Any
 from envflow.errors import DeploymentFileError
 from envflow.models import DeploymentRecord
 
-from .executor import BOOTSTRAP, FLOWS_PY, encode_spec
+from .executor import FLOWS_PY
+from .launcher import BOOTSTRAP, encode_spec
 
 
 def flow_file_here(record: DeploymentRecord, source: str | None, scratch: Path) -> Path:

@@ -73,6 +73,7 @@ class FlowWorker(SimpleWorker):
 
     def teardown(self) -> None:
         self.maintenance.close()
+        self.executor.launcher.close()
         super().teardown()
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
