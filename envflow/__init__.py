@@ -35,20 +35,18 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
+# name -> module that defines it, imported on first use
 _LAZY = {
-    # client API
     "Client": "client",
     "FlowRun": "flow_run",
     "OutputLine": "output",
     "RunRecord": "models",
     "RunState": "models",
-    # deployments and schedules
     "Deployment": "deployments",
     "DeploymentSpec": "deployments",
     "Cron": "schedules",
     "Interval": "schedules",
     "Settings": "settings",
-    # errors
     "EnvflowError": "errors",
     "ConfigError": "errors",
     "DeploymentFileError": "errors",
@@ -62,7 +60,35 @@ _LAZY = {
     "RunTimeout": "errors",
 }
 
-__all__ = ["flow", "Flow", *_LAZY]
+__all__ = [
+    # flows
+    "flow",
+    "Flow",
+    # client API
+    "Client",
+    "FlowRun",
+    "OutputLine",
+    "RunRecord",
+    "RunState",
+    # deployments and schedules
+    "Deployment",
+    "DeploymentSpec",
+    "Cron",
+    "Interval",
+    "Settings",
+    # errors
+    "EnvflowError",
+    "ConfigError",
+    "DeploymentFileError",
+    "DeploymentNotFound",
+    "EnvActivationError",
+    "EnvNotFound",
+    "FlowFailed",
+    "ParameterError",
+    "QueueError",
+    "RunNotFound",
+    "RunTimeout",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
 from . import flows
+from .errors import ConfigError
 from .flows import is_flow
 from .models import EnvSpec
 from .parameters import ensure_json

@@ -216,7 +216,7 @@ class OutputFollower:
         start = "-" if after is None else f"({after[0]}-{after[1]}"
         end = "+" if upto is None else f"{upto[0]}-{upto[1]}"
         while True:
-            page = self._retrying(lambda: self.redis.xrange(self.stream_key, start, end, count=HISTORY_PAGE))
+            page = self._retrying(lambda start=start: self.redis.xrange(self.stream_key, start, end, count=HISTORY_PAGE))
             for raw_id, fields in page:
                 yield parse_history_entry(raw_id, fields)
             if len(page) < HISTORY_PAGE:

@@ -7,8 +7,8 @@ from importlib.resources import files
 
 from redis import Redis
 from redis.client import Pipeline
-from redis.exceptions import NoScriptError
 from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 SCRIPT_NAMES = ("claim", "heartbeat", "append", "finish", "crash", "cancel")
 

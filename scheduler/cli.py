@@ -9,7 +9,6 @@ from envflow.logs import configure_logging
 from .defaults import DEFAULT_GRACE, DEFAULT_TICK
 
 
-
 @click.command("start")
 @click.option("--tick", type=click.FloatRange(min=0.05, max=60), default=DEFAULT_TICK, show_default=True,
               help="Longest sleep between passes: how soon new, changed or paused deployments are seen.")

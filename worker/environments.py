@@ -12,14 +12,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
 
-from envflow.errors import EnvActivationError, EnvNotFound
+from envflow.errors import EnvActivationError
 from envflow.models import EnvKind, EnvSpec
 
 # Variables of the worker's own process that never reach a flow.

@@ -6,24 +6,11 @@ import os
 import random
 import signal
 import time
-from pathlib import Path
-
-import pytest
 
 from envflow.models import RunState
 
-from ..conftest import deploy, make_conda_prefix, write_flow
-from .helpers import JOURNALED, journal_events, no_overlap, survivors, wait_until
-
-
-@pytest.fixture
-def journal(tmp_path: Path) -> Path:
-    return tmp_path / "journal.jsonl"
-
-
-@pytest.fixture
-def work_flow(workdir: Path, journal: Path) -> Path:
-    return write_flow(workdir, JOURNALED.format(journal=str(journal)), "work.py")
+from ..conftest import deploy, make_conda_prefix
+from .helpers import journal_events, no_overlap, survivors, wait_until
 
 
 def test_killed_mid_run_becomes_crashed_and_leaves_no_process(client, start_worker, venv, work_flow, journal):

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import signal
 import time
-from pathlib import Path
-
-import pytest
 
 from envflow.models import RunState
 
 from ..conftest import deploy, write_flow
-from .helpers import JOURNALED, journal_events, survivors, wait_until
+from .helpers import journal_events, survivors, wait_until
 
 STUBBORN = """
     import signal, time
@@ -37,16 +34,6 @@ TIDY = """
         finally:
             print("cleaned up", flush=True)
 """
-
-
-@pytest.fixture
-def journal(tmp_path: Path) -> Path:
-    return tmp_path / "journal.jsonl"
-
-
-@pytest.fixture
-def work_flow(workdir: Path, journal: Path) -> Path:
-    return write_flow(workdir, JOURNALED.format(journal=str(journal)), "work.py")
 
 
 def test_cancel_running_run_kills_its_process_tree(client, start_worker, venv, work_flow, journal):

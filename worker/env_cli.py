@@ -1,0 +1,139 @@
+"""``envflow env ls|check`` and ``envflow venv create``: environments as this machine's workers see them."""
+
+from __future__ import annotations
+
+import click
+
+
+def spec_from_text(text: str):  # type: ignore[no-untyped-def]
+    """An env spec from the CLI: ``venv:PATH``, ``conda:NAME``, ``conda:/prefix``, a path or a conda env name."""
+    from pathlib import Path
+
+    from envflow.models import EnvKind, EnvSpec
+
+    spec = EnvSpec.parse(text)
+    if spec.kind is EnvKind.VENV and ":" not in text.split("/")[0]:
+        if (Path(text).expanduser() / "conda-meta").is_dir():
+            return EnvSpec(kind=EnvKind.CONDA_PREFIX, value=text)
+    return spec
+
+
+def python_version(python: str) -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run([python, "-c", "import platform; print(platform.python_version())"],
+                             capture_output=True, timeout=30, check=True, env={"PATH": "/usr/bin:/bin"})
+        return out.stdout.decode().strip()
+    except (subprocess.SubprocessError, OSError):
+        return "?"
+
+
+@click.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def env_ls(as_json: bool) -> None:
+    """The environments a worker here can run flows in: named conda envs, and venvs and conda
+    prefixes directly under the allowed roots (ENVFLOW_ENV_ROOTS), each with its Python version."""
+    from envflow.cli.base import emit_json, table
+    from envflow.settings import get_settings
+
+    from .resolve import EnvResolver
+
+    resolver = EnvResolver(get_settings())
+    found: dict[str, dict[str, str]] = {}
+    for name, prefix in resolver.named_envs().items():
+        found[str(prefix.resolve())] = {"kind": "conda", "name": name, "path": str(prefix)}
+    for root in resolver.allowed_roots():
+        if not root.is_dir():
+            continue
+        for child in sorted(root.iterdir()):
+            real = str(child.resolve())
+            if real in found or not child.is_dir():
+                continue
+            if (child / "conda-meta").is_dir():
+                found[real] = {"kind": "conda-prefix", "name": "-", "path": str(child)}
+            elif (child / "pyvenv.cfg").is_file():
+                found[real] = {"kind": "venv", "name": "-", "path": str(child)}
+    for item in found.values():
+        item["python"] = python_version(f"{item['path']}/bin/python")
+    rows = sorted(found.values(), key=lambda i: (i["kind"], i["path"]))
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo("no environments found (roots: " + ":".join(map(str, resolver.allowed_roots())) + ")", err=True)
+        return
+    table(["KIND", "NAME", "PATH", "PYTHON"], [[r["kind"], r["name"], r["path"], r["python"]] for r in rows])
+
+
+@click.command("check")
+@click.argument("spec")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def env_check(spec: str, as_json: bool) -> None:
+    """Activate SPEC as a run would and show the interpreter, its version and what activation sets.
+
+    SPEC is venv:PATH, conda:NAME, conda:/prefix, a directory (venv or conda prefix) or a conda env name.
+    Values of secret-looking variables are redacted.
+    """
+    import os
+
+    from envflow.cli.base import emit_json
+    from envflow.settings import get_settings
+
+    from .env_cache import EnvCache
+
+    settings = get_settings()
+    prepared = EnvCache(settings).prepare(spec_from_text(spec), os.environ)
+    variables = {k: (None if v is None else ("***" if settings.is_secret_name(k) else v))
+                 for k, v in sorted(prepared.delta.items())}
+    info = {"spec": str(prepared.environment.spec), "prefix": str(prepared.environment.prefix),
+            "python": str(prepared.python), "version": python_version(str(prepared.python)),
+            "activation": variables}
+    if as_json:
+        emit_json(info)
+        return
+    click.echo(f"env      {info['spec']}\nprefix   {info['prefix']}\npython   {info['python']} ({info['version']})")
+    click.echo("activation sets:")
+    for name, value in variables.items():
+        click.echo(f"  {name}={value}" if value is not None else f"  unset {name}")
+
+
+@click.command("create")
+@click.argument("path", type=click.Path())
+@click.option("--python", "python", help="A conda env name or an interpreter path (default: this Python).")
+@click.option("-r", "--requirements", type=click.Path(exists=True, dir_okay=False), help="pip install -r this file.")
+def venv_create(path: str, python: str | None, requirements: str | None) -> None:
+    """Make a venv at PATH with an interpreter this machine (container) has, so it keeps working when
+    the directory is mounted into every worker."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from envflow.errors import EnvActivationError
+    from envflow.models import EnvKind, EnvSpec
+    from envflow.settings import get_settings
+
+    from .resolve import EnvResolver
+
+    interpreter = sys.executable
+    if python:
+        candidate = Path(python).expanduser()
+        if "/" in python or candidate.exists():
+            if not candidate.exists():
+                raise click.ClickException(f"no interpreter at {candidate}")
+            interpreter = str(candidate)
+        else:
+            env = EnvResolver(get_settings()).resolve(EnvSpec(kind=EnvKind.CONDA, value=python))
+            interpreter = str(env.python)
+    target = Path(path).expanduser().resolve()
+    if (target / "pyvenv.cfg").exists():
+        raise click.ClickException(f"{target} is already a venv; remove it first to recreate it")
+    click.echo(f"creating {target} with {interpreter} ({python_version(interpreter)})", err=True)
+    done = subprocess.run([interpreter, "-m", "venv", str(target)], capture_output=True)
+    if done.returncode != 0:
+        raise EnvActivationError(f"`{interpreter} -m venv` failed: {done.stderr.decode(errors='replace').strip()}")
+    if requirements:
+        pip = subprocess.run([str(target / "bin" / "python"), "-m", "pip", "install", "-r", requirements])
+        if pip.returncode != 0:
+            raise click.ClickException(f"pip install -r {requirements} failed (exit {pip.returncode})")
+    click.echo(f"venv ready: use virtualenv={str(target)!r} in deployments")
