@@ -24,7 +24,7 @@ from .scripts import Scripts
 from .settings import Settings
 
 MIN_PREFIX = 4
-FINISHED_JOB_TTL = 600
+FINISHED_JOB_TTL = 60  # seconds a finished RQ job stays visible (dashboards); the run record stays longer
 
 
 def new_run_id() -> str:

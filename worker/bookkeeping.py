@@ -16,6 +16,7 @@ from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.utils import now as rq_now
+from rq.utils import utcformat
 from rq.worker import WorkerStatus
 
 from envflow import keys
@@ -64,10 +65,13 @@ def complete(worker: FlowWorker, job: Job, execution: Execution, run_id: str, fi
         scripts.queue(pipe, scripts.finish, finish_keys(run_id), finish_args)
         worker.increment_successful_job_count(pipeline=pipe)
         worker.increment_total_working_time(job.ended_at - job.started_at, pipe)  # type: ignore[operator]
+        # As job._handle_success, minus the Result stream: the run record holds the outcome, and a
+        # per-job results stream would double Redis memory per run for the job's lifetime.
         result_ttl = job.get_result_ttl(worker.default_result_ttl)
+        job.set_status(JobStatus.FINISHED, pipeline=pipe)
+        pipe.hset(job.key, "ended_at", utcformat(job.ended_at))  # type: ignore[arg-type]
         if result_ttl != 0:
-            job._handle_success(result_ttl, pipeline=pipe, worker_name=worker.name, execution_id=execution.id,
-                                execution_started_at=execution.created_at, execution_ended_at=job.ended_at)
+            job.finished_job_registry.add(job, result_ttl, pipe)
         job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
         job._status = JobStatus.FINISHED
         worker.cleanup_execution(job, pipeline=pipe, execution=execution)

@@ -1,0 +1,81 @@
+"""The benchmark cases, in the order a full run runs them.
+
+Each case module has ``run(ctx) -> Result``: it measures envflow and its baselines in
+the same run and returns table rows, notes and its raw samples.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..harness import Harness
+from ..report import Row
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much each case measures: the full run's sizes follow the issue; quick ones fit CI's minute."""
+
+    dispatch_samples: int
+    throughput_runs: int
+    throughput_rounds: int  # batches per configuration, taking turns with the other configurations
+    stream_lines: int
+    stream_repeats: int  # floors and replays are repeated, the median kept
+    latency_lines: int
+    activation_cached: int
+    activation_uncached: int
+    peer_samples: int
+    peer_runs: int
+
+
+FULL = Sizes(
+    dispatch_samples=200,
+    throughput_runs=1000,
+    throughput_rounds=5,
+    stream_lines=1_000_000,
+    stream_repeats=3,
+    latency_lines=1000,
+    activation_cached=5000,
+    activation_uncached=30,
+    peer_samples=20,
+    peer_runs=20,
+)
+QUICK = Sizes(
+    dispatch_samples=12,
+    throughput_runs=60,
+    throughput_rounds=2,
+    stream_lines=100_000,
+    stream_repeats=1,
+    latency_lines=100,
+    activation_cached=500,
+    activation_uncached=5,
+    peer_samples=3,
+    peer_runs=3,
+)
+
+
+@dataclass
+class Context:
+    harness: Harness
+    sizes: Sizes
+    quick: bool
+    log: Callable[[str], None]
+    shared: dict[str, Any] = field(default_factory=dict)  # figures one case leaves for another
+
+
+@dataclass
+class Result:
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+NAMES = ("activation", "dispatch", "latency", "streaming", "memory", "throughput")
+
+
+def load(name: str) -> Callable[[Context], Result]:
+    """The ``run`` function of the case module ``name``."""
+    return importlib.import_module(f"{__name__}.{name}").run  # type: ignore[no-any-return]
