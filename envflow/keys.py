@@ -16,6 +16,7 @@ Layout::
     envflow:slot:<deployment>:<sched>:<ms>     string  run id of that slot (ms: Unix milliseconds), expires after 3 days
     envflow:paused                     set     paused deployment names
     envflow:queues:paused              set     paused queue names (workers start no runs from them)
+    envflow:scheduler:<name>           string  "<host>" while that scheduler runs (expires without passes)
 
 Pub/sub channels::
 
@@ -59,6 +60,10 @@ def lease(run_id: str) -> str:
 
 def deployment_runs(name: str) -> str:
     return f"{PREFIX}runs:dep:{name}"
+
+
+def scheduler(name: str) -> str:
+    return f"{PREFIX}scheduler:{name}"
 
 
 def schedule_state(deployment_name: str) -> str:

@@ -31,6 +31,26 @@ def start(tick: float, misfire_grace: float, name: str | None) -> None:
     SchedulerService(settings, name=name, tick=tick, grace=misfire_grace).run()
 
 
+@click.command("health")
+def health() -> None:
+    """Exit 0 when Redis answers and a scheduler of this host made a pass recently (container health checks)."""
+    import socket
+
+    from envflow import keys
+    from envflow.connection import connect, wrap_errors
+    from envflow.settings import get_settings
+
+    redis = connect(get_settings().redis_url)
+    host = socket.gethostname()
+    with wrap_errors(redis):
+        names = [k.decode() for k in redis.scan_iter(keys.scheduler("*"), count=1000)]
+        hosts = redis.mget(names) if names else []
+    mine = [n for n, h in zip(names, hosts) if h is not None and h.decode() == host]
+    if not mine:
+        raise click.ClickException(f"Redis answers, but no scheduler of host {host} made a pass recently")
+    click.echo(", ".join(n.removeprefix(keys.scheduler("")) for n in mine))
+
+
 def register(cli: click.Group) -> None:
     """Add the scheduler's commands to the envflow CLI."""
 
@@ -39,3 +59,4 @@ def register(cli: click.Group) -> None:
         """Run the scheduler service."""
 
     scheduler_group.add_command(start)
+    scheduler_group.add_command(health)

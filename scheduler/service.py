@@ -91,6 +91,8 @@ class SchedulerService:
     def tick(self) -> float:
         """Commit every deployment's due slots once; return the clock time the next slot is due."""
         now = self.clock()
+        # Liveness for `envflow scheduler health`: refreshed every pass, gone soon after the last.
+        self.redis.set(keys.scheduler(self.name), socket.gethostname(), ex=int(3 * self.tick_seconds) + 30)
         names = [n.decode() for n in self.redis.zrange(keys.DEPLOYMENTS, 0, -1)]
         if not names:
             return now + self.tick_seconds

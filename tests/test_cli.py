@@ -316,3 +316,20 @@ def test_up_starts_a_private_redis_scheduler_and_worker(env_vars, workdir, venv,
         assert prefix in text
     assert "[" in text and "hello up" in text  # the worker echoes flow output, prefixed with the run id
     assert "stack stopped" in text
+
+
+def test_health_commands(cli, env_vars, workdir, start_worker):
+    assert "no worker of host" in cli("worker", "health", check=1).stderr
+    assert "no scheduler of host" in cli("scheduler", "health", check=1).stderr
+    start_worker()
+    assert ": " in cli("worker", "health").stdout  # "<name>: <state>"
+    scheduler = subprocess.Popen(envflow_command("scheduler", "start"), cwd=workdir, env={**os.environ, **env_vars},
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while cli("scheduler", "health", check=None).returncode != 0:
+            assert time.monotonic() < deadline and scheduler.poll() is None
+            time.sleep(0.2)
+    finally:
+        scheduler.terminate()
+        scheduler.wait(20)
