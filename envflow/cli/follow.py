@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 
@@ -33,6 +34,8 @@ def print_entry(entry: Entry) -> None:
 def follow_run(run: FlowRun, *, interactive_cancel: bool = True) -> int:
     """Stream a run's output until it ends; return the exit code of its final state."""
     started = time.monotonic()
+    # Ctrl-C detaches even when a parent shell started us with SIGINT ignored (a background job).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         for record in run.records():
             if isinstance(record, Entry):
@@ -44,6 +47,8 @@ def follow_run(run: FlowRun, *, interactive_cancel: bool = True) -> int:
                 status(f"attempt {record.attempt} ended {state_text(record.state)}; the run will be retried")
     except KeyboardInterrupt:
         return _interrupted(run, interactive_cancel)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     return exit_code(run.state, run)
 
 
