@@ -208,6 +208,7 @@ def test_flow_sees_only_its_own_environment(client, start_worker, venv, workdir,
     assert env["VIRTUAL_ENV"] == str(venv)
     assert env["PATH"].split(":")[0] == f"{venv}/bin"
     assert env["FROM_DEPLOYMENT"] == "yes"
+    assert env["ENVFLOW_RUN_ATTEMPT"] == "1" and len(env["ENVFLOW_RUN_ID"]) == 32
 
 
 def test_nothing_is_unpickled_job_payload_is_json(client, venv, workdir):

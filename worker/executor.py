@@ -192,6 +192,7 @@ class Executor:
             "parameters": json.loads(fields.get("parameters") or "{}"),
             "flows_path": str(FLOWS_PY),
             "code_cache": str(self.code_cache),
+            "environ": {"ENVFLOW_RUN_ID": run_id, "ENVFLOW_RUN_ATTEMPT": str(attempt)},
         }
         return self._run(run_id, attempt, prepared, run_spec, timeout, writer)
 

@@ -250,6 +250,8 @@ def main():
     else:
         sys.path.insert(0, flow_dir)
     sys.argv = [spec["flow_file"]]
+    # Per-run variables arrive with the run: the interpreter may have been started before it.
+    os.environ.update(spec.get("environ") or {})
 
     try:
         flows = install_envflow_shim(spec["flows_path"])
