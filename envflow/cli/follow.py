@@ -36,8 +36,12 @@ def follow_run(run: FlowRun, *, interactive_cancel: bool = True) -> int:
     started = time.monotonic()
     # Ctrl-C detaches even when a parent shell started us with SIGINT ignored (a background job).
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    first = True
     try:
         for record in run.records():
+            if first and isinstance(record, Entry) and (record.attempt, record.seq) != (1, 0):
+                status("earlier output was dropped from the history (it keeps ENVFLOW_HISTORY_MAX_LINES lines)")
+            first = False
             if isinstance(record, Entry):
                 print_entry(record)
             elif isinstance(record, AttemptEnd):

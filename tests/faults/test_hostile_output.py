@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 import time
 
@@ -10,7 +12,7 @@ import psutil
 from envflow import keys
 from envflow.models import RunState
 
-from ..conftest import deploy, write_flow
+from ..conftest import deploy, envflow_command, write_flow
 from .helpers import alive, wait_until
 
 HOSTILE = """
@@ -99,6 +101,10 @@ def test_history_is_capped(client, start_worker, venv, workdir):
     assert 1000 <= len(kept) < 1000 + 16_384  # whole entries go: at most one entry over the cap
     assert kept[-1].text == "49999" and [int(line.text) for line in kept] == list(range(50_000 - len(kept), 50_000))
     assert 0 < client.redis.ttl(keys.output(run.id)) <= 600
+    logs = subprocess.run(envflow_command("run", "logs", run.id, "--follow"), capture_output=True, text=True,
+                          env={**os.environ, "ENVFLOW_REDIS_URL": client.settings.redis_url}, timeout=60)
+    assert "earlier output was dropped from the history" in logs.stderr
+    assert logs.stdout.splitlines()[-1] == "49999"
 
 
 def test_a_10mb_line_without_newline_is_split_into_chunks(client, start_worker, venv, workdir):
