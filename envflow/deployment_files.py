@@ -77,7 +77,7 @@ class _LineLoader(yaml.SafeLoader):
     """A safe loader that remembers the line each mapping starts on."""
 
 
-def _mapping_with_line(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
+def _mapping_with_line(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     mapping = loader.construct_mapping(node, deep=True)
     mapping["__line__"] = node.start_mark.line + 1
     return mapping
@@ -99,7 +99,7 @@ def _schedule_from_yaml(value: Any) -> Any:
     from .schedules import Cron, Interval
 
     items = value if isinstance(value, list) else [value]
-    out = []
+    out: list[Cron | Interval] = []
     for item in items:
         if isinstance(item, dict) and "cron" in item:
             out.append(Cron(item["cron"], **{k: v for k, v in item.items() if k != "cron"}))

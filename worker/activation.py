@@ -120,9 +120,7 @@ def conda_activation(env: CondaEnvironment, base: Mapping[str, str], timeout: fl
     if not scripts:
         return delta
     before = apply(base, delta)
-    lines = []
-    for script in scripts:
-        lines.append(f". {_quote(str(script))} >&2 || exit $?")
+    lines = [f". {_quote(str(path))} >&2 || exit $?" for path in scripts]
     after = run_in_shell(
         "\n".join(lines), before, timeout, f"activate.d scripts of {env.prefix} ({', '.join(s.name for s in scripts)})"
     )

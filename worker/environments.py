@@ -108,7 +108,7 @@ class WorkerEnvironment(Environment):
 
 
 def read_pyvenv_cfg(prefix: Path) -> dict[str, str]:
-    values = {}
+    values: dict[str, str] = {}
     try:
         text = (prefix / "pyvenv.cfg").read_text(encoding="utf-8", errors="replace")
     except OSError:
