@@ -20,6 +20,7 @@ from redis import Redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.job_lifecycle import record_job_failure
+from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 
 from . import keys
@@ -121,8 +122,10 @@ class Reaper:
         A worker killed between taking a job off the queue and claiming its run leaves the
         job in RQ's intermediate list (or, for multi-queue workers, nowhere) or marked
         started with no one running it. Such a run waits forever; put its job back at the
-        front of its queue. Only runs pending longer than twice the lease are examined; a
-        live worker that claims late is harmless, the claim script lets only one attempt run.
+        front of its queue. Only runs pending longer than twice the lease are examined, and a
+        job out of its queue only once RQ's first-seen mark on it is a lease old (a live
+        worker moves it on within milliseconds); a live worker that claims late anyway is
+        harmless: the claim script lets only one attempt run.
         """
         cutoff = time.time() - 2 * self.settings.lease_ttl
         rescued = []
@@ -133,20 +136,17 @@ class Reaper:
                 self.redis.zrem(keys.PENDING_RUNS, run_id)
                 continue
             job = self._job(run_id)
-            queue = self.store.queue((queue_name or b"default").decode())
-            if job is not None:
-                status = job.get_status()
-                if status == JobStatus.SCHEDULED:
-                    continue
-                if status == JobStatus.QUEUED and self.redis.lpos(queue.key, run_id) is not None:
-                    continue
             if job is None:
                 continue  # its record expired with the job: nothing left to run
+            queue = self.store.queue((queue_name or b"default").decode())
+            if not self._stuck(job, queue):
+                continue
             with self.redis.pipeline() as pipe:
                 registry = queue.started_job_registry
                 for member, _ in self.redis.zscan_iter(registry.key, match=f"{run_id}:*"):
                     pipe.zrem(registry.key, member)
                 pipe.lrem(queue.intermediate_queue_key, 0, run_id)
+                pipe.delete(queue.intermediate_queue.get_first_seen_key(run_id))
                 job.set_status(JobStatus.QUEUED, pipeline=pipe)
                 queue.push_job_id(run_id, pipeline=pipe, at_front=True)
                 pipe.zadd(keys.PENDING_RUNS, {run_id: time.time()})
@@ -155,6 +155,25 @@ class Reaper:
                         run_id[:8], queue.name)
             rescued.append(run_id)
         return rescued
+
+    def _stuck(self, job: Job, queue: Queue) -> bool:
+        """Whether a waiting run's job is held by nobody: out of its queue for a lease, or started
+        but never claimed for a lease."""
+        status = job.get_status()
+        if status == JobStatus.SCHEDULED:
+            return False
+        if status == JobStatus.QUEUED:
+            if self.redis.lpos(queue.key, job.id) is not None:
+                return False
+            marks = queue.intermediate_queue
+            if marks.set_first_seen(job.id):
+                return False  # first sighting: look again next pass
+            first_seen = marks.get_first_seen(job.id)
+            return first_seen is not None and time.time() - first_seen.timestamp() > self.settings.lease_ttl
+        if status == JobStatus.STARTED:
+            started = job.started_at.timestamp() if job.started_at else 0.0
+            return time.time() - started > self.settings.lease_ttl
+        return True
 
 
 class PeriodicReaper:
