@@ -172,9 +172,11 @@ class Executor:
             buffer_limit=self.settings.output_buffer_bytes,
             echo=make_echo(short) if spec.stream_output else None,
         )
+        timeout = float(fields["timeout"]) if fields.get("timeout") else None
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
             flow_file = self.flow_file(spec)
-            prepared = self._prepare_env(run_id, attempt, spec)
+            prepared = self._prepare_env(run_id, attempt, spec, deadline, timeout)
         except (EnvNotFound, EnvActivationError, FileNotFoundError, OSError) as e:
             message = str(e)
             writer.note(message)
@@ -185,7 +187,6 @@ class Executor:
             writer.note(f"stopped before the flow started: {stop.outcome.reason}")
             self._flush_until_done(writer)
             return stop.outcome
-        timeout = float(fields["timeout"]) if fields.get("timeout") else None
         run_spec = {
             "flow_file": str(flow_file),
             "flow_name": spec.flow_name,
@@ -194,9 +195,13 @@ class Executor:
             "code_cache": str(self.code_cache),
             "environ": {"ENVFLOW_RUN_ID": run_id, "ENVFLOW_RUN_ATTEMPT": str(attempt)},
         }
-        return self._run(run_id, attempt, prepared, run_spec, timeout, writer)
+        # The timeout covers the whole attempt, activation included.
+        remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+        return self._run(run_id, attempt, prepared, run_spec, remaining, writer, timeout)
 
-    def _prepare_env(self, run_id: str, attempt: int, spec: DeploymentRecord) -> Prepared:
+    def _prepare_env(
+        self, run_id: str, attempt: int, spec: DeploymentRecord, deadline: float | None, timeout: float | None
+    ) -> Prepared:
         """The run's environment; a slow (uncached) activation runs in a thread while this one
         keeps the lease alive and watches for a cancel."""
         if self.env_cache.is_fresh(spec.env):
@@ -223,6 +228,9 @@ class Executor:
                 raise _Interrupted(Outcome(RunState.CRASHED, reason="the run was taken over", lost=True))
             if status == 1 or self.stops.cancel.is_set():
                 raise _Interrupted(Outcome(RunState.CANCELLED, reason="cancelled by request", error="cancelled by request"))
+            if deadline is not None and time.monotonic() >= deadline:
+                reason = f"timed out after {timeout:g}s, while its environment was being activated"
+                raise _Interrupted(Outcome(RunState.TIMED_OUT, reason=reason, error=reason))
         if "error" in box:
             raise box["error"]
         return box["value"]
@@ -235,6 +243,7 @@ class Executor:
         run_spec: dict,
         timeout: float | None,
         writer: OutputWriter,
+        configured_timeout: float | None = None,
     ) -> Outcome:
         python, variables = prepared.python, prepared.variables
         key = (str(python), prepared.stamp, tuple(sorted(variables.items())))
@@ -248,7 +257,8 @@ class Executor:
             flow.send(run_spec)
             if not self.stops.shutdown_at:
                 self.launcher.prepare_next(python, variables, key)
-            return _Attempt(self, run_id, attempt, flow.proc, flow.result_r, timeout, writer).loop()
+            return _Attempt(self, run_id, attempt, flow.proc, flow.result_r, timeout, writer,
+                            configured_timeout).loop()
         finally:
             flow.close()
 
@@ -284,6 +294,7 @@ class _Attempt:
         result_fd: int,
         timeout: float | None,
         writer: OutputWriter,
+        configured_timeout: float | None = None,
     ) -> None:
         self.x = executor
         self.settings = executor.settings
@@ -296,7 +307,7 @@ class _Attempt:
         self.result_data = b""
         self.started = time.monotonic()
         self.deadline = None if timeout is None else self.started + timeout
-        self.timeout = timeout
+        self.timeout = configured_timeout if configured_timeout is not None else timeout
         self.next_heartbeat = self.started + self.settings.heartbeat_interval
         self.stop_reason: tuple[RunState, str] | None = None
         self.kill_at: float | None = None  # when SIGKILL follows the SIGTERM

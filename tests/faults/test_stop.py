@@ -7,7 +7,7 @@ import time
 
 from envflow.models import RunState
 
-from ..conftest import deploy, write_flow
+from ..conftest import deploy, make_conda_prefix, write_flow
 from .helpers import journal_events, survivors, wait_until
 
 STUBBORN = """
@@ -156,3 +156,13 @@ def test_graceful_stop_cancels_a_flow_that_overstays(client, start_worker, venv,
     assert run.state is RunState.CANCELLED
     assert "worker shutting down" in run.record().reason
     assert survivors(journal_events(journal)) == []
+
+
+def test_timeout_covers_a_slow_activation(client, start_worker, workdir, work_flow, journal):
+    make_conda_prefix(workdir / "slow", env_vars={}, scripts={"slow.sh": "sleep 5\n"})
+    name = deploy(client, work_flow, "work", condaenv="./slow", timeout=1)
+    start_worker()
+    run = client.run(name, {"tag": "s"})
+    assert run.wait(30) is RunState.TIMED_OUT
+    assert "while its environment was being activated" in run.record().reason
+    assert journal_events(journal) == []  # the flow never started
