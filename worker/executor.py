@@ -40,6 +40,7 @@ log = logging.getLogger("envflow.worker")
 
 FLOWS_PY = Path(envflow.flows.__file__)
 READ_SIZE = 65536
+CACHE_MAX_AGE = 14 * 24 * 3600  # seconds an unused cached flow source or compiled code is kept
 DRAIN_GRACE = 1.0  # seconds to collect output after the flow exited and its group was killed
 
 
@@ -129,6 +130,25 @@ class Executor:
         self.launcher = Launcher()
 
     # Preparation
+
+    def prune_caches(self, older_than: float = CACHE_MAX_AGE) -> int:
+        """Delete cached flow sources and compiled code untouched for ``older_than`` seconds
+        (both come back on demand: sources from Redis, code by compiling); returns the count."""
+        cutoff = time.time() - older_than
+        removed = 0
+        for root in (self.sources_dir, self.code_cache):
+            if not root.is_dir():
+                continue
+            for path in sorted(root.rglob("*"), reverse=True):  # files before their directories
+                try:
+                    if path.is_file() and path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+                    elif path.is_dir() and not any(path.iterdir()):
+                        path.rmdir()
+                except OSError:
+                    pass
+        return removed
 
     def flow_file(self, spec: DeploymentRecord) -> Path:
         """The flow file on this worker: the cached copy of stored source, or the referenced path."""

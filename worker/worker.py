@@ -68,6 +68,9 @@ class FlowWorker(SimpleWorker):
         super().bootstrap(*args, **kwargs)
         for run_id, state in reap_predecessor(self.reaper, self.name):
             log.warning("run %s left by this worker's predecessor: %s", run_id[:8], state)
+        pruned = self.executor.prune_caches()
+        if pruned:
+            log.info("removed %d cached flow files unused for two weeks", pruned)
         self.maintenance.start()
         log.info("worker %s ready on queue(s) %s", self.name, ", ".join(self.queue_names()))
 
