@@ -58,17 +58,24 @@ class Client:
                 ) from None
         with wrap_errors(self.redis):
             existing = self.redis.get(keys.deployment(record.name))
-            if existing:
-                record = record.model_copy(
-                    update={"created_at": DeploymentRecord.model_validate_json(existing).created_at}
-                )
+            previous = DeploymentRecord.model_validate_json(existing) if existing else None
+            if previous is not None:
+                record = record.model_copy(update={"created_at": previous.created_at})
             with self.redis.pipeline(transaction=True) as pipe:
                 if record.source_digest and source is not None:
-                    pipe.set(keys.source(record.source_digest), source)
+                    pipe.set(keys.source(record.source_digest), source)  # no expiry: in use again
                 pipe.set(keys.deployment(record.name), record.model_dump_json())
                 pipe.zadd(keys.DEPLOYMENTS, {record.name: record.created_at})
                 pipe.execute()
+            if previous is not None and previous.source_digest != record.source_digest:
+                self._retire_source(previous.source_digest)
         return record
+
+    def _retire_source(self, digest: str | None) -> None:
+        """Let a flow source no deployment uses any more expire once runs that may still need it are gone."""
+        if digest is None or any(d.source_digest == digest for d in self.deployments()):
+            return
+        self.redis.expire(keys.source(digest), self.settings.run_ttl)
 
     def deployments(self) -> list[DeploymentRecord]:
         with wrap_errors(self.redis):
@@ -101,12 +108,14 @@ class Client:
         raise DeploymentNotFound(f"no deployment {name!r}{hint}")
 
     def delete_deployment(self, name: str) -> None:
-        self.get_deployment(name)
-        with wrap_errors(self.redis), self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(keys.deployment(name))
-            pipe.zrem(keys.DEPLOYMENTS, name)
-            pipe.delete(keys.schedule_state(name))
-            pipe.execute()
+        record = self.get_deployment(name)
+        with wrap_errors(self.redis):
+            with self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(keys.deployment(name))
+                pipe.zrem(keys.DEPLOYMENTS, name)
+                pipe.delete(keys.schedule_state(name))
+                pipe.execute()
+            self._retire_source(record.source_digest)
 
     def pause_deployment(self, name: str) -> None:
         """Stop the scheduler from creating runs of this deployment (on-demand runs still work)."""

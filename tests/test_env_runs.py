@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import envflow
+from envflow import keys
 from envflow.models import RunState
 
 from .conftest import deploy, make_conda_prefix, write_flow
@@ -125,3 +126,16 @@ def test_path_storage_runs_the_file_in_place_and_names_it_when_missing(client, s
     assert run.wait(30) is RunState.FAILED
     error = run.record().error
     assert str(flow) in error and "does not exist on worker" in error
+
+
+def test_replaced_flow_sources_expire_once_unused(client, venv, workdir):
+    flow = write_flow(workdir, PROBE)
+    name = deploy(client, flow, "probe", virtualenv=str(venv))
+    first = client.get_deployment(name).source_digest
+    deploy(client, flow, "probe", name="other", virtualenv=str(venv))  # same source, another deployment
+    flow.write_text(flow.read_text() + "\n# changed\n")
+    deploy(client, flow, "probe", virtualenv=str(venv))
+    assert client.redis.ttl(keys.source(first)) == -1  # still used by probe/other
+    client.delete_deployment("probe/other")
+    assert 0 < client.redis.ttl(keys.source(first)) <= client.settings.run_ttl
+    assert client.redis.ttl(keys.source(client.get_deployment(name).source_digest)) == -1
