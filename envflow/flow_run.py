@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from . import keys
 from .errors import EnvflowError, FlowFailed, RunTimeout
 from .models import RunRecord, RunState
-from .output import AttemptEnd, Entry, OutputFollower, OutputLine, Record
+from .output import AttemptEnd, OutputFollower, OutputLine, Record
 
 if TYPE_CHECKING:
     from .client import Client
@@ -38,15 +38,17 @@ class FlowRun:
         """The full run record: state history, attempts, result, error."""
         return self.client.store.get(self.id)
 
-    def records(self, timeout: float | None = None) -> Iterator[Record]:
-        """Every output entry and attempt end, in order, from the start until the run ends."""
-        follower = OutputFollower(
+    def _follower(self) -> OutputFollower:
+        return OutputFollower(
             self.client.redis,
             self.id,
             on_idle=self._check_alive,
             idle_interval=max(self.client.settings.heartbeat_interval, 0.5),
         )
-        yield from follower.records(timeout)
+
+    def records(self, timeout: float | None = None) -> Iterator[Record]:
+        """Every output entry and attempt end, in order, from the start until the run ends."""
+        return self._follower().records(timeout)
 
     def follow(self, timeout: float | None = None) -> Iterator[OutputLine]:
         """Yield the run's output lines (stdout and stderr, each tagged) until the run ends.
@@ -56,9 +58,7 @@ class FlowRun:
 
         :param timeout: stop following after this many seconds (the run goes on).
         """
-        for record in self.records(timeout):
-            if isinstance(record, Entry):
-                yield from record.lines()
+        return self._follower().lines(timeout)
 
     def wait(self, timeout: float | None = None) -> RunState:
         """Block until the run ends and return its final state.

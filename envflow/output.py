@@ -145,7 +145,6 @@ class OutputFollower:
         self.reconnect_for = reconnect_for
         self.last: tuple[int, int] | None = None  # id of the last record yielded
         self.expected: tuple[int, int] | None = None  # id the next contiguous record has
-        self.first_seen: tuple[int, int] | None = None
         self.ended: AttemptEnd | None = None
         self.ended_attempt: int | None = None  # attempt of the last end record seen
 
@@ -204,8 +203,6 @@ class OutputFollower:
                 continue
             self.last = _key(record)
             self.expected = record.next_id
-            if self.first_seen is None:
-                self.first_seen = self.last
             if isinstance(record, AttemptEnd):
                 self.ended_attempt = record.attempt
                 if record.final:

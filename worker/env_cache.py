@@ -59,10 +59,15 @@ class EnvCache:
         self._entries: dict[EnvSpec, _Entry] = {}
         self.misses = 0
 
-    def is_fresh(self, spec: EnvSpec) -> bool:
-        """Whether ``prepare(spec)`` would be a cache hit (a few stat calls, no shell)."""
+    def cached(
+        self, spec: EnvSpec, base: Mapping[str, str], extra: Mapping[str, str] | None = None
+    ) -> Prepared | None:
+        """``prepare(spec)`` when the activation is cached and its env unchanged (a few stat calls,
+        no shell); None when it must be computed again."""
         entry = self._entries.get(spec)
-        return entry is not None and fingerprint(entry.environment.watched_paths()) == entry.stamp
+        if entry is None or fingerprint(entry.environment.watched_paths()) != entry.stamp:
+            return None
+        return self._prepared(entry, base, extra)
 
     def prepare(self, spec: EnvSpec, base: Mapping[str, str], extra: Mapping[str, str] | None = None) -> Prepared:
         """Resolve and activate ``spec`` (cached), then build the flow's environment variables.
@@ -70,14 +75,19 @@ class EnvCache:
         :param base: the worker's own environment.
         :param extra: the deployment's ``env={...}``, applied last.
         """
-        entry = self._entries.get(spec) if self.is_fresh(spec) else None
-        if entry is None:
-            self.misses += 1
-            environment = self.resolver.resolve(spec)
-            environment.check_python()
-            stamp = fingerprint(environment.watched_paths())
-            delta = environment.activation(base, self.settings.activation_timeout)
-            entry = self._entries[spec] = _Entry(environment, stamp, delta)
+        prepared = self.cached(spec, base, extra)
+        if prepared is not None:
+            return prepared
+        self.misses += 1
+        environment = self.resolver.resolve(spec)
+        environment.check_python()
+        stamp = fingerprint(environment.watched_paths())
+        delta = environment.activation(base, self.settings.activation_timeout)
+        entry = self._entries[spec] = _Entry(environment, stamp, delta)
+        return self._prepared(entry, base, extra)
+
+    @staticmethod
+    def _prepared(entry: _Entry, base: Mapping[str, str], extra: Mapping[str, str] | None) -> Prepared:
         variables = apply({k: v for k, v in base.items() if k not in SCRUBBED}, entry.delta)
         for name in SCRUBBED:
             variables.pop(name, None)

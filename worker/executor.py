@@ -116,7 +116,6 @@ class Executor:
         settings: Settings,
         store: RunStore,
         env_cache: EnvCache,
-        heartbeat_extra: Callable[[redis.client.Pipeline], None] | None = None,
     ) -> None:
         self.worker_name = worker_name
         self.settings = settings
@@ -124,7 +123,8 @@ class Executor:
         self.redis = store.redis
         self.env_cache = env_cache
         self.stops = StopRequest()
-        self.heartbeat_extra = heartbeat_extra
+        # Set by the worker for each run: RQ's own heartbeats, sent with envflow's.
+        self.heartbeat_extra: Callable[[redis.client.Pipeline], None] | None = None
         self.sources_dir = settings.state_dir / "sources"
         self.code_cache = settings.state_dir / "code-cache"
         self.launcher = Launcher()
@@ -224,8 +224,9 @@ class Executor:
     ) -> Prepared:
         """The run's environment; a slow (uncached) activation runs in a thread while this one
         keeps the lease alive and watches for a cancel."""
-        if self.env_cache.is_fresh(spec.env):
-            return self.env_cache.prepare(spec.env, os.environ, spec.env_vars)
+        prepared = self.env_cache.cached(spec.env, os.environ, spec.env_vars)
+        if prepared is not None:
+            return prepared
         box: dict[str, Any] = {}
 
         def prepare() -> None:

@@ -100,13 +100,8 @@ def inspect_(name: str, as_json: bool) -> None:
     client = get_client()
     record = client.get_deployment(name)
     paused = record.name in client.paused_deployments()
-    upcoming = []
-    for s in record.schedules:
-        t = time.time()
-        for _ in range(3):
-            t = schedules.next_slot(s, t)
-            upcoming.append(t)
-    upcoming.sort()
+    now = time.time()
+    upcoming = sorted(t for s in record.schedules for t in schedules.upcoming(s, now, 3))
     data: dict[str, Any] = {**record.model_dump(exclude={"env_vars"}), "env_vars": redact_env(record),
                             "paused": paused, "next_runs": upcoming[:3]}
     if as_json:
