@@ -208,14 +208,18 @@ class PeriodicReaper:
 
 
 def reap_predecessor(reaper: Reaper, worker_name: str) -> list[tuple[str, str]]:
-    """Reap the runs a dead worker of this same name left: their leases are void now."""
+    """Reap the runs a dead worker left, known dead (its slot lock was free): whether or not their
+    leases have lapsed yet."""
     reaped = []
     for raw in reaper.redis.zrange(keys.ACTIVE_RUNS, 0, -1):
         run_id = raw.decode()
-        holder = reaper.redis.get(keys.lease(run_id))
-        if holder is not None and holder.decode() == worker_name:
+        holder = reaper.redis.hget(keys.run(run_id), "worker")
+        if holder is None or holder.decode() != worker_name:
+            continue
+        lease = reaper.redis.get(keys.lease(run_id))
+        if lease is not None and lease.decode() == worker_name:
             reaper.redis.delete(keys.lease(run_id))
-            state = reaper.check_run(run_id, reason=f"worker {worker_name} died and was restarted")
-            if state:
-                reaped.append((run_id, state))
+        state = reaper.check_run(run_id, reason=f"worker {worker_name} died and was restarted")
+        if state:
+            reaped.append((run_id, state))
     return reaped

@@ -10,7 +10,7 @@ from envflow.logs import configure_logging
 @click.command("start")
 @click.option("--queue", "-q", "queues", multiple=True, help="Queue to serve (repeatable; default ENVFLOW_QUEUE).")
 @click.option("--burst", is_flag=True, help="Run the queued runs, then exit.")
-@click.option("--name", help="Worker name (default: <hostname>.<n>, stable across restarts).")
+@click.option("--name", help="Worker name (default: <hostname>.<slot>.<random>, unique per worker process).")
 @click.option("--max-jobs", type=click.IntRange(min=1), help="Exit after this many runs.")
 def start(queues: tuple[str, ...], burst: bool, name: str | None, max_jobs: int | None) -> None:
     """Start a worker: it takes runs from its queues and runs each flow in its environment.
@@ -34,36 +34,44 @@ def start(queues: tuple[str, ...], burst: bool, name: str | None, max_jobs: int 
         identity = acquire(settings.state_dir, name)
     except RuntimeError as e:
         raise click.ClickException(str(e)) from None
-    worker = FlowWorker(list(queues) or [settings.queue], name=identity.name, connection=redis, settings=settings)
+    worker = FlowWorker(list(queues) or [settings.queue], name=identity.name, connection=redis, settings=settings,
+                        predecessor=identity.predecessor)
     with wrap_errors(redis):
         # RQ's scheduler runs in the worker's maintenance thread, not in a forked process.
         worker.work(burst=burst, logging_level="WARNING", max_jobs=max_jobs)
 
 
 @click.command("health")
-@click.option("--name", help="Worker name to check (default: any worker of this host).")
+@click.option("--name", help="Worker name to check (default: the workers running with this state dir).")
 def health(name: str | None) -> None:
-    """Exit 0 when Redis answers and a live worker of this host (or NAME) is registered.
+    """Exit 0 when Redis answers and this machine's (container's) worker is registered there:
+    NAME, or every worker alive with this ENVFLOW_STATE_DIR.
 
     Meant for container health checks: `envflow worker health`.
     """
-    import socket
-
     from rq.worker import Worker
 
     from envflow.connection import connect, wrap_errors
     from envflow.jobs import SERIALIZER
     from envflow.settings import get_settings
 
-    redis = connect(get_settings().redis_url)
+    from .identity import live_names
+
+    settings = get_settings()
+    wanted = [name] if name else list(live_names(settings.state_dir))
+    if not wanted:
+        import socket
+
+        raise click.ClickException(f"no worker of host {socket.gethostname()} is running with the state dir "
+                                   f"{settings.state_dir}")
+    redis = connect(settings.redis_url)
     with wrap_errors(redis):
         redis.ping()
-        workers = Worker.all(connection=redis, serializer=SERIALIZER)
-    host = socket.gethostname()
-    mine = [w for w in workers if (w.name == name if name else w.hostname == host)]
-    if not mine:
-        raise click.ClickException(f"Redis answers, but no worker {'named ' + name if name else 'of host ' + host} is registered")
-    click.echo(", ".join(f"{w.name}: {w.get_state()}" for w in mine))
+        registered = {w.name: w for w in Worker.all(connection=redis, serializer=SERIALIZER)}
+    missing = [n for n in wanted if n not in registered]
+    if missing:
+        raise click.ClickException(f"Redis answers, but worker {', '.join(missing)} is not registered there")
+    click.echo(", ".join(f"{n}: {registered[n].get_state()}" for n in wanted))
 
 
 def _group(cli: click.Group, name: str, help_text: str, *commands: click.Command) -> None:

@@ -1,10 +1,13 @@
-"""Stable worker names, with proof that a previous holder of the name is gone.
+"""Unique worker names, and proof of which earlier worker in this state dir is gone.
 
-A worker is named ``<hostname>.<slot>``: the first slot whose lock file it can lock. The
-lock dies with its process, so a worker restarted in the same container (same hostname,
-same filesystem) gets its predecessor's name back and knows that predecessor is dead:
-it can reap the runs the predecessor left behind at once, instead of waiting for their
-leases to expire.
+A worker is named ``<hostname>.<slot>.<random>``. The hostname and slot say where it runs
+(hosts with host networking, pods with fixed hostnames and containers share hostnames, so
+the name alone never claims uniqueness); the random part makes every live worker process's
+name unique. The slot is the first lock file in ``<state dir>/worker-locks`` the worker can
+lock; the lock dies with its process, and the file keeps the holder's name. So a worker
+restarted with the same state dir finds its predecessor's name in the slot it takes, knows
+that predecessor is dead, and reaps the runs it left behind at once, however long ago their
+leases lapsed.
 """
 
 from __future__ import annotations
@@ -12,24 +15,30 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import secrets
 import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 MAX_SLOTS = 1024
+LOCKS = "worker-locks"
 
 
+@dataclass
 class WorkerIdentity:
-    def __init__(self, name: str, lock: IO[bytes]) -> None:
-        self.name = name
-        self._lock = lock  # held open for the process's life
+    name: str
+    predecessor: str | None  # the name the slot's previous (now dead) holder ran under
+    lock: IO[bytes]  # held open for the process's life
 
-    def release(self) -> None:
-        self._lock.close()
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
 
 
 def _try_lock(path: Path) -> IO[bytes] | None:
-    handle = open(path, "ab")  # noqa: SIM115 - kept open while the worker lives
+    handle = open(path, "a+b")  # noqa: SIM115 - kept open while the worker lives
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -39,22 +48,53 @@ def _try_lock(path: Path) -> IO[bytes] | None:
     return handle
 
 
-def acquire(state_dir: Path, name: str | None = None) -> WorkerIdentity:
-    """Take ``name``, or the first free ``<hostname>.<slot>``.
+def _take(handle: IO[bytes], name: str) -> str | None:
+    """Record ``name`` as the slot's holder; return the previous holder's name."""
+    handle.seek(0)
+    previous = handle.read().decode("utf-8", "replace").strip() or None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(name.encode())
+    handle.flush()
+    return previous
 
-    :raises RuntimeError: an explicit name is held by a live worker on this host.
+
+def _lock_dir(state_dir: Path) -> Path:
+    locks = state_dir / LOCKS
+    locks.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return locks
+
+
+def acquire(state_dir: Path, name: str | None = None) -> WorkerIdentity:
+    """Take ``name``, or a new unique ``<hostname>.<slot>.<random>`` in the first free slot.
+
+    :raises RuntimeError: an explicit name is held by a live worker with this state dir.
     """
-    locks = state_dir / "worker-locks"
-    locks.mkdir(parents=True, exist_ok=True)
+    locks = _lock_dir(state_dir)
     if name is not None:
-        handle = _try_lock(locks / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.lock")
+        handle = _try_lock(locks / f"{_safe(name)}.lock")
         if handle is None:
-            raise RuntimeError(f"another worker on this host already runs under the name {name!r}")
-        return WorkerIdentity(name, handle)
-    host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname()) or "worker"
+            raise RuntimeError(f"another worker with this state dir already runs under the name {name!r}")
+        return WorkerIdentity(name, _take(handle, name), handle)
+    host = _safe(socket.gethostname()) or "worker"
     for slot in range(1, MAX_SLOTS + 1):
-        candidate = f"{host}.{slot}"
-        handle = _try_lock(locks / f"{candidate}.lock")
+        handle = _try_lock(locks / f"slot-{slot}.lock")
         if handle is not None:
-            return WorkerIdentity(candidate, handle)
-    raise RuntimeError(f"more than {MAX_SLOTS} workers on this host")
+            mine = f"{host}.{slot}.{secrets.token_hex(3)}"
+            return WorkerIdentity(mine, _take(handle, mine), handle)
+    raise RuntimeError(f"more than {MAX_SLOTS} workers with this state dir")
+
+
+def live_names(state_dir: Path) -> Iterator[str]:
+    """Names of the workers alive now with this state dir (those holding their slot's lock)."""
+    locks = state_dir / LOCKS
+    if not locks.is_dir():
+        return
+    for path in sorted(locks.glob("*.lock")):
+        handle = _try_lock(path)
+        if handle is not None:  # free: its holder is gone
+            handle.close()
+            continue
+        name = path.read_text(encoding="utf-8", errors="replace").strip()
+        if name:
+            yield name

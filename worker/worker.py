@@ -19,7 +19,6 @@ from redis import Redis
 from rq.job import Job
 from rq.queue import Queue
 from rq.utils import now as rq_now
-from rq.utils import utcformat
 from rq.worker import SimpleWorker, WorkerStatus
 
 from envflow import keys
@@ -45,9 +44,19 @@ class FlowWorker(SimpleWorker):
     log_job_description = False
     log_result_lifespan = False
 
-    def __init__(self, queues: list[str], *, name: str, connection: Redis, settings: Settings, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        queues: list[str],
+        *,
+        name: str,
+        connection: Redis,
+        settings: Settings,
+        predecessor: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(queues, name=name, connection=connection, serializer=SERIALIZER, **kwargs)
         self.settings = settings
+        self.predecessor = predecessor  # a dead worker that held this worker's slot (worker/identity.py)
         self.store = RunStore(connection, settings)
         self.reaper = Reaper(self.store)
         self.env_cache = EnvCache(settings)
@@ -59,15 +68,20 @@ class FlowWorker(SimpleWorker):
     # Lifecycle
 
     def register_birth(self) -> None:
-        # The name lock (worker/identity.py) proves an earlier worker of this name is dead.
-        if self.connection.exists(self.key) and not self.connection.hexists(self.key, "death"):
-            self.connection.hset(self.key, "death", utcformat(rq_now()))
+        # The slot lock (worker/identity.py) proves the predecessor is dead: take it off RQ's
+        # registry now rather than when its key expires.
+        if self.predecessor is not None:
+            dead = SimpleWorker.find_by_key(self.redis_worker_namespace_prefix + self.predecessor,
+                                            connection=self.connection, serializer=SERIALIZER)
+            if dead is not None and dead.death_date is None:
+                dead.register_death()
         super().register_birth()
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
         super().bootstrap(*args, **kwargs)
-        for run_id, state in reap_predecessor(self.reaper, self.name):
-            log.warning("run %s left by this worker's predecessor: %s", run_id[:8], state)
+        if self.predecessor is not None:
+            for run_id, state in reap_predecessor(self.reaper, self.predecessor):
+                log.warning("run %s left by %s, dead, which ran here before: %s", run_id[:8], self.predecessor, state)
         pruned = self.executor.prune_caches()
         if pruned:
             log.info("removed %d cached flow files unused for two weeks", pruned)

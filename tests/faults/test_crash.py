@@ -134,3 +134,47 @@ def test_random_kills_lose_nothing(client, start_worker, venv, work_flow, journa
         ends = [e for e in events if e["event"] == "end" and e["run"] == record.parameters["tag"]]
         assert len(ends) >= 1
     assert client.redis.zcard("envflow:runs:active") == 0 and client.redis.zcard("envflow:runs:pending") == 0
+
+
+def test_restarted_after_the_lease_lapsed_still_reaps_at_once(client, start_worker, venv, work_flow, journal):
+    """The predecessor's lease is long gone when it comes back: its run must not stay RUNNING."""
+    name = deploy(client, work_flow, "work", virtualenv=str(venv))
+    worker = start_worker()
+    run = client.run(name, {"tag": "late", "seconds": 60})
+    wait_until(lambda: journal_events(journal), 20, what="the flow to start")
+    worker.stop(signal.SIGKILL)
+    wait_until(lambda: not client.redis.exists(f"envflow:run:{run.id}:lease"), client.settings.lease_ttl + 5,
+               what="the lease to lapse")
+    assert run.state is RunState.RUNNING  # nobody reaped it yet: no other worker, no waiting caller
+    start_worker()
+    wait_until(lambda: run.state is RunState.CRASHED, 10, what="the restarted worker to reap the run")
+    assert "died and was restarted" in run.record().reason
+
+
+def test_workers_sharing_a_hostname_have_their_own_names(client, start_worker, tmp_path, env_vars):
+    """Host networking, fixed hostnames, pods: two workers on one hostname, each with its own state dir."""
+    import subprocess
+
+    from rq.worker import Worker
+
+    from envflow.jobs import SERIALIZER
+
+    from ..conftest import envflow_command
+
+    dirs = [tmp_path / "state-a", tmp_path / "state-b"]
+    first, second = (start_worker(extra_env={"ENVFLOW_STATE_DIR": str(d)}) for d in dirs)
+    names = sorted(w.name for w in Worker.all(connection=client.redis, serializer=SERIALIZER))
+    assert len(names) == 2 and names[0] != names[1], names
+
+    def health(state_dir):
+        env = {**os.environ, **env_vars, "ENVFLOW_STATE_DIR": str(state_dir)}
+        return subprocess.run(envflow_command("worker", "health"), env=env, capture_output=True, text=True, timeout=60)
+
+    assert health(dirs[0]).returncode == 0 and health(dirs[1]).returncode == 0
+    first.stop()
+    left = [w.name for w in Worker.all(connection=client.redis, serializer=SERIALIZER)]
+    assert len(left) == 1 and left[0] in names  # the other worker is still registered
+    assert health(dirs[1]).returncode == 0
+    gone = health(dirs[0])
+    assert gone.returncode != 0 and "is running with the state dir" in gone.stderr
+    assert second.proc.poll() is None
