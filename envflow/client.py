@@ -9,7 +9,6 @@ from typing import Any
 from redis import Redis
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.job import Job
 
 from . import keys
 from .connection import connect, wrap_errors
@@ -17,7 +16,7 @@ from .deployment_files import build_record
 from .deployments import Deployment
 from .errors import DeploymentNotFound, ParameterError
 from .flow_run import FlowRun
-from .jobs import SERIALIZER
+from .jobs import SERIALIZER, RunJob
 from .models import DeploymentRecord, RunRecord, RunState
 from .parameters import merge_parameters
 from .reaper import Reaper
@@ -221,7 +220,7 @@ class Client:
     def _drop_job(self, run_id: str) -> None:
         """Take a cancelled run's job off its queue (a worker would skip it anyway)."""
         try:
-            Job.fetch(run_id, connection=self.redis, serializer=SERIALIZER).cancel()
+            RunJob.fetch(run_id, connection=self.redis, serializer=SERIALIZER).cancel()
         except (NoSuchJobError, InvalidJobOperation):
             pass
 

@@ -8,12 +8,36 @@ function a job names.
 
 from __future__ import annotations
 
+from typing import Any
+
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from .errors import EnvflowError
 
 RUN_FLOW = "envflow.jobs.run_flow"
 SERIALIZER = JSONSerializer
+
+
+class RunJob(Job):
+    """RQ's job, as envflow's processes load it. envflow sets no webhooks and no callbacks on its
+    jobs: any a job carries was written by someone else with Redis access, so none is ever sent,
+    imported or called (refused jobs included)."""
+
+    def send_webhooks(self, status: Any, *, exc_string: str | None = None) -> None:
+        return None
+
+    @property
+    def success_callback(self) -> None:
+        return None
+
+    @property
+    def failure_callback(self) -> None:
+        return None
+
+    @property
+    def stopped_callback(self) -> None:
+        return None
 
 
 def run_flow(run_id: str) -> None:

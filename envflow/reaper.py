@@ -24,7 +24,7 @@ from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 
 from . import keys
-from .jobs import SERIALIZER
+from .jobs import SERIALIZER, RunJob
 from .runstore import RunStore, now_text
 
 log = logging.getLogger("envflow.reaper")
@@ -94,13 +94,13 @@ class Reaper:
 
     def _job(self, run_id: str) -> Job | None:
         try:
-            return Job.fetch(run_id, connection=self.redis, serializer=SERIALIZER)
+            return RunJob.fetch(run_id, connection=self.redis, serializer=SERIALIZER)
         except NoSuchJobError:
             return None
 
     def _abandon_job(self, job: Job, queue_name: str) -> None:
         """Hand the job to RQ's abandoned-job handling: it retries it if retries are left, else fails it."""
-        registry = StartedJobRegistry(queue_name, connection=self.redis, serializer=SERIALIZER)
+        registry = StartedJobRegistry(queue_name, connection=self.redis, serializer=SERIALIZER, job_class=RunJob)
         members = [m for m, _ in self.redis.zscan_iter(registry.key, match=f"{job.id}:*")]
         if members:
             # Expire just this job's executions, then run RQ's own cleanup on them.

@@ -18,7 +18,7 @@ from rq import Queue, Retry
 
 from . import keys
 from .errors import RunNotFound
-from .jobs import RUN_FLOW, SERIALIZER
+from .jobs import RUN_FLOW, SERIALIZER, RunJob
 from .models import DeploymentRecord, RunRecord, RunState
 from .scripts import Scripts
 from .settings import Settings
@@ -61,7 +61,7 @@ class RunStore:
         """The RQ queue of that name (cached: building one asks the server for its version)."""
         q = self._queues.get(name)
         if q is None:
-            q = self._queues[name] = Queue(name, connection=self.redis, serializer=SERIALIZER)
+            q = self._queues[name] = Queue(name, connection=self.redis, serializer=SERIALIZER, job_class=RunJob)
         return q
 
     def create(

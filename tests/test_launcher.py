@@ -90,7 +90,7 @@ def test_stale_cache_files_are_pruned(tmp_path):
     unused_redis = redis.Redis.from_url("redis://127.0.0.1:1/0")  # never contacted here
     executor = Executor("w", settings, RunStore(unused_redis, settings), EnvCache(settings))
     old = executor.sources_dir / "abc" / "flow.py"
-    new = executor.code_cache / "cpython-311" / "x.code"
+    new = executor.sources_dir / "def" / "flow.py"
     for path in (old, new):
         path.parent.mkdir(parents=True)
         path.write_text("x")

@@ -10,10 +10,13 @@ killed. The heartbeat renews the run's lease and notices cancels recorded in Red
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
 import selectors
+import shutil
 import signal
 import subprocess
 import threading
@@ -33,14 +36,18 @@ from envflow.runstore import RunStore
 from envflow.settings import Settings
 
 from .env_cache import EnvCache, Prepared
+from .environments import flow_base
+from .identity import private_dir
 from .launcher import Launcher
 from .output_writer import OutputWriter, make_echo
 
 log = logging.getLogger("envflow.worker")
 
 FLOWS_PY = Path(envflow.flows.__file__)
+FLOWS_SOURCE = FLOWS_PY.read_text(encoding="utf-8")  # read once: what flows run never comes from a flow-writable file
 READ_SIZE = 65536
-CACHE_MAX_AGE = 14 * 24 * 3600  # seconds an unused cached flow source or compiled code is kept
+CACHE_MAX_AGE = 14 * 24 * 3600  # seconds an unused cached flow source is kept
+DIGEST = re.compile(r"[0-9a-f]{64}")
 DRAIN_GRACE = 1.0  # seconds to collect output after the flow exited and its group was killed
 
 
@@ -126,32 +133,33 @@ class Executor:
         # Set by the worker for each run: RQ's own heartbeats, sent with envflow's.
         self.heartbeat_extra: Callable[[redis.client.Pipeline], None] | None = None
         self.sources_dir = settings.state_dir / "sources"
-        self.code_cache = settings.state_dir / "code-cache"
         self.launcher = Launcher()
+        self.base_environ = flow_base(os.environ, settings)  # the worker's environment never changes
 
     # Preparation
 
     def prune_caches(self, older_than: float = CACHE_MAX_AGE) -> int:
-        """Delete cached flow sources and compiled code untouched for ``older_than`` seconds
-        (both come back on demand: sources from Redis, code by compiling); returns the count."""
+        """Delete cached flow sources untouched for ``older_than`` seconds (they come back from
+        Redis on demand); returns the count."""
         cutoff = time.time() - older_than
         removed = 0
-        for root in (self.sources_dir, self.code_cache):
-            if not root.is_dir():
-                continue
-            for path in sorted(root.rglob("*"), reverse=True):  # files before their directories
-                try:
-                    if path.is_file() and path.stat().st_mtime < cutoff:
-                        path.unlink()
-                        removed += 1
-                    elif path.is_dir() and not any(path.iterdir()):
-                        path.rmdir()
-                except OSError:
-                    pass
+        if not self.sources_dir.is_dir():
+            return 0
+        for path in sorted(self.sources_dir.rglob("*"), reverse=True):  # files before their directories
+            try:
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+                elif path.is_dir() and not any(path.iterdir()):
+                    path.rmdir()
+            except OSError:
+                pass
         return removed
 
-    def flow_file(self, spec: DeploymentRecord) -> Path:
-        """The flow file on this worker: the cached copy of stored source, or the referenced path."""
+    def flow_file(self, spec: DeploymentRecord) -> tuple[Path, str | None]:
+        """The flow file on this worker and the source to run: the stored source (checked against its
+        digest, and its cached copy with it, on every use: flows can write to the cache), or the
+        referenced path (read by the flow process itself)."""
         if spec.flow_storage == "path":
             path = Path(spec.flow_path)
             if not path.is_file():
@@ -159,21 +167,39 @@ class Executor:
                     f"flow file {path} does not exist on worker {self.worker_name}; deployments with "
                     "flow_storage='path' need the file mounted at the same path on every worker"
                 )
-            return path
-        assert spec.source_digest
-        target = self.sources_dir / spec.source_digest / Path(spec.flow_path).name
-        if not target.is_file():
-            source = self.redis.get(keys.source(spec.source_digest))
-            if source is None:
-                raise FileNotFoundError(
-                    f"the source of {spec.flow_path} (sha256 {spec.source_digest[:12]}) is missing from Redis; "
-                    "register the deployment again with `envflow deployment create`"
-                )
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(source)
-            os.replace(tmp, target)
-        return target
+            return path, None
+        digest = spec.source_digest or ""
+        if not DIGEST.fullmatch(digest):
+            raise FileNotFoundError(f"the deployment's source digest {digest[:80]!r} is not a sha256 hex digest")
+        folder = self.sources_dir / digest
+        target = folder / Path(spec.flow_path).name
+        try:
+            data = target.read_bytes()
+            intact = hashlib.sha256(data).hexdigest() == digest and os.listdir(folder) == [target.name]
+        except OSError:
+            intact = False
+        if not intact:
+            data = self._fetch_source(spec, digest)
+            shutil.rmtree(folder, ignore_errors=True)  # whatever else a flow left beside it goes too
+            private_dir(self.sources_dir)
+            private_dir(folder)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        else:
+            os.utime(target)  # last use, for pruning
+        return target, data.decode("utf-8")
+
+    def _fetch_source(self, spec: DeploymentRecord, digest: str) -> bytes:
+        source = self.redis.get(keys.source(digest))
+        if source is None:
+            raise FileNotFoundError(
+                f"the source of {spec.flow_path} (sha256 {digest[:12]}) is missing from Redis; "
+                "register the deployment again with `envflow deployment create`"
+            )
+        if hashlib.sha256(source).hexdigest() != digest:
+            raise FileNotFoundError(f"the source of {spec.flow_path} in Redis does not match its digest {digest[:12]}")
+        return source
 
     # Execution
 
@@ -187,34 +213,39 @@ class Executor:
             run_id,
             attempt,
             max_lines=self.settings.history_max_lines,
+            max_bytes=self.settings.history_max_bytes,
             history_ttl=self.settings.history_ttl,
             max_line_bytes=self.settings.max_line_bytes,
             buffer_limit=self.settings.output_buffer_bytes,
-            echo=make_echo(short) if spec.stream_output else None,
+            echo=make_echo(short, self.settings.history_max_bytes) if spec.stream_output else None,
         )
         timeout = float(fields["timeout"]) if fields.get("timeout") else None
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            flow_file = self.flow_file(spec)
+            flow_file, flow_source = self.flow_file(spec)
             prepared = self._prepare_env(run_id, attempt, spec, deadline, timeout)
-        except (EnvNotFound, EnvActivationError, FileNotFoundError, OSError) as e:
-            message = str(e)
-            writer.note(message)
-            self._flush_until_done(writer)
-            kind = type(e).__name__ if isinstance(e, (EnvNotFound, EnvActivationError)) else "FlowFileNotFound"
-            return Outcome(RunState.FAILED, error_type=kind, error=message)
+            run_spec = {
+                "flow_file": str(flow_file),
+                "flow_source": flow_source,
+                "flow_name": spec.flow_name,
+                "parameters": json.loads(fields.get("parameters") or "{}"),
+                "flows_path": str(FLOWS_PY),
+                "flows_source": FLOWS_SOURCE,
+                "environ": {"ENVFLOW_RUN_ID": run_id, "ENVFLOW_RUN_ATTEMPT": str(attempt)},
+            }
         except _Interrupted as stop:
             writer.note(f"stopped before the flow started: {stop.outcome.reason}")
             self._flush_until_done(writer)
             return stop.outcome
-        run_spec = {
-            "flow_file": str(flow_file),
-            "flow_name": spec.flow_name,
-            "parameters": json.loads(fields.get("parameters") or "{}"),
-            "flows_path": str(FLOWS_PY),
-            "code_cache": str(self.code_cache),
-            "environ": {"ENVFLOW_RUN_ID": run_id, "ENVFLOW_RUN_ATTEMPT": str(attempt)},
-        }
+        except Exception as e:  # noqa: BLE001 - one run's bad input fails that run, never the worker
+            message = str(e)
+            writer.note(message)
+            self._flush_until_done(writer)
+            if isinstance(e, (EnvNotFound, EnvActivationError)):
+                kind = type(e).__name__
+            else:
+                kind = "FlowFileNotFound" if isinstance(e, OSError) else type(e).__name__
+            return Outcome(RunState.FAILED, error_type=kind, error=message)
         # The timeout covers the whole attempt, activation included.
         remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
         return self._run(run_id, attempt, prepared, run_spec, remaining, writer, timeout)
@@ -224,14 +255,14 @@ class Executor:
     ) -> Prepared:
         """The run's environment; a slow (uncached) activation runs in a thread while this one
         keeps the lease alive and watches for a cancel."""
-        prepared = self.env_cache.cached(spec.env, os.environ, spec.env_vars)
+        prepared = self.env_cache.cached(spec.env, self.base_environ, spec.env_vars)
         if prepared is not None:
             return prepared
         box: dict[str, Any] = {}
 
         def prepare() -> None:
             try:
-                box["value"] = self.env_cache.prepare(spec.env, os.environ, spec.env_vars)
+                box["value"] = self.env_cache.prepare(spec.env, self.base_environ, spec.env_vars)
             except Exception as e:  # handed to the run's thread below
                 box["error"] = e
 
@@ -270,7 +301,7 @@ class Executor:
         key = (str(python), prepared.stamp, tuple(sorted(variables.items())))
         try:
             flow = self.launcher.launch(python, variables, key)
-        except OSError as e:
+        except Exception as e:  # noqa: BLE001 - OSError, ValueError (a NUL in a variable), ...: the run fails
             writer.note(f"cannot start {python}: {e}")
             self._flush_until_done(writer)
             return Outcome(RunState.FAILED, error_type="SpawnError", error=f"cannot start {python}: {e}")

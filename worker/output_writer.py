@@ -47,6 +47,7 @@ class OutputWriter:
         attempt: int,
         *,
         max_lines: int,
+        max_bytes: int,
         history_ttl: int,
         max_line_bytes: int,
         buffer_limit: int,
@@ -55,7 +56,7 @@ class OutputWriter:
         self.redis = redis_client
         self.scripts = scripts
         self.keys = [keys.run(run_id), keys.output(run_id)]
-        self.head = [str(attempt), str(max_lines), str(history_ttl)]
+        self.head = [str(attempt), str(max_lines), str(history_ttl), str(max_bytes)]
         self.max_chars = max_line_bytes  # chunk size, in characters of decoded text
         self.buffer_limit = buffer_limit
         self.echo = echo
@@ -158,12 +159,21 @@ class OutputWriter:
         return True
 
 
-def make_echo(short_id: str) -> Callable[[str, str], None]:
-    """Echo flow lines to the worker's own output, prefixed with the run's short id."""
+def make_echo(short_id: str, max_bytes: int) -> Callable[[str, str], None]:
+    """Echo flow lines to the worker's own output, prefixed with the run's short id, up to
+    ``max_bytes`` of them per attempt: a flood must not fill the worker's log."""
     prefix = f"[{short_id}] "
+    left = max_bytes
 
     def echo(code: str, block: str) -> None:
+        nonlocal left
+        if left <= 0:
+            return
+        left -= len(block) + 1
         out = sys.stdout if code == "o" else sys.stderr
+        if left < 0:
+            block = f"envflow: the rest of this run's output is not echoed here (over {max_bytes} bytes; "
+            block += "the run's history keeps the newest ENVFLOW_HISTORY_MAX_BYTES)"
         out.write(prefix + block.replace("\n", "\n" + prefix) + "\n")
         out.flush()
 

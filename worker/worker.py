@@ -15,6 +15,7 @@ import signal
 import time
 from typing import Any
 
+import redis
 from redis import Redis
 from rq.job import Job
 from rq.queue import Queue
@@ -22,7 +23,7 @@ from rq.utils import now as rq_now
 from rq.worker import SimpleWorker, WorkerStatus
 
 from envflow import keys
-from envflow.jobs import SERIALIZER, is_run_job
+from envflow.jobs import SERIALIZER, RunJob, is_run_job
 from envflow.models import RunState
 from envflow.reaper import Reaper, reap_predecessor
 from envflow.runstore import RunStore, now_text
@@ -54,7 +55,7 @@ class FlowWorker(SimpleWorker):
         predecessor: str | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(queues, name=name, connection=connection, serializer=SERIALIZER, **kwargs)
+        super().__init__(queues, name=name, connection=connection, serializer=SERIALIZER, job_class=RunJob, **kwargs)
         self.settings = settings
         self.predecessor = predecessor  # a dead worker that held this worker's slot (worker/identity.py)
         self.store = RunStore(connection, settings)
@@ -136,7 +137,10 @@ class FlowWorker(SimpleWorker):
     def _paused_queues(self) -> set[str]:
         now = time.monotonic()
         if now - self._paused_checked_at > PAUSED_POLL:
-            self._paused = {n.decode() for n in self.connection.smembers(keys.PAUSED_QUEUES)}
+            try:
+                self._paused = {n.decode() for n in self.connection.smembers(keys.PAUSED_QUEUES)}
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                pass  # keep the last known set; RQ's dequeue waits out the outage
             self._paused_checked_at = now
         return self._paused
 
@@ -148,7 +152,10 @@ class FlowWorker(SimpleWorker):
             if not active:
                 if timeout is None:
                     return None  # burst mode: nothing we may run
-                self.heartbeat()
+                try:
+                    self.heartbeat()
+                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+                    log.warning("worker %s: cannot reach Redis (%s); retrying", self.name, e)
                 time.sleep(PAUSED_POLL)  # a stop signal interrupts this (RQ raises StopRequested)
                 continue
             if paused and timeout is not None:
@@ -293,8 +300,6 @@ class FlowWorker(SimpleWorker):
     def _with_redis_retries(self, run_id: str, write: Any) -> None:
         """Record an attempt's end, waiting out a Redis outage: the outcome must not be lost.
         Safe to repeat: the finish script is a no-op once the attempt has ended."""
-        import redis
-
         delay = 0.1
         while True:
             try:
