@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis import Redis
 from rq.job import Job
+from rq.queue import Queue
 from rq.serializers import JSONSerializer
 
 from .errors import EnvflowError
@@ -54,3 +56,17 @@ def is_run_job(func_name: str | None, args: object, kwargs: object) -> bool:
         and isinstance(args[0], str)
         and not kwargs
     )
+
+
+class Queues:
+    """RQ's queues of one Redis client, each made once (making one asks the server for its version)."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._queues: dict[str, Queue] = {}
+
+    def get(self, name: str) -> Queue:
+        q = self._queues.get(name)
+        if q is None:
+            q = self._queues[name] = Queue(name, connection=self.redis, serializer=SERIALIZER, job_class=RunJob)
+        return q

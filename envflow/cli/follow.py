@@ -92,7 +92,7 @@ def _interrupted(run: FlowRun, interactive_cancel: bool) -> int:
     if interactive_cancel and sys.stdin.isatty() and sys.stderr.isatty():
         try:
             if click.confirm(f"Cancel run {run.short_id} too? (No detaches; the run goes on)", default=False, err=True):
-                outcome = run.client.cancel(run.id)
+                outcome = run.cancel()
                 status(f"run {run.short_id}: cancel {outcome}")
                 return DETACHED
         except (KeyboardInterrupt, click.Abort):

@@ -1,5 +1,5 @@
--- Helpers prepended to every envflow script (see envflow/scripts.py).
-local TERMINAL = {COMPLETED = true, FAILED = true, CANCELLED = true, CRASHED = true, TIMED_OUT = true}
+-- Helpers prepended to every envflow script (see envflow/protocol.py).
+-- S (state names) and FINAL (the final states) are rendered in from envflow/models.py.
 
 -- Append one JSON value (given as text) to a JSON array kept in a hash field,
 -- without decoding it: cjson would turn user data such as [] into {}.

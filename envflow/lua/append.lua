@@ -8,7 +8,7 @@
 local run, stream = KEYS[1], KEYS[2]
 local attempt = ARGV[1]
 local f = redis.call('HMGET', run, 'state', 'attempt', 'out_seq', 'out_bytes')
-if f[1] ~= 'RUNNING' or f[2] ~= attempt then return -1 end
+if f[1] ~= S.RUNNING or f[2] ~= attempt then return -1 end
 local next_seq = tonumber(f[3] or '0')
 local bytes = tonumber(f[4] or '0')
 local max_lines, max_bytes = tonumber(ARGV[2]), tonumber(ARGV[4])
