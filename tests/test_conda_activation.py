@@ -9,7 +9,109 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from worker.conda_config import condarc_files, search_path
+from envflow.models import EnvKind, EnvSpec
+from envflow.settings import Settings
+from worker.conda_config import CondaConfig, condarc_files, search_path
+from worker.conda_vars import CondaSetup, activate_variables
+from worker.env_cache import EnvCache, Prepared
+from worker.resolve import EnvResolver
+
+from .conftest import make_conda_prefix
+
+BASE_PATH = "/usr/bin:/bin"
+
+
+def cache_for(tmp_path: Path, environ: dict[str, str], root: Path | None = None) -> EnvCache:
+    settings = Settings(env_roots=str(tmp_path), conda_root=root, state_dir=tmp_path / "state")
+    return EnvCache(settings, EnvResolver(settings, environ=environ, cwd=tmp_path))
+
+
+def worker_env(tmp_path: Path, **variables: str) -> dict[str, str]:
+    """A worker's environment without conda on PATH, its HOME (and so ~/.condarc) inside the test."""
+    return {"PATH": BASE_PATH, "HOME": str(tmp_path / "home"), **variables}
+
+
+def activate(tmp_path: Path, prefix: Path, root: Path | None = None, **variables: str) -> Prepared:
+    environ = worker_env(tmp_path, **variables)
+    return cache_for(tmp_path, environ, root).prepare(EnvSpec(kind=EnvKind.CONDA_PREFIX, value=str(prefix)), environ)
+
+
+def fake_conda_root(path: Path) -> Path:
+    """A conda root with ``bin/conda`` (a stand-in file: only its existence matters) and ``condabin``."""
+    (path / "bin").mkdir(parents=True)
+    (path / "condabin").mkdir()
+    (path / "conda-meta").mkdir()
+    (path / "bin" / "conda").write_text("#!/bin/sh\nexit 1\n")
+    return path.resolve()
+
+
+def test_path_config_var_is_ignored_with_a_warning(tmp_path):
+    # _get_environment_env_vars: PATH is in RESERVED_ENV_VARS (conda/base/constants.py); conda pops
+    # it from the env vars and warns, so PATH is what _add_prefix_to_path makes of the worker's.
+    prefix = make_conda_prefix(tmp_path / "c", env_vars={"PATH": "/evil", "A": "1"})
+    prepared = activate(tmp_path, prefix)
+    assert prepared.variables["PATH"] == f"{prefix}/bin:{BASE_PATH}"
+    assert prepared.variables["A"] == "1"
+    assert len(prepared.environment.warnings) == 1 and "config var PATH is ignored" in prepared.environment.warnings[0]
+
+
+def test_unset_config_vars_are_skipped(tmp_path):
+    # `conda env config vars unset B` stores "***unset***" (CONDA_ENV_VARS_UNSET_VAR,
+    # conda/core/prefix_data.py unset_environment_env_vars); _build_activate_stack skips those
+    # values: the worker's own B stays, and nothing is saved for it.
+    prefix = make_conda_prefix(tmp_path / "c", env_vars={"B": "***unset***", "C": "c"})
+    v = activate(tmp_path, prefix, B="machine").variables
+    assert v["B"] == "machine" and v["C"] == "c"
+    assert "__CONDA_SHLVL_0_B" not in v
+
+
+def test_env_bin_goes_first_even_when_already_on_path(tmp_path):
+    # _add_prefix_to_path inserts <prefix>/bin at index 0 whatever PATH holds (conda keeps the
+    # later duplicate; envflow drops duplicates, a documented difference).
+    prefix = make_conda_prefix(tmp_path / "c", env_vars={})
+    v = activate(tmp_path, prefix, PATH=f"/usr/local/bin:{prefix}/bin:/usr/bin").variables
+    assert v["PATH"] == f"{prefix}/bin:/usr/local/bin:/usr/bin"
+
+
+def test_package_env_vars_then_state_env_vars(tmp_path):
+    # _get_environment_env_vars: every file of etc/conda/env_vars.d (PACKAGE_ENV_VARS_DIR), in
+    # sorted order, then conda-meta/state's env_vars, which overwrite them.
+    prefix = make_conda_prefix(
+        tmp_path / "c",
+        env_vars={"BOTH": "from-state"},
+        package_env_vars={
+            "20-b.json": {"PKG": "b"},
+            "10-a.json": {"PKG": "a", "BOTH": "from-package", "ONLY_A": "a"},
+        },
+    )
+    v = activate(tmp_path, prefix).variables
+    assert (v["PKG"], v["BOTH"], v["ONLY_A"]) == ("b", "from-state", "a")
+
+
+def test_config_var_names_are_uppercased_unless_a_condarc_says_not(tmp_path):
+    # get_export_unset_vars uppercases every exported name when context.envvars_force_uppercase,
+    # which defaults to True (conda/base/context.py). condarc files are read in SEARCH_PATH order
+    # (conda/base/constants.py), later ones winning (PrimitiveLoadedParameter.merge), and
+    # CONDA_ENVVARS_FORCE_UPPERCASE wins over them all (Configuration._set_env_vars).
+    root = fake_conda_root(tmp_path / "miniconda")
+    prefix = make_conda_prefix(tmp_path / "c", env_vars={"lower_var": "x", "Mixed": "y"})
+    environ = worker_env(tmp_path)
+    cache = cache_for(tmp_path, environ, root)
+    spec = EnvSpec(kind=EnvKind.CONDA_PREFIX, value=str(prefix))
+    v = cache.prepare(spec, environ).variables
+    assert v["LOWER_VAR"] == "x" and v["MIXED"] == "y" and "lower_var" not in v
+
+    (root / ".condarc").write_text("envvars_force_uppercase: false\n")  # $CONDA_ROOT/.condarc
+    v = cache.prepare(spec, environ).variables  # a new condarc invalidates the cached activation
+    assert v["lower_var"] == "x" and "LOWER_VAR" not in v
+
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / ".condarc").write_text("envvars_force_uppercase: true\n")  # ~/.condarc comes later
+    assert cache.prepare(spec, environ).variables["LOWER_VAR"] == "x"
+
+    overridden = {**environ, "CONDA_ENVVARS_FORCE_UPPERCASE": "no"}  # boolify("no") is False
+    v = cache_for(tmp_path, overridden, root).prepare(spec, overridden).variables
+    assert v["lower_var"] == "x" and "LOWER_VAR" not in v
 
 
 def test_condarc_places_follow_conda_search_path(tmp_path):
@@ -44,3 +146,69 @@ def test_condarc_places_follow_conda_search_path(tmp_path):
     assert condarc_files(places) == found
     (tmp_path / "myrc").write_text("changeps1: true\n")  # $CONDARC must be named like a condarc too
     assert condarc_files(search_path(root, {**environ, "CONDARC": str(tmp_path / "myrc")})) == found[:3]
+
+
+def test_root_variables_when_the_root_has_conda(tmp_path):
+    # get_export_unset_vars adds Context.conda_exe_vars_dict (conda/base/context.py): CONDA_EXE and
+    # _CONDA_EXE = <root>/bin/conda, CONDA_PYTHON_EXE = its interpreter, _CONDA_ROOT = <root>,
+    # _CE_M/_CE_CONDA unset, which PosixActivator.unset_var_tmpl writes as `export _CE_M=''`.
+    # _add_prefix_to_path at CONDA_SHLVL 0 puts <root>/condabin after the env's bin unless an
+    # entry already ends with "condabin".
+    root = fake_conda_root(tmp_path / "miniconda")
+    prefix = make_conda_prefix(root / "envs" / "x", env_vars={})
+    v = activate(tmp_path, prefix, root).variables
+    assert v["PATH"] == f"{prefix}/bin:{root}/condabin:{BASE_PATH}"
+    assert v["CONDA_EXE"] == v["_CONDA_EXE"] == f"{root}/bin/conda"
+    assert v["CONDA_PYTHON_EXE"] == f"{root}/bin/python" and v["_CONDA_ROOT"] == str(root)
+    assert v["_CE_M"] == "" and v["_CE_CONDA"] == ""
+    v = activate(tmp_path, prefix, root, PATH="/usr/bin:/opt/other/condabin").variables
+    assert v["PATH"] == f"{prefix}/bin:/usr/bin:/opt/other/condabin"
+
+    (root / "bin" / "conda").unlink()  # no conda there: nothing points at it
+    v = activate(tmp_path, prefix, root).variables
+    assert v["PATH"] == f"{prefix}/bin:{BASE_PATH}"
+    assert not {"CONDA_EXE", "_CONDA_EXE", "CONDA_PYTHON_EXE", "_CONDA_ROOT", "_CE_M", "_CE_CONDA"} & set(v)
+
+
+def test_default_env_is_the_name_for_a_prefix_in_a_directory_named_envs(tmp_path):
+    # _default_env: basename(prefix) if basename(dirname(prefix)) == "envs" else prefix; the
+    # configured envs dirs play no part (conda's tests/test_activate.py test_default_env).
+    # _prompt_modifier fills env_prompt, "({default_env}) " by default, with it.
+    in_envs = make_conda_prefix(tmp_path / "project" / "envs" / "foo", env_vars={})
+    v = activate(tmp_path, in_envs).variables
+    assert v["CONDA_DEFAULT_ENV"] == "foo" and v["CONDA_PROMPT_MODIFIER"] == "(foo) "
+    configured = make_conda_prefix(tmp_path / "first-envs" / "ml", env_vars={})
+    v = activate(tmp_path, configured, CONDA_ENVS_PATH=str(tmp_path / "first-envs")).variables
+    assert v["CONDA_DEFAULT_ENV"] == str(configured) and v["CONDA_PROMPT_MODIFIER"] == f"({configured}) "
+
+
+def test_env_prompt_and_changeps1_from_condarc(tmp_path):
+    # _prompt_modifier: context.env_prompt.format(default_env=, stacked_env=, prefix=, name=) when
+    # context.changeps1, else "" (conda/base/context.py: env_prompt, changeps1). stacked_env is
+    # the prompt stack, newest first; without --stack the active env's entry is replaced.
+    root = tmp_path / "miniconda"
+    prefix = make_conda_prefix(root / "envs" / "foo", env_vars={})
+    (tmp_path / "home" / ".config" / "conda").mkdir(parents=True)
+    rc = tmp_path / "home" / ".config" / "conda" / "condarc"  # ~/.config/conda/condarc
+    rc.write_text("env_prompt: '[{name}|{default_env}|{stacked_env}] '\n")
+    assert activate(tmp_path, prefix, root).variables["CONDA_PROMPT_MODIFIER"] == "[foo|foo|foo] "
+    rc.write_text("changeps1: false\n")
+    assert activate(tmp_path, prefix, root).variables["CONDA_PROMPT_MODIFIER"] == ""
+
+
+def test_conda_saves_the_variables_an_env_overwrites(tmp_path):
+    # _build_activate_stack: an env var the shell already has is saved in
+    # __CONDA_SHLVL_<old shlvl>_<name>, for build_deactivate to restore.
+    prefix = make_conda_prefix(tmp_path / "c", env_vars={"MODE": "env"})
+    v = activate(tmp_path, prefix, MODE="machine").variables
+    assert v["MODE"] == "env" and v["__CONDA_SHLVL_0_MODE"] == "machine"
+
+
+def test_activate_variables_is_pure():
+    # The pure core, without files: the active base env's bin replaced in place (_replace_prefix_in_path).
+    base = {"PATH": "/opt/conda/bin:/usr/bin", "CONDA_PREFIX": "/opt/conda", "CONDA_SHLVL": "1"}
+    setup = CondaSetup(root=Path("/opt/conda"), has_conda=False, config=CondaConfig())
+    delta = activate_variables(Path("/opt/conda/envs/x"), base, setup, {"k": "v"})
+    assert delta["PATH"] == "/opt/conda/envs/x/bin:/usr/bin" and delta["K"] == "v"
+    assert delta["CONDA_SHLVL"] == "2" and delta["CONDA_PREFIX_1"] == "/opt/conda"
+    assert delta["CONDA_PROMPT_MODIFIER"] == "(x) "

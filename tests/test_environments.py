@@ -12,7 +12,6 @@ import pytest
 from envflow.errors import EnvActivationError, EnvNotFound
 from envflow.models import EnvKind, EnvSpec
 from envflow.settings import Settings
-from worker.activation import conda_variables
 from worker.env_cache import EnvCache
 from worker.resolve import EnvResolver
 
@@ -102,13 +101,6 @@ def test_conda_activation_variables_config_vars_and_scripts(tmp_path, conda_root
     assert "DROP_ME" not in v and "NOT_SOURCED" not in v and "PYTHONPATH" not in v
     assert v["MODE"] == "deployment-wins"
     assert prepared.python == prefix / "bin" / "python"
-
-
-def test_conda_variables_replace_an_active_env():
-    base = {"PATH": "/opt/conda/bin:/usr/bin", "CONDA_PREFIX": "/opt/conda", "CONDA_SHLVL": "1"}
-    delta = conda_variables(Path("/opt/conda/envs/x"), "x", base)
-    assert delta["PATH"] == "/opt/conda/envs/x/bin:/usr/bin"
-    assert delta["CONDA_SHLVL"] == "2" and delta["CONDA_PREFIX_1"] == "/opt/conda"
 
 
 def test_prefix_and_venv_path_errors(tmp_path):
