@@ -148,6 +148,52 @@ def test_condarc_places_follow_conda_search_path(tmp_path):
     assert condarc_files(search_path(root, {**environ, "CONDARC": str(tmp_path / "myrc")})) == found[:3]
 
 
+def test_activating_the_active_env_is_a_reactivate(tmp_path):
+    # _build_activate_stack: CONDA_PREFIX == prefix and CONDA_SHLVL > 0 -> build_reactivate:
+    # CONDA_SHLVL stays, no CONDA_PREFIX_<n>, PATH via _replace_prefix_in_path(prefix, prefix),
+    # env vars not exported again; _yield_commands sources the env's deactivate.d scripts, then
+    # its activate.d scripts.
+    log = tmp_path / "scripts.log"
+    prefix = make_conda_prefix(
+        tmp_path / "envs" / "x",
+        env_vars={"K": "v"},
+        scripts={"a.sh": f'echo activate >> "{log}"\n'},
+        deactivate_scripts={"d.sh": f'echo deactivate >> "{log}"\n'},
+    )
+    path = f"/usr/local/bin:{prefix}/bin:/usr/bin"
+    v = activate(tmp_path, prefix, PATH=path, CONDA_SHLVL="1", CONDA_PREFIX=str(prefix), CONDA_DEFAULT_ENV="x").variables
+    assert v["CONDA_SHLVL"] == "1" and "CONDA_PREFIX_1" not in v and v["CONDA_PREFIX"] == str(prefix)
+    assert v["PATH"] == path and v["CONDA_PROMPT_MODIFIER"] == "(x) " and "K" not in v
+    assert log.read_text().split() == ["deactivate", "activate"]
+
+
+def test_stacked_activation_runs_the_old_envs_deactivate_scripts_first(tmp_path):
+    # _build_activate_stack without --stack, CONDA_SHLVL 1 -> 2: PATH via _replace_prefix_in_path
+    # (the new bin takes the old bin's place), CONDA_PREFIX_1 = the old env; _yield_commands
+    # sources the old env's deactivate.d scripts (_get_deactivate_scripts: reverse name order)
+    # before exporting anything, then the new env's activate.d scripts.
+    log = tmp_path / "scripts.log"
+    old = make_conda_prefix(
+        tmp_path / "envs" / "old",
+        env_vars={},
+        deactivate_scripts={
+            "10-a.sh": f'echo "deactivate-a $CONDA_PREFIX" >> "{log}"\nunset OLD_ONLY\n',
+            "20-b.sh": f'echo deactivate-b >> "{log}"\n',
+        },
+    )
+    new = make_conda_prefix(
+        tmp_path / "envs" / "new", env_vars={"N": "1"}, scripts={"a.sh": f'echo "activate $CONDA_PREFIX" >> "{log}"\n'}
+    )
+    base = {"PATH": f"/usr/local/bin:{old}/bin:/usr/bin", "CONDA_SHLVL": "1", "CONDA_PREFIX": str(old),
+            "CONDA_DEFAULT_ENV": "old", "CONDA_PROMPT_MODIFIER": "(old) ", "OLD_ONLY": "1"}
+    v = activate(tmp_path, new, **base).variables
+    assert log.read_text().splitlines() == ["deactivate-b", f"deactivate-a {old}", f"activate {new}"]
+    assert "OLD_ONLY" not in v
+    assert v["CONDA_SHLVL"] == "2" and v["CONDA_PREFIX_1"] == str(old) and v["CONDA_PREFIX"] == str(new)
+    assert v["PATH"] == f"/usr/local/bin:{new}/bin:/usr/bin"
+    assert v["CONDA_DEFAULT_ENV"] == "new" and v["CONDA_PROMPT_MODIFIER"] == "(new) " and v["N"] == "1"
+
+
 def test_root_variables_when_the_root_has_conda(tmp_path):
     # get_export_unset_vars adds Context.conda_exe_vars_dict (conda/base/context.py): CONDA_EXE and
     # _CONDA_EXE = <root>/bin/conda, CONDA_PYTHON_EXE = its interpreter, _CONDA_ROOT = <root>,

@@ -1,8 +1,8 @@
 """Computing a conda env's activation without ``conda run``.
 
-The variables ``conda activate`` sets are computed by ``conda_vars`` (pure); the env's
-``activate.d/*.sh`` scripts are then sourced in a POSIX shell, and their variable changes
-recorded. When
+The variables ``conda activate`` sets are computed by ``conda_vars`` (pure); the
+``deactivate.d`` scripts of an env being replaced and the env's ``activate.d/*.sh`` scripts
+are sourced in a POSIX shell around them, and their variable changes recorded. When
 ``conda`` is on PATH its own ``conda shell.posix activate`` is evaluated instead: its answer
 is authoritative.
 Results are cached per env by the caller (see ``worker/env_cache.py``).
@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 from envflow.errors import EnvActivationError
 
 from .conda_config import read_conda_config
-from .conda_vars import CondaSetup, activate_variables, env_vars_to_export
+from .conda_vars import CondaSetup, activate_variables, env_vars_to_export, reactivate_variables, shlvl
+from .environments import conda_scripts
 
 if TYPE_CHECKING:
     from .environments import CondaEnvironment, Delta
@@ -82,7 +83,8 @@ def run_in_shell(script: str, env: Mapping[str, str], timeout: float, what: str)
 def conda_activation(env: CondaEnvironment, base: Mapping[str, str], timeout: float) -> Delta:
     """The activation delta of a conda env: conda's own answer when conda is on PATH, else computed.
 
-    Computed as conda runs it (``_yield_commands``): conda's variables, then the env's
+    Computed as conda runs it (``_yield_commands``): the deactivate.d scripts of the env being
+    replaced (or, on a reactivate, of the env itself), then conda's variables, then the env's
     activate.d scripts. Ignored settings are left in ``env.warnings``.
     """
     conda = shutil.which("conda", path=base.get("PATH"))
@@ -93,10 +95,17 @@ def conda_activation(env: CondaEnvironment, base: Mapping[str, str], timeout: fl
         return diff(base, after)
     config = read_conda_config(env.root, base)
     setup = CondaSetup(env.root, env.has_conda, config)
-    env_vars, ignored = env_vars_to_export(env.env_vars(), config.envvars_force_uppercase)
-    delta = activate_variables(env.prefix, base, setup, env_vars)
+    active = base.get("CONDA_PREFIX")
+    ignored: list[str] = []
+    if shlvl(base) > 0 and active and _same_dir(active, env.prefix):
+        delta = reactivate_variables(base, setup)
+        replaced = conda_scripts(env.prefix, "deactivate.d")
+    else:
+        env_vars, ignored = env_vars_to_export(env.env_vars(), config.envvars_force_uppercase)
+        delta = activate_variables(env.prefix, base, setup, env_vars)
+        replaced = conda_scripts(Path(active), "deactivate.d") if shlvl(base) > 0 and active else []
     env.warnings = [*config.warnings, *(_ignored_message(env, name) for name in ignored)]
-    return _with_scripts(env, base, delta, timeout)
+    return _with_scripts(env, base, delta, replaced, timeout)
 
 
 def _ignored_message(env: CondaEnvironment, name: str) -> str:
@@ -106,13 +115,27 @@ def _ignored_message(env: CondaEnvironment, name: str) -> str:
     )
 
 
+def _same_dir(a: str, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def _sourced(scripts: list[Path]) -> str:
     return "\n".join(f". {_quote(str(path))} >&2 || exit $?" for path in scripts)
 
 
-def _with_scripts(env: CondaEnvironment, base: Mapping[str, str], delta: Delta, timeout: float) -> Delta:
-    """``delta`` with the changes of the env's activate.d scripts (sourced after ``delta``)."""
+def _with_scripts(
+    env: CondaEnvironment, base: Mapping[str, str], delta: Delta, replaced: list[Path], timeout: float
+) -> Delta:
+    """``delta`` with the changes of the deactivate.d scripts of the env being replaced (sourced
+    first, on ``base``) and of the env's activate.d scripts (sourced last, after ``delta``)."""
     delta = dict(delta)
+    if replaced:
+        names = ", ".join(str(s) for s in replaced)
+        after = run_in_shell(_sourced(replaced), base, timeout, f"deactivate.d scripts ({names})")
+        delta = {**diff(base, after), **delta}
     scripts = env.activate_scripts()
     if scripts:
         before = apply(base, delta)

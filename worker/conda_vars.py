@@ -175,3 +175,20 @@ def activate_variables(prefix: Path, base: Mapping[str, str], setup: CondaSetup,
     if level > 0:
         export[f"CONDA_PREFIX_{level}"] = old
     return _finish(export, base, setup)
+
+
+def reactivate_variables(base: Mapping[str, str], setup: CondaSetup) -> Delta:
+    """What ``conda activate`` sets for the env that is active already (``CONDA_PREFIX``).
+
+    ``_build_activate_stack`` turns it into ``build_reactivate``: ``CONDA_SHLVL`` stays, no
+    ``CONDA_PREFIX_<n>`` is set, the env vars are not exported again, and the env's ``bin``
+    keeps its place in PATH (or goes first, if missing).
+    """
+    prefix = base.get("CONDA_PREFIX", "")
+    default = base.get("CONDA_DEFAULT_ENV", default_env(prefix, setup.root))
+    export: dict[str, str | None] = {
+        "PATH": _joined(replace_prefix_in_path(_starting_path(base), prefix, prefix)),
+        "CONDA_SHLVL": str(shlvl(base)),
+        "CONDA_PROMPT_MODIFIER": prompt_modifier(prefix, default, base, setup, reactivate=True),
+    }
+    return _finish(export, base, setup)

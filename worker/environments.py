@@ -189,7 +189,7 @@ class CondaEnvironment(Environment):
     def __init__(self, spec: EnvSpec, prefix: Path, root: Path | None, environ: Mapping[str, str] | None = None) -> None:
         """
         :param root: the conda root prefix, when known.
-        :param environ: the worker's environment (its condarc files are watched).
+        :param environ: the worker's environment (its condarc files and active env are watched).
         """
         super().__init__(spec, prefix)
         self.root = root
@@ -209,7 +209,9 @@ class CondaEnvironment(Environment):
 
         meta = self.prefix / "conda-meta"
         paths = [meta, meta / "state", meta / "history", self.python, *self.site_packages()]
-        folders = [self.prefix / "etc" / "conda" / f for f in ("activate.d", "env_vars.d")]
+        folders = [self.prefix / "etc" / "conda" / f for f in ("activate.d", "deactivate.d", "env_vars.d")]
+        if self.environ.get("CONDA_PREFIX"):  # its deactivate.d runs when it is replaced
+            folders.append(Path(self.environ["CONDA_PREFIX"]) / "etc" / "conda" / "deactivate.d")
         for folder in folders:
             paths.append(folder)
             if folder.is_dir():
