@@ -7,6 +7,9 @@ prefixes around real interpreters (``make_conda_prefix``), scripts sourced by a 
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 from envflow.models import EnvKind, EnvSpec
@@ -53,6 +56,17 @@ def test_path_config_var_is_ignored_with_a_warning(tmp_path):
     assert prepared.variables["PATH"] == f"{prefix}/bin:{BASE_PATH}"
     assert prepared.variables["A"] == "1"
     assert len(prepared.environment.warnings) == 1 and "config var PATH is ignored" in prepared.environment.warnings[0]
+
+
+def test_env_check_shows_an_ignored_path_config_var(tmp_path):
+    prefix = make_conda_prefix(tmp_path / "c", env_vars={"PATH": "/evil"})
+    env = {**worker_env(tmp_path), "ENVFLOW_ENV_ROOTS": str(tmp_path), "ENVFLOW_STATE_DIR": str(tmp_path / "s")}
+    out = subprocess.run([sys.executable, "-m", "envflow", "env", "check", str(prefix)], env=env,
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    assert "warning  config var PATH is ignored" in out and "/evil" not in out
+    checked = subprocess.run([sys.executable, "-m", "envflow", "env", "check", "--json", str(prefix)], env=env,
+                             capture_output=True, text=True, check=True, timeout=60).stdout
+    assert ["config var PATH is ignored" in w for w in json.loads(checked)["warnings"]] == [True]
 
 
 def test_unset_config_vars_are_skipped(tmp_path):

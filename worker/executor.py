@@ -234,6 +234,10 @@ class Executor:
                 box["value"] = self.env_cache.prepare(spec.env, os.environ, spec.env_vars)
             except Exception as e:  # handed to the run's thread below
                 box["error"] = e
+                return
+            environment = box["value"].environment  # activated just now: its warnings are new
+            for warning in environment.warnings:
+                log.warning("%s: %s", environment.describe(), warning)
 
         thread = threading.Thread(target=prepare, name="envflow-activation", daemon=True)
         thread.start()
