@@ -1,9 +1,10 @@
 """Computing a conda env's activation without ``conda run``.
 
-The variables ``conda activate`` sets are computed here (pure), then the env's config
-vars and ``etc/conda/activate.d/*.sh`` scripts are applied; the scripts are sourced once
-in a POSIX shell and their variable changes recorded. When ``conda`` is on PATH its own
-``conda shell.posix activate`` is evaluated instead: its answer is authoritative.
+The variables ``conda activate`` sets are computed by ``conda_vars`` (pure); the
+``deactivate.d`` scripts of an env being replaced and the env's ``activate.d/*.sh`` scripts
+are sourced in a POSIX shell around them, and their variable changes recorded. When
+``conda`` is on PATH its own ``conda shell.posix activate`` is evaluated instead: its answer
+is authoritative.
 Results are cached per env by the caller (see ``worker/env_cache.py``).
 """
 
@@ -21,44 +22,16 @@ from typing import TYPE_CHECKING
 
 from envflow.errors import EnvActivationError
 
+from .conda_config import read_conda_config
+from .conda_vars import CondaSetup, activate_variables, env_vars_to_export, reactivate_variables, shlvl
+from .environments import conda_scripts
+
 if TYPE_CHECKING:
     from .environments import CondaEnvironment, Delta
 
 # Shell bookkeeping that is not part of an activation.
 SHELL_NOISE = frozenset({"PWD", "OLDPWD", "SHLVL", "_", "PS1", "PS2"})
 DUMP_ENVIRONMENT = "import json, os, sys; sys.stdout.write(json.dumps(dict(os.environ)))"
-
-
-def conda_variables(prefix: Path, default_env: str, base: Mapping[str, str]) -> Delta:
-    """What ``conda activate PREFIX`` sets, starting from the ``base`` environment.
-
-    Like conda (without ``--stack``), an active env's ``bin`` is replaced in PATH by the
-    new one and remembered in ``CONDA_PREFIX_<level>``. ``VIRTUAL_ENV`` of a worker that
-    itself runs in a venv is unset: tools such as uv would otherwise install into it.
-    """
-    level = int(base.get("CONDA_SHLVL") or 0)
-    old_prefix = base.get("CONDA_PREFIX")
-    new_bin = str(prefix / "bin")
-    parts = [p for p in (base.get("PATH") or "").split(os.pathsep) if p]
-    delta: Delta = {}
-    if level > 0 and old_prefix:
-        old_bin = str(Path(old_prefix) / "bin")
-        parts = [new_bin if p == old_bin else p for p in parts]
-        delta[f"CONDA_PREFIX_{level}"] = old_prefix
-    if new_bin not in parts:
-        parts.insert(0, new_bin)
-    delta.update(
-        {
-            "PATH": os.pathsep.join(dict.fromkeys(parts)),
-            "CONDA_PREFIX": str(prefix),
-            "CONDA_SHLVL": str(level + 1),
-            "CONDA_DEFAULT_ENV": default_env,
-            "CONDA_PROMPT_MODIFIER": f"({default_env}) ",
-        }
-    )
-    if "VIRTUAL_ENV" in base:
-        delta["VIRTUAL_ENV"] = None
-    return delta
 
 
 def apply(base: Mapping[str, str], delta: Delta) -> dict[str, str]:
@@ -108,21 +81,65 @@ def run_in_shell(script: str, env: Mapping[str, str], timeout: float, what: str)
 
 
 def conda_activation(env: CondaEnvironment, base: Mapping[str, str], timeout: float) -> Delta:
-    """The activation delta of a conda env: conda's own answer when conda is on PATH, else computed."""
+    """The activation delta of a conda env: conda's own answer when conda is on PATH, else computed.
+
+    Computed as conda runs it (``_yield_commands``): the deactivate.d scripts of the env being
+    replaced (or, on a reactivate, of the env itself), then conda's variables, then the env's
+    activate.d scripts. Ignored settings are left in ``env.warnings``.
+    """
     conda = shutil.which("conda", path=base.get("PATH"))
     if conda:
         script = f'eval "$({_quote(conda)} shell.posix activate {_quote(str(env.prefix))})" >&2'
         after = run_in_shell(script, base, timeout, f"`conda shell.posix activate {env.prefix}`")
+        env.warnings = [_ignored_message(env, name) for name in env.env_vars() if name == "PATH"]
         return diff(base, after)
-    delta = conda_variables(env.prefix, env.default_env, base)
-    delta.update(env.config_vars())
-    scripts = env.activate_scripts()
-    if not scripts:
-        return delta
-    before = apply(base, delta)
-    lines = [f". {_quote(str(path))} >&2 || exit $?" for path in scripts]
-    after = run_in_shell(
-        "\n".join(lines), before, timeout, f"activate.d scripts of {env.prefix} ({', '.join(s.name for s in scripts)})"
+    config = read_conda_config(env.root, base)
+    setup = CondaSetup(env.root, env.has_conda, config)
+    active = base.get("CONDA_PREFIX")
+    ignored: list[str] = []
+    if shlvl(base) > 0 and active and _same_dir(active, env.prefix):
+        delta = reactivate_variables(base, setup)
+        replaced = conda_scripts(env.prefix, "deactivate.d")
+    else:
+        env_vars, ignored = env_vars_to_export(env.env_vars(), config.envvars_force_uppercase)
+        delta = activate_variables(env.prefix, base, setup, env_vars)
+        replaced = conda_scripts(Path(active), "deactivate.d") if shlvl(base) > 0 and active else []
+    env.warnings = [*config.warnings, *(_ignored_message(env, name) for name in ignored)]
+    return _with_scripts(env, base, delta, replaced, timeout)
+
+
+def _ignored_message(env: CondaEnvironment, name: str) -> str:
+    return (
+        f"config var {name} is ignored: conda ignores PATH in an env's variables "
+        f"(remove it with `conda env config vars unset -p {env.prefix} {name}`)"
     )
-    delta.update(diff(before, after))
+
+
+def _same_dir(a: str, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _sourced(scripts: list[Path]) -> str:
+    return "\n".join(f". {_quote(str(path))} >&2 || exit $?" for path in scripts)
+
+
+def _with_scripts(
+    env: CondaEnvironment, base: Mapping[str, str], delta: Delta, replaced: list[Path], timeout: float
+) -> Delta:
+    """``delta`` with the changes of the deactivate.d scripts of the env being replaced (sourced
+    first, on ``base``) and of the env's activate.d scripts (sourced last, after ``delta``)."""
+    delta = dict(delta)
+    if replaced:
+        names = ", ".join(str(s) for s in replaced)
+        after = run_in_shell(_sourced(replaced), base, timeout, f"deactivate.d scripts ({names})")
+        delta = {**diff(base, after), **delta}
+    scripts = env.activate_scripts()
+    if scripts:
+        before = apply(base, delta)
+        names = ", ".join(s.name for s in scripts)
+        after = run_in_shell(_sourced(scripts), before, timeout, f"activate.d scripts of {env.prefix} ({names})")
+        delta.update(diff(before, after))
     return delta

@@ -89,11 +89,13 @@ def env_check(spec: str, as_json: bool) -> None:
                  for k, v in sorted(prepared.delta.items())}
     info = {"spec": str(prepared.environment.spec), "prefix": str(prepared.environment.prefix),
             "python": str(prepared.python), "version": python_version(str(prepared.python)),
-            "activation": variables}
+            "activation": variables, "warnings": prepared.environment.warnings}
     if as_json:
         emit_json(info)
         return
     click.echo(f"env      {info['spec']}\nprefix   {info['prefix']}\npython   {info['python']} ({info['version']})")
+    for warning in prepared.environment.warnings:
+        click.echo(f"warning  {warning}")
     click.echo("activation sets:")
     for name, value in variables.items():
         click.echo(f"  {name}={value}" if value is not None else f"  unset {name}")

@@ -141,7 +141,7 @@ class EnvResolver:
         self._check_allowed(real, given)
         if spec.kind is EnvKind.VENV:
             return VenvEnvironment(spec, real)
-        return CondaEnvironment(spec, real, self._real_root(), self._real_envs_dirs())
+        return CondaEnvironment(spec, real, self._real_root(), self.environ)
 
     def _named_conda(self, spec: EnvSpec) -> Environment:
         name = spec.value or ""
@@ -161,14 +161,11 @@ class EnvResolver:
             )
         real = envs[name].resolve()
         self._check_allowed(real, name)
-        return CondaEnvironment(spec, real, self._real_root(), self._real_envs_dirs())
+        return CondaEnvironment(spec, real, self._real_root(), self.environ)
 
     def _real_root(self) -> Path | None:
         root = self.conda_root()
         return root.resolve() if root is not None and root.exists() else root
-
-    def _real_envs_dirs(self) -> list[Path]:
-        return [d.resolve() if d.exists() else d for d in self.envs_dirs()]
 
     def _check_allowed(self, real: Path, given: str) -> None:
         roots = self.allowed_roots()
