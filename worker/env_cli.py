@@ -9,12 +9,15 @@ def spec_from_text(text: str):  # type: ignore[no-untyped-def]
     """An env spec from the CLI: ``venv:PATH``, ``conda:NAME``, ``conda:/prefix``, a path or a conda env name."""
     from pathlib import Path
 
-    from envflow.models import EnvKind, EnvSpec
+    from envflow.models import EnvSpec
+
+    from .environments import detect
 
     spec = EnvSpec.parse(text)
-    if spec.kind is EnvKind.VENV and ":" not in text.split("/")[0]:
-        if (Path(text).expanduser() / "conda-meta").is_dir():
-            return EnvSpec(kind=EnvKind.CONDA_PREFIX, value=text)
+    if text.startswith(("/", "~", ".")):  # a bare path: its markers say its kind
+        kind = detect(Path(text).expanduser())
+        if kind is not None and kind.path_kind is not None:
+            return EnvSpec(kind=kind.path_kind, value=text)
     return spec
 
 
@@ -37,6 +40,7 @@ def env_ls(as_json: bool) -> None:
     from envflow.cli.base import emit_json, table
     from envflow.settings import get_settings
 
+    from .environments import detect
     from .resolve import EnvResolver
 
     resolver = EnvResolver(get_settings())
@@ -48,12 +52,9 @@ def env_ls(as_json: bool) -> None:
             continue
         for child in sorted(root.iterdir()):
             real = str(child.resolve())
-            if real in found or not child.is_dir():
-                continue
-            if (child / "conda-meta").is_dir():
-                found[real] = {"kind": "conda-prefix", "name": "-", "path": str(child)}
-            elif (child / "pyvenv.cfg").is_file():
-                found[real] = {"kind": "venv", "name": "-", "path": str(child)}
+            kind = detect(child) if real not in found and child.is_dir() else None
+            if kind is not None:
+                found[real] = {"kind": kind.label, "name": "-", "path": str(child)}
     for item in found.values():
         item["python"] = python_version(f"{item['path']}/bin/python")
     rows = sorted(found.values(), key=lambda i: (i["kind"], i["path"]))
