@@ -24,7 +24,7 @@ def deployment_preview(name: str, as_json: bool) -> None:
     client = get_client()
     record = client.get_deployment(name)
     prepared = EnvCache(client.settings).prepare(record.env, flow_base(os.environ, client.settings), record.env_vars)
-    secret = client.settings.is_secret_name
+    redactor = client.settings.redactor
     info = {
         "deployment": record.name,
         "env": str(record.env),
@@ -32,8 +32,8 @@ def deployment_preview(name: str, as_json: bool) -> None:
         "version": python_version(str(prepared.python)),
         "working_directory": str(Path.cwd()),
         "flow": f"{record.flow_name} in {record.flow_path} ({record.flow_storage})",
-        "activation": {k: (None if v is None else "***" if secret(k) else v) for k, v in sorted(prepared.delta.items())},
-        "env_vars": {k: "***" if secret(k) else v for k, v in record.env_vars.items()},
+        "activation": redactor.mapping(dict(sorted(prepared.delta.items()))),
+        "env_vars": redactor.mapping(record.env_vars),
         "parameters": record.parameters,
     }
     if as_json:

@@ -85,8 +85,7 @@ def env_check(spec: str, as_json: bool) -> None:
 
     settings = get_settings()
     prepared = EnvCache(settings).prepare(spec_from_text(spec), flow_base(os.environ, settings))
-    variables = {k: (None if v is None else ("***" if settings.is_secret_name(k) else v))
-                 for k, v in sorted(prepared.delta.items())}
+    variables = settings.redactor.mapping(dict(sorted(prepared.delta.items())))
     info = {"spec": str(prepared.environment.spec), "prefix": str(prepared.environment.prefix),
             "python": str(prepared.python), "version": python_version(str(prepared.python)),
             "activation": variables}

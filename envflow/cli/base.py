@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 import click
 
 from ..errors import EnvflowError
+from ..redaction import redact_text
 
 STATE_COLORS = {
     "COMPLETED": "green",
@@ -41,7 +42,8 @@ class EnvflowGroup(click.Group):
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(click.style("error: ", fg="red", bold=True) + message, err=True)
+    """Print a one-line error (credentials in URLs hidden) and exit."""
+    click.echo(click.style("error: ", fg="red", bold=True) + redact_text(message), err=True)
     sys.exit(code)
 
 

@@ -23,9 +23,8 @@ def deployment() -> None:
     """Register and run deployments (a flow plus the environment its runs use)."""
 
 
-def redact_env(record: DeploymentRecord) -> dict[str, str]:
-    settings = get_client().settings
-    return {k: ("***" if settings.is_secret_name(k) else v) for k, v in record.env_vars.items()}
+def redact_env(record: DeploymentRecord) -> dict[str, str | None]:
+    return get_client().settings.redactor.mapping(record.env_vars)
 
 
 def next_run(record: DeploymentRecord, now: float | None = None) -> float | None:

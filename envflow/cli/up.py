@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 import click
 import redis
 
-from ..settings import get_settings, redact_url
+from ..redaction import redact_url
+from ..settings import get_settings
 from .base import fail, status
 from .main import cli
 

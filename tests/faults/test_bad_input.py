@@ -62,3 +62,37 @@ def test_run_ids_are_checked_by_shape(cli, client, start_worker, workdir, venv):
     assert worker.proc.poll() is None, worker.output()
     assert [line.text for line in run.follow(timeout=5)] == ["hello"]
     assert json.loads(cli("run", "ls", "--json").stdout)[0]["state"] == "COMPLETED"
+
+
+def test_config_hides_query_passwords_and_survives_bad_ports(cli):
+    for url in ("redis://127.0.0.1:1/0?password=pw-query-1", "unix:///tmp/envflow-none.sock?db=0&password=pw-query-2"):
+        shown = cli("config", env_extra={"ENVFLOW_REDIS_URL": url}).stdout
+        assert "pw-query" not in shown and "password=***" in shown, shown
+    shown = json.loads(cli("config", "--json", env_extra={"ENVFLOW_SECRET_PATTERNS": "*TOKEN*,*DSN*"}).stdout)
+    assert shown["secret_patterns"] == "*TOKEN*,*DSN*"
+    for port in ("abc", "99999"):
+        url = f"redis://:pw-port@127.0.0.1:{port}/0"
+        shown = cli("config", env_extra={"ENVFLOW_REDIS_URL": url})
+        assert f"redis://:***@127.0.0.1:{port}/0" in shown.stdout and "pw-port" not in shown.stdout + shown.stderr
+        listed = cli("run", "ls", check=None, env_extra={"ENVFLOW_REDIS_URL": url})
+        assert "invalid Redis URL" in one_line_error(listed) and "pw-port" not in listed.stderr
+
+
+URL_ENV = {"DATABASE_URL": "postgres://u:pg-pass@db.example/app", "HOOK": "https://h.example/x?token=tk-1&a=b",
+           "API_TOKEN": "tok-2", "PLAIN": "visible"}
+
+
+def test_url_credentials_are_hidden_whatever_the_name(cli, client, workdir, venv, tmp_path):
+    from ..conftest import make_conda_prefix
+
+    name = deploy(client, write_flow(workdir, HELLO), "hello", virtualenv=str(venv), env=URL_ENV)
+    shown = [cli("deployment", "inspect", name).stdout, cli("deployment", "inspect", name, "--json").stdout,
+             cli("deployment", "ls", "--json").stdout, cli("deployment", "preview", name).stdout]
+    for text in shown:
+        assert "pg-pass" not in text and "tk-1" not in text and "tok-2" not in text, text
+    inspected = json.loads(shown[1])["env_vars"]
+    assert inspected == {"DATABASE_URL": "postgres://u:***@db.example/app", "HOOK": "https://h.example/x?token=***&a=b",
+                         "API_TOKEN": "***", "PLAIN": "visible"}
+    make_conda_prefix(tmp_path / "cenv", env_vars={"CACHE_URL": "redis://:cache-pw@h:6379/0"})
+    checked = cli("env", "check", str(tmp_path / "cenv")).stdout
+    assert "CACHE_URL=redis://:***@h:6379/0" in checked and "cache-pw" not in checked
