@@ -13,7 +13,7 @@ from .. import schedules
 from ..deployment_files import load_file
 from ..errors import DeploymentFileError, ParameterError
 from ..models import DeploymentRecord
-from .base import ago, emit_json, fail, get_client, status, table
+from .base import ago, emit_json, fail, fields, get_client, printable, problem, status, table
 from .follow import EXIT_CODES_HELP, follow_run
 from .main import cli
 
@@ -52,17 +52,18 @@ def create(files: tuple[str, ...]) -> None:
         loaded = load_file(path)
         for message in loaded.errors:
             errors += 1
-            click.echo(click.style("invalid: ", fg="red", bold=True) + message, err=True)
+            problem("invalid", message)
         for item in loaded.deployments:
             try:
                 record = client.create_deployment(item)
             except (DeploymentFileError, ParameterError) as e:
                 errors += 1
-                click.echo(click.style("invalid: ", fg="red", bold=True) + f"{item.defined_at}: {e}", err=True)
+                problem("invalid", f"{item.defined_at}: {e}")
                 continue
             where = "source stored" if record.flow_storage == "source" else f"path {record.flow_path}"
-            click.echo(f"registered {click.style(record.name, bold=True)}  env {describe_env(record)}  "
-                       f"queue {record.queue}  ({where}; {item.defined_at})")
+            click.echo(f"registered {click.style(printable(record.name), bold=True)}  env "
+                       f"{printable(describe_env(record))}  queue {printable(record.queue)}  "
+                       f"({printable(where)}; {printable(item.defined_at)})")
     if errors:
         fail(f"{errors} deployment{'s' if errors > 1 else ''} not registered", code=1)
 
@@ -126,9 +127,7 @@ def inspect_(name: str, as_json: bool) -> None:
         ("defined at", record.defined_at or "-"),
         ("updated", ago(record.updated_at)),
     ]
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        click.echo(f"{click.style(key.ljust(width), bold=True)}  {value}")
+    fields(rows)
 
 
 @deployment.command("delete")
@@ -136,7 +135,7 @@ def inspect_(name: str, as_json: bool) -> None:
 def delete(name: str) -> None:
     """Remove a deployment (its past runs stay until they expire)."""
     get_client().delete_deployment(name)
-    click.echo(f"deleted {name}")
+    click.echo(f"deleted {printable(name)}")
 
 
 @deployment.command("pause")
@@ -144,7 +143,7 @@ def delete(name: str) -> None:
 def pause(name: str) -> None:
     """Stop scheduling runs of NAME (on-demand runs still work)."""
     get_client().pause_deployment(name)
-    click.echo(f"paused {name}")
+    click.echo(f"paused {printable(name)}")
 
 
 @deployment.command("resume")
@@ -152,7 +151,7 @@ def pause(name: str) -> None:
 def resume(name: str) -> None:
     """Schedule runs of NAME again."""
     get_client().resume_deployment(name)
-    click.echo(f"resumed {name}")
+    click.echo(f"resumed {printable(name)}")
 
 
 def parse_params(pairs: tuple[str, ...], params_json: str | None) -> dict[str, Any]:
@@ -194,7 +193,7 @@ def run_(name: str, pairs: tuple[str, ...], params_json: str | None, follow: boo
     run = client.run(name, parse_params(pairs, params_json), timeout=timeout)
     if not follow:
         click.echo(run.id)
-        status(f"run {run.short_id} of {name} queued; follow it with `envflow run logs {run.short_id} --follow`")
+        status(f"run {run.short_id} of {printable(name)} queued; follow it with `envflow run logs {run.short_id} --follow`")
         return
-    status(f"run {run.short_id} of {name} queued; streaming its output (Ctrl-C to detach)")
+    status(f"run {run.short_id} of {printable(name)} queued; streaming its output (Ctrl-C to detach)")
     sys.exit(follow_run(run))

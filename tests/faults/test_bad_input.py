@@ -96,3 +96,44 @@ def test_url_credentials_are_hidden_whatever_the_name(cli, client, workdir, venv
     make_conda_prefix(tmp_path / "cenv", env_vars={"CACHE_URL": "redis://:cache-pw@h:6379/0"})
     checked = cli("env", "check", str(tmp_path / "cenv")).stdout
     assert "CACHE_URL=redis://:***@h:6379/0" in checked and "cache-pw" not in checked
+
+
+HOSTILE_TEXT = """
+    import sys
+    from envflow import flow
+
+    @flow
+    def shouty(s: str = ""):
+        print("\\x1b[31mred\\x1b[0m")
+        print("\\x1b]0;from-stderr\\x07", file=sys.stderr)
+        raise RuntimeError("\\x1b]0;pwned\\x07 bad\\r\\u202eevil")
+"""
+RAW = ("\x1b]", "\x07", "\r", "\u202e")
+
+
+def test_displays_escape_control_characters_but_output_stays_verbatim(cli, client, start_worker, workdir, venv):
+    name = deploy(client, write_flow(workdir, HOSTILE_TEXT), "shouty", virtualenv=str(venv),
+                  tags=["t\x1b]0;tag\x07"], description="d\x1b]0;desc\x07", parameters={"s": "\x1b]0;p\x07"},
+                  env={"MODE": "m\x1b]0;env\x07"})
+    start_worker()
+    followed = cli("deployment", "run", name, "--follow", check=3)
+    assert followed.stdout == "\x1b[31mred\x1b[0m\n"  # the flow's own output: verbatim
+    assert "\x1b]0;from-stderr\x07\n" in followed.stderr
+    status_lines = "\n".join(line for line in followed.stderr.splitlines() if line.startswith("» "))
+    assert "\\x1b]0;pwned\\x07 bad\\r\\u202eevil" in status_lines and not any(c in status_lines for c in RAW)
+    run_id = client.runs()[0].id
+    logs = cli("run", "logs", run_id)
+    assert logs.stdout == followed.stdout and logs.stderr.startswith("\x1b]0;from-stderr\x07\n")
+    shown = [cli("run", "inspect", run_id), cli("run", "ls"), cli("run", "wait", run_id, check=3),
+             cli("deployment", "ls"), cli("deployment", "inspect", name), cli("deployment", "preview", name),
+             cli("queue", "ls"), cli("run", "inspect", run_id, "--json")]
+    for done in shown:
+        text = done.stdout + done.stderr
+        assert not any(c in text for c in RAW), text
+    assert "\\x1b]0;pwned\\x07" in shown[0].stdout and "t\\x1b]0;tag\\x07" in shown[4].stdout
+    assert "MODE=m\\x1b]0;env\\x07" in shown[4].stdout + shown[5].stdout
+    (workdir / "d.yaml").write_text("- name: y\n  flow_location: flows.py\n  condaenv: \"/x\\e]0;c\\a\"\n"
+                                    "- name: \"bad\\e]0;n\\a\"\n  flow_location: flows.py\n")
+    created = cli("deployment", "create", "d.yaml", check=1)
+    assert "conda-prefix:/x\\x1b]0;c\\x07" in created.stdout and "bad\\x1b]0;n\\x07" in created.stderr
+    assert not any(c in created.stdout + created.stderr for c in RAW)
