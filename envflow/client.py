@@ -6,6 +6,7 @@ import difflib
 import time
 from typing import Any
 
+from pydantic_core import PydanticSerializationError
 from redis import Redis
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
@@ -14,7 +15,7 @@ from . import keys
 from .connection import connect, wrap_errors
 from .deployment_files import build_record
 from .deployments import Deployment
-from .errors import DeploymentNotFound, ParameterError
+from .errors import ConfigError, DeploymentNotFound, ParameterError
 from .flow_run import FlowRun
 from .jobs import SERIALIZER, RunJob
 from .models import DeploymentRecord, RunRecord, RunState
@@ -60,10 +61,14 @@ class Client:
             previous = DeploymentRecord.model_validate_json(existing) if existing else None
             if previous is not None:
                 record = record.model_copy(update={"created_at": previous.created_at})
+            try:
+                payload = record.model_dump_json()
+            except PydanticSerializationError as e:  # e.g. a file path that is not valid UTF-8
+                raise ConfigError(f"deployment {record.name} cannot be stored: {e}") from None
             with self.redis.pipeline(transaction=True) as pipe:
                 if record.source_digest and source is not None:
                     pipe.set(keys.source(record.source_digest), source)  # no expiry: in use again
-                pipe.set(keys.deployment(record.name), record.model_dump_json())
+                pipe.set(keys.deployment(record.name), payload)
                 pipe.zadd(keys.DEPLOYMENTS, {record.name: record.created_at})
                 pipe.execute()
             if previous is not None and previous.source_digest != record.source_digest:

@@ -129,22 +129,21 @@ def _load_yaml(path: Path) -> LoadedFile:
         if not isinstance(raw, dict):
             loaded.errors.append(f"{label}: expected a mapping of fields")
             continue
-        fields = _strip_lines(raw)
+        fields = {str(k): v for k, v in _strip_lines(raw).items()}
         try:
             if "schedule" in fields and fields["schedule"] is not None:
                 fields["schedule"] = _schedule_from_yaml(fields["schedule"])
-            if fields.get("flow_location"):
-                location = Path(fields["flow_location"]).expanduser()
-                fields["flow_location"] = str(location if location.is_absolute() else path.parent / location)
-            fields.pop("flow", None)
-            deployment = Deployment.__new__(Deployment)
-            deployment.defined_at = f"{path}:{line}"
+        except (TypeError, ValueError) as e:
+            loaded.errors.append(f"{label}: schedule: {e}")
+            continue
+        fields.pop("flow", None)
+        # flow_location stays as written: build_record resolves it against this file's directory.
+        deployment = Deployment.__new__(Deployment)
+        deployment.defined_at = f"{path}:{line}"
+        try:
             deployment.fields = DeploymentFields(**fields)
         except ValidationError as e:
             loaded.errors.append(format_validation_error(e, label))
-            continue
-        except ValueError as e:
-            loaded.errors.append(f"{label}: schedule: {e}")
             continue
         loaded.deployments.append(deployment)
     return loaded
@@ -170,7 +169,10 @@ def build_record(deployment: Deployment, default_queue: str) -> tuple[Deployment
         if not location.is_absolute():
             base = Path(deployment.defined_at.rsplit(":", 1)[0]).parent if ":" in deployment.defined_at else Path.cwd()
             location = base / location
-        path = location.resolve()
+        try:
+            path = location.resolve()
+        except (OSError, RuntimeError) as e:  # RuntimeError: a symlink loop
+            raise DeploymentFileError(f"flow_location {f.flow_location!r}: {e}") from None
         source, digest = read_source(path)
         info = pick_flow(flows_in_source(source, str(path)), f.flow_name, str(path))
         flow_name, spec = info.name, info.parameter_spec

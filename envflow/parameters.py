@@ -9,11 +9,21 @@ from .errors import ParameterError
 
 
 def ensure_json(value: Any, what: str) -> str:
-    """``value`` as JSON text, or a ParameterError saying what is not serialisable."""
+    """``value`` as JSON text, or a ParameterError saying what is not serialisable.
+
+    Strings must be valid text: a lone surrogate (``"\\ud800"``) is refused, as no process can
+    print or store it as UTF-8.
+    """
     try:
-        return json.dumps(value, allow_nan=False)
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ParameterError(f"{what} holds a lone surrogate (such as \\ud800), which is not valid text") from None
+    except RecursionError:
+        raise ParameterError(f"{what} is nested too deeply to be sent as JSON") from None
     except (TypeError, ValueError) as e:
         raise ParameterError(f"{what} must be JSON-serialisable: {e}") from None
+    return text
 
 
 def merge_parameters(

@@ -11,7 +11,7 @@ import click
 
 from .. import schedules
 from ..deployment_files import load_file
-from ..errors import DeploymentFileError, ParameterError
+from ..errors import EnvflowError, ParameterError, QueueError
 from ..models import DeploymentRecord
 from .base import ago, emit_json, fail, fields, get_client, printable, problem, status, table
 from .follow import EXIT_CODES_HELP, follow_run
@@ -56,7 +56,9 @@ def create(files: tuple[str, ...]) -> None:
         for item in loaded.deployments:
             try:
                 record = client.create_deployment(item)
-            except (DeploymentFileError, ParameterError) as e:
+            except QueueError:
+                raise
+            except EnvflowError as e:  # this deployment only: the rest of the file is still registered
                 errors += 1
                 problem("invalid", f"{item.defined_at}: {e}")
                 continue
@@ -162,6 +164,8 @@ def parse_params(pairs: tuple[str, ...], params_json: str | None) -> dict[str, A
             loaded = json.loads(params_json)
         except ValueError as e:
             raise ParameterError(f"--params-json is not valid JSON: {e}") from None
+        except RecursionError:
+            raise ParameterError("--params-json is nested too deeply") from None
         if not isinstance(loaded, dict):
             raise ParameterError("--params-json must be a JSON object, e.g. '{\"name\": \"Ada\"}'")
         params.update(loaded)
@@ -173,6 +177,8 @@ def parse_params(pairs: tuple[str, ...], params_json: str | None) -> dict[str, A
             params[key] = json.loads(value)
         except ValueError:
             params[key] = value
+        except RecursionError:
+            raise ParameterError(f"--param {key}: the value is nested too deeply") from None
     return params
 
 

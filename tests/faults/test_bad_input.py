@@ -9,7 +9,7 @@ import subprocess
 import pytest
 from rq import Queue
 
-from envflow.errors import RunNotFound
+from envflow.errors import ParameterError, RunNotFound
 from envflow.jobs import RUN_FLOW, SERIALIZER, is_run_job
 
 from ..conftest import deploy, envflow_command, write_flow
@@ -137,3 +137,84 @@ def test_displays_escape_control_characters_but_output_stays_verbatim(cli, clien
     created = cli("deployment", "create", "d.yaml", check=1)
     assert "conda-prefix:/x\\x1b]0;c\\x07" in created.stdout and "bad\\x1b]0;n\\x07" in created.stderr
     assert not any(c in created.stdout + created.stderr for c in RAW)
+
+
+GREETER = """
+    from envflow import flow
+
+    @flow
+    def greet(name):
+        print(f"hello {name}")
+"""
+BAD_YAML = """\
+- name: nul-location
+  flow_location: "greeter.py\\0x"
+- name: nul-env
+  flow_location: greeter.py
+  env: {A: "x\\0y"}
+- name: surrogate-env
+  flow_location: greeter.py
+  env: {A: "\\uD800"}
+- name: nul-tag
+  flow_location: greeter.py
+  tags: ["t\\0"]
+- name: surrogate-param
+  flow_location: greeter.py
+  parameters: {name: "\\uD800"}
+- name: "nul\\0name"
+  flow_location: greeter.py
+- name: nul-queue
+  flow_location: greeter.py
+  queue: "q\\0"
+- name: not-a-path
+  flow_location: 5
+- name: good
+  flow_location: greeter.py
+"""
+BAD_PY = """
+    from envflow import Deployment
+
+    Deployment(name="nul-env", flow_location="greeter.py", env={"A": "x\\0y"})
+    Deployment(name="surrogate-env", flow_location="greeter.py", env={"A": "\\ud800"})
+    Deployment(name="nul-location", flow_location="greeter.py\\0")
+    Deployment(name="surrogate-desc", flow_location="greeter.py", description="\\udc80")
+    Deployment(name="good", flow_location="greeter.py")
+"""
+
+
+def test_nul_bytes_and_surrogates_are_refused_at_create_with_file_line_and_field(cli, workdir):
+    write_flow(workdir, GREETER, "greeter.py")
+    (workdir / "bad.yaml").write_text(BAD_YAML)
+    write_flow(workdir, BAD_PY, "bad_py.py")
+    for file, expected in (("bad.yaml", {
+        1: "flow_location: the value contains a NUL byte", 3: "env: the value of A contains a NUL byte",
+        6: "env: the value of A holds a lone surrogate", 9: "tags: tag 't\\x00' contains a NUL byte",
+        12: "parameters: parameter 'name' holds a lone surrogate", 15: "name: invalid deployment name",
+        17: "queue: invalid queue name", 20: "flow_location: Input should be a valid string",
+    }), ("bad_py.py", {
+        4: "env: the value of A contains a NUL byte", 5: "env: the value of A holds a lone surrogate",
+        6: "flow_location: the value contains a NUL byte", 7: "description: the value holds a lone surrogate",
+    })):
+        done = cli("deployment", "create", file, check=1)
+        assert "Traceback" not in done.stderr and f"{len(expected)} deployments not registered" in done.stderr
+        lines = done.stderr.splitlines()[:-1]
+        assert len(lines) == len(expected), done.stderr
+        for line, (number, message) in zip(lines, expected.items()):
+            assert line.startswith(f"invalid: {workdir / file}:{number}: deployment ") and message in line, line
+        assert "registered greet/good" in done.stdout
+    assert [d["name"] for d in json.loads(cli("deployment", "ls", "--json").stdout)] == ["greet/good"]
+
+
+def test_deeply_nested_parameters_are_one_line_errors(cli, client, workdir):
+    write_flow(workdir, GREETER, "greeter.py")
+    (workdir / "d.yaml").write_text("- name: d\n  flow_location: greeter.py\n")
+    cli("deployment", "create", "d.yaml")
+    deep = "[" * 5_000 + "]" * 5_000
+    for args in (("--params-json", '{"name": ' + deep + "}"), ("-p", "name=" + deep)):
+        assert "nested too deeply" in one_line_error(cli("deployment", "run", "greet/d", *args, check=None))
+    nested: list = []
+    for _ in range(100_000):
+        nested = [nested]
+    with pytest.raises(ParameterError, match="nested too deeply"):
+        client.run("greet/d", {"name": nested})
+    assert client.runs() == []
