@@ -218,3 +218,51 @@ def test_deeply_nested_parameters_are_one_line_errors(cli, client, workdir):
     with pytest.raises(ParameterError, match="nested too deeply"):
         client.run("greet/d", {"name": nested})
     assert client.runs() == []
+
+
+def alias_bomb(levels: int = 9) -> str:
+    """A few hundred bytes of YAML whose aliases expand to 9**levels strings ("billion laughs")."""
+    lines = ['l0: &l0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"l{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "\n".join([*lines, "deployments:", "  - name: bomb", "    flow_location: greeter.py",
+                      f"    parameters: {{name: *l{levels - 1}}}", ""])
+
+
+def limited_memory() -> None:
+    """Run in the child: at most 512 MiB of address space, so a regression fails instead of eating the machine."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (512 * 2**20, 512 * 2**20))
+
+
+def test_yaml_alias_bombs_are_refused_in_bounded_memory(env_vars, workdir, tmp_path):
+    write_flow(workdir, GREETER, "greeter.py")
+    bomb = workdir / "bomb.yaml"
+    bomb.write_text(alias_bomb())
+    assert len(bomb.read_bytes()) < 700
+    merged = workdir / "merged.yaml"  # aliases that expand to little stay usable (merge keys)
+    merged.write_text("base: &base {flow_location: greeter.py, parameters: {name: m}}\n"
+                      "deployments:\n  - {<<: *base, name: m1}\n  - {<<: *base, name: m2}\n")
+    env = {**os.environ, **env_vars}
+    done = subprocess.run(envflow_command("deployment", "create", str(bomb), str(merged)), cwd=workdir, env=env,
+                          capture_output=True, text=True, timeout=60, preexec_fn=limited_memory)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.splitlines()[0].startswith(f"error: {bomb}:")
+    assert "aliases (*name) expand to more than 100,000 values" in done.stderr
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("- &loop\n  name: loop\n  flow_location: greeter.py\n  parameters: {name: *loop}\n")
+    done = subprocess.run(envflow_command("deployment", "create", str(loop)), cwd=workdir, env=env,
+                          capture_output=True, text=True, timeout=60, preexec_fn=limited_memory)
+    assert "refers to a value that contains it" in one_line_error(done)
+    # The scheduler loads ENVFLOW_DEPLOYMENTS the same way: it logs the refusal and registers the rest.
+    log = tmp_path / "scheduler.log"
+    with open(log, "wb") as out:
+        scheduler = subprocess.Popen(envflow_command("scheduler", "start"), cwd=workdir, stdout=out,
+                                     stderr=subprocess.STDOUT, preexec_fn=limited_memory,
+                                     env={**env, "ENVFLOW_DEPLOYMENTS": str(workdir / "*.yaml")})
+    try:
+        wait_until(lambda: "registered deployment greet/m2" in log.read_text(), 30, what="the scheduler's registrations")
+        assert "aliases (*name) expand to more than" in log.read_text() and scheduler.poll() is None
+    finally:
+        scheduler.terminate()
+        scheduler.wait(20)
