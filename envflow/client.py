@@ -19,7 +19,7 @@ from .errors import ConfigError, DeploymentNotFound, ParameterError
 from .flow_run import FlowRun
 from .jobs import SERIALIZER, RunJob
 from .models import DeploymentRecord, RunRecord, RunState
-from .parameters import merge_parameters
+from .parameters import check_types, merge_parameters
 from .reaper import Reaper
 from .runstore import RunStore, now_text
 from .settings import Settings, get_settings
@@ -47,6 +47,10 @@ class Client:
             record, source = build_record(deployment, self.settings.queue)
         else:
             record = deployment
+        # The deployment's own parameters must suit the flow's annotations ("3" is stored as 3 for n: int).
+        record = record.model_copy(
+            update={"parameters": check_types(record.parameter_spec, record.parameters, record.flow_name)}
+        )
         if record.schedules:
             # Scheduled runs use the deployment's own parameters: they must satisfy the flow.
             try:

@@ -13,6 +13,7 @@ from .. import schedules
 from ..deployment_files import load_file
 from ..errors import EnvflowError, ParameterError, QueueError
 from ..models import DeploymentRecord
+from ..parameters import TextParameter
 from .base import ago, emit_json, fail, fields, get_client, printable, problem, status, table
 from .follow import EXIT_CODES_HELP, follow_run
 from .main import cli
@@ -116,7 +117,8 @@ def inspect_(name: str, as_json: bool) -> None:
         ("env", describe_env(record)),
         ("queue", record.queue),
         ("parameters", json.dumps(record.parameters)),
-        ("signature", ", ".join(p["name"] + ("" if p["required"] else "=…") for p in record.parameter_spec) or "-"),
+        ("signature", ", ".join(p["name"] + (f": {p['annotation']}" if p.get("annotation") else "")
+                                + ("" if p["required"] else "=…") for p in record.parameter_spec) or "-"),
         ("env vars", ", ".join(f"{k}={v}" for k, v in redact_env(record).items()) or "-"),
         ("tags", ", ".join(record.tags) or "-"),
         ("timeout", f"{record.timeout:g}s" if record.timeout else "none"),
@@ -157,7 +159,7 @@ def resume(name: str) -> None:
 
 
 def parse_params(pairs: tuple[str, ...], params_json: str | None) -> dict[str, Any]:
-    """``--params-json`` first, then each ``--param key=value`` (value parsed as JSON, else kept as text)."""
+    """``--params-json`` first, then each ``--param key=value`` (JSON or text: see TextParameter)."""
     params: dict[str, Any] = {}
     if params_json:
         try:
@@ -174,10 +176,8 @@ def parse_params(pairs: tuple[str, ...], params_json: str | None) -> dict[str, A
         if not sep or not key:
             raise ParameterError(f"--param {pair!r}: expected key=value")
         try:
-            params[key] = json.loads(value)
-        except ValueError:
-            params[key] = value
-        except RecursionError:
+            params[key] = TextParameter(value)
+        except ParameterError:
             raise ParameterError(f"--param {key}: the value is nested too deeply") from None
     return params
 

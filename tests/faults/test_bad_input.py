@@ -266,3 +266,61 @@ def test_yaml_alias_bombs_are_refused_in_bounded_memory(env_vars, workdir, tmp_p
     finally:
         scheduler.terminate()
         scheduler.wait(20)
+
+
+TYPED = """
+    from typing import Optional
+    from envflow import flow
+
+    class Config:
+        pass
+
+    @flow
+    def typed(n: int, name: str = "x", xs: "list[int]" = (), when: Optional[float] = None, cfg: Config = None,
+              raw=None):
+        print(type(n).__name__, n, type(name).__name__, name, xs, when, cfg, raw)
+"""
+TYPED_DEPLOYMENTS = """
+    from envflow import Deployment
+    from typed import typed
+
+    Deployment(name="live", flow=typed)
+"""
+
+
+def test_parameters_are_checked_and_coerced_against_annotations(cli, client, start_worker, workdir, venv, tmp_path):
+    write_flow(workdir, TYPED, "typed.py")
+    write_flow(workdir, TYPED_DEPLOYMENTS, "typed_deployments.py")
+    (workdir / "d.yaml").write_text(f"- name: parsed\n  flow_location: typed.py\n  virtualenv: {venv}\n")
+    cli("deployment", "create", "d.yaml", "typed_deployments.py")
+    for name in ("typed/parsed", "typed/live"):  # annotations read from the file's AST, or from the function
+        spec = {p["name"]: p.get("annotation") for p in client.get_deployment(name).parameter_spec}
+        assert spec["n"] == "int" and spec["xs"] == "list[int]" and spec["raw"] is None, spec
+        refused = cli("deployment", "run", name, "-p", "n=three", check=None)
+        assert "parameter 'n' expects int, got \"three\"" in one_line_error(refused)
+        with pytest.raises(ParameterError, match="parameter 'xs' expects list\\[int\\]"):
+            client.run(name, {"n": 1, "xs": ["a"]})
+        assert client.runs(deployment=name) == []
+        run_id = cli("deployment", "run", name, "-p", "n=3", "-p", "name=3", "-p", "xs=[1, \"2\"]", "-p", "when=2",
+                     "-p", "cfg=[\"anything\"]", "-p", "raw={\"a\": 1}").stdout.strip()
+        assert client.get_run(run_id).record().parameters == {
+            "n": 3, "name": "3", "xs": [1, 2], "when": 2.0, "cfg": ["anything"], "raw": {"a": 1}}
+        assert client.run(name, {"n": "4", "when": None}).record().parameters == {"n": 4, "when": None}
+    start_worker()
+    run = client.run("typed/live", {"n": "5"})
+    assert [line.text for line in run.follow(timeout=30)] == ["int 5 str x () None None None"]
+    # Parameters that come with a schedule are checked (and coerced) when the deployment is created.
+    (workdir / "s.yaml").write_text(f"- name: bad\n  flow_location: typed.py\n  virtualenv: {venv}\n"
+                                    "  schedule: {interval: 60}\n  parameters: {n: three}\n"
+                                    f"- name: good\n  flow_location: typed.py\n  virtualenv: {venv}\n"
+                                    "  schedule: {interval: 60}\n  parameters: {n: '7'}\n")
+    created = cli("deployment", "create", "s.yaml", check=1)
+    assert "s.yaml:1: flow 'typed': parameter 'n' expects int" in created.stderr and "typed/good" in created.stdout
+    assert client.get_deployment("typed/good").parameters == {"n": 7}
+    # An annotation is read, never evaluated: a hostile one in a stored record runs nothing.
+    record = client.get_deployment("typed/good")
+    marker = tmp_path / "evaluated"
+    hostile = f"__import__('pathlib').Path({str(marker)!r}).touch() or int"
+    spec = [dict(p, annotation=hostile) if p["name"] == "n" else p for p in record.parameter_spec]
+    client.create_deployment(record.model_copy(update={"parameter_spec": spec}))
+    assert client.run("typed/good", {"n": "x"}).record().parameters == {"n": "x"} and not marker.exists()
