@@ -8,9 +8,10 @@ from __future__ import annotations
 from functools import cached_property, lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .private_redis import completed_url
 from .redaction import DEFAULT_SECRET_PATTERNS, MASK, Redactor, redact_url
 
 # Settings whose names look secret but whose values are not (the patterns themselves).
@@ -69,6 +70,12 @@ class Settings(BaseSettings):
     @classmethod
     def _expand_state_dir(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @model_validator(mode="after")
+    def _private_redis_password(self) -> Settings:
+        # The password `envflow up` generated for its private Redis (see envflow/private_redis.py).
+        self.redis_url = completed_url(self.state_dir, self.redis_url)
+        return self
 
     @cached_property
     def redactor(self) -> Redactor:
