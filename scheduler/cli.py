@@ -48,7 +48,9 @@ def health() -> None:
     mine = [n for n, h in zip(names, hosts) if h is not None and h.decode() == host]
     if not mine:
         raise click.ClickException(f"Redis answers, but no scheduler of host {host} made a pass recently")
-    click.echo(", ".join(n.removeprefix(keys.scheduler("")) for n in mine))
+    from envflow.cli.base import printable
+
+    click.echo(printable(", ".join(n.removeprefix(keys.scheduler("")) for n in mine)))
 
 
 def register(cli: click.Group) -> None:

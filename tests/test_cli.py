@@ -170,7 +170,8 @@ def test_user_errors_are_one_or_two_lines(cli, workdir, venv):
         (("deployment", "run", "greet/d"), "needs parameter name"),
         (("deployment", "run", "greet/d", "-p", "nope=1", "-p", "name=x"), "has no parameter nope"),
         (("deployment", "run", "greet/d", "--params-json", "{bad"), "not valid JSON"),
-        (("run", "inspect", "zzzz"), "no run starts with 'zzzz'"),
+        (("run", "inspect", "abcd"), "no run starts with 'abcd'"),
+        (("run", "inspect", "zzzz"), "a run id is 32 hex characters"),
         (("deployment", "create", "missing.py"), "does not exist"),
         (("env", "check", "conda:nope"), "no conda env named 'nope'"),
     ]

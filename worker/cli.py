@@ -63,6 +63,7 @@ def health(name: str | None) -> None:
     """
     from rq.worker import Worker
 
+    from envflow.cli.base import printable
     from envflow.connection import connect, wrap_errors
     from envflow.jobs import SERIALIZER
     from envflow.settings import get_settings
@@ -83,7 +84,7 @@ def health(name: str | None) -> None:
     missing = [n for n in wanted if n not in registered]
     if missing:
         raise click.ClickException(f"Redis answers, but worker {', '.join(missing)} is not registered there")
-    click.echo(", ".join(f"{n}: {registered[n].get_state()}" for n in wanted))
+    click.echo(printable(", ".join(f"{n}: {registered[n].get_state()}" for n in wanted)))
 
 
 def _group(cli: click.Group, name: str, help_text: str, *commands: click.Command) -> None:

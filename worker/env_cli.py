@@ -37,7 +37,7 @@ def python_version(python: str) -> str:
 def env_ls(as_json: bool) -> None:
     """The environments a worker here can run flows in: named conda envs, and venvs and conda
     prefixes directly under the allowed roots (ENVFLOW_ENV_ROOTS), each with its Python version."""
-    from envflow.cli.base import emit_json, table
+    from envflow.cli.base import emit_json, printable, table
     from envflow.settings import get_settings
 
     from .environments import detect
@@ -62,7 +62,8 @@ def env_ls(as_json: bool) -> None:
         emit_json(rows)
         return
     if not rows:
-        click.echo("no environments found (roots: " + ":".join(map(str, resolver.allowed_roots())) + ")", err=True)
+        roots = ":".join(map(str, resolver.allowed_roots()))
+        click.echo(f"no environments found (roots: {printable(roots)})", err=True)
         return
     table(["KIND", "NAME", "PATH", "PYTHON"], [[r["kind"], r["name"], r["path"], r["python"]] for r in rows])
 
@@ -78,7 +79,7 @@ def env_check(spec: str, as_json: bool) -> None:
     """
     import os
 
-    from envflow.cli.base import emit_json
+    from envflow.cli.base import emit_json, printable
     from envflow.settings import get_settings
 
     from .env_cache import EnvCache
@@ -86,20 +87,21 @@ def env_check(spec: str, as_json: bool) -> None:
 
     settings = get_settings()
     prepared = EnvCache(settings).prepare(spec_from_text(spec), flow_base(os.environ, settings))
-    variables = {k: (None if v is None else ("***" if settings.is_secret_name(k) else v))
-                 for k, v in sorted(prepared.delta.items())}
+    variables = settings.redactor.mapping(dict(sorted(prepared.delta.items())))
     info = {"spec": str(prepared.environment.spec), "prefix": str(prepared.environment.prefix),
             "python": str(prepared.python), "version": python_version(str(prepared.python)),
             "activation": variables, "warnings": prepared.environment.warnings}
     if as_json:
         emit_json(info)
         return
-    click.echo(f"env      {info['spec']}\nprefix   {info['prefix']}\npython   {info['python']} ({info['version']})")
+    for key in ("spec", "prefix"):
+        click.echo(f"{key.replace('spec', 'env'):8} {printable(info[key])}")
+    click.echo(f"python   {printable(info['python'])} ({printable(info['version'])})")
     for warning in prepared.environment.warnings:
-        click.echo(f"warning  {warning}")
+        click.echo(f"warning  {printable(warning)}")
     click.echo("activation sets:")
     for name, value in variables.items():
-        click.echo(f"  {name}={value}" if value is not None else f"  unset {name}")
+        click.echo("  " + printable(f"{name}={value}" if value is not None else f"unset {name}"))
 
 
 @click.command("create")
@@ -113,6 +115,7 @@ def venv_create(path: str, python: str | None, requirements: str | None) -> None
     import sys
     from pathlib import Path
 
+    from envflow.cli.base import printable
     from envflow.errors import EnvActivationError
     from envflow.models import EnvKind, EnvSpec
     from envflow.settings import get_settings
@@ -131,8 +134,8 @@ def venv_create(path: str, python: str | None, requirements: str | None) -> None
             interpreter = str(env.python)
     target = Path(path).expanduser().resolve()
     if (target / "pyvenv.cfg").exists():
-        raise click.ClickException(f"{target} is already a venv; remove it first to recreate it")
-    click.echo(f"creating {target} with {interpreter} ({python_version(interpreter)})", err=True)
+        raise click.ClickException(f"{printable(target)} is already a venv; remove it first to recreate it")
+    click.echo(printable(f"creating {target} with {interpreter} ({python_version(interpreter)})"), err=True)
     done = subprocess.run([interpreter, "-m", "venv", str(target)], capture_output=True)
     if done.returncode != 0:
         raise EnvActivationError(f"`{interpreter} -m venv` failed: {done.stderr.decode(errors='replace').strip()}")
@@ -140,4 +143,4 @@ def venv_create(path: str, python: str | None, requirements: str | None) -> None
         pip = subprocess.run([str(target / "bin" / "python"), "-m", "pip", "install", "-r", requirements])
         if pip.returncode != 0:
             raise click.ClickException(f"pip install -r {requirements} failed (exit {pip.returncode})")
-    click.echo(f"venv ready: use virtualenv={str(target)!r} in deployments")
+    click.echo(printable(f"venv ready: use virtualenv={str(target)!r} in deployments"))

@@ -8,7 +8,7 @@ from importlib.metadata import entry_points
 
 import click
 
-from .base import EnvflowGroup, emit_json
+from .base import EnvflowGroup, emit_json, printable
 
 
 @click.group(cls=EnvflowGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -41,7 +41,7 @@ def config(as_json: bool) -> None:
         return
     width = max(len(k) for k in values)
     for name, value in values.items():
-        click.echo(f"{('ENVFLOW_' + name.upper()).ljust(width + 8)}  {value}")
+        click.echo(f"{('ENVFLOW_' + name.upper()).ljust(width + 8)}  {printable(value)}")
 
 
 def _load_plugins() -> None:
