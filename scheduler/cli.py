@@ -53,12 +53,10 @@ def health() -> None:
     click.echo(printable(", ".join(n.removeprefix(keys.scheduler("")) for n in mine)))
 
 
-def register(cli: click.Group) -> None:
-    """Add the scheduler's commands to the envflow CLI."""
+@click.group("scheduler")
+def scheduler() -> None:
+    """Run the scheduler service."""
 
-    @cli.group("scheduler")
-    def scheduler_group() -> None:
-        """Run the scheduler service."""
 
-    scheduler_group.add_command(start)
-    scheduler_group.add_command(health)
+scheduler.add_command(start)
+scheduler.add_command(health)

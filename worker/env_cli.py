@@ -32,7 +32,17 @@ def python_version(python: str) -> str:
         return "?"
 
 
-@click.command("ls")
+@click.group("env")
+def env() -> None:
+    """Environments flows run in (as this machine's workers see them)."""
+
+
+@click.group("venv")
+def venv() -> None:
+    """Make venvs that work inside the workers."""
+
+
+@env.command("ls")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def env_ls(as_json: bool) -> None:
     """The environments a worker here can run flows in: named conda envs, and venvs and conda
@@ -68,7 +78,7 @@ def env_ls(as_json: bool) -> None:
     table(["KIND", "NAME", "PATH", "PYTHON"], [[r["kind"], r["name"], r["path"], r["python"]] for r in rows])
 
 
-@click.command("check")
+@env.command("check")
 @click.argument("spec")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def env_check(spec: str, as_json: bool) -> None:
@@ -104,7 +114,7 @@ def env_check(spec: str, as_json: bool) -> None:
         click.echo("  " + printable(f"{name}={value}" if value is not None else f"unset {name}"))
 
 
-@click.command("create")
+@venv.command("create")
 @click.argument("path", type=click.Path())
 @click.option("--python", "python", help="A conda env name or an interpreter path (default: this Python).")
 @click.option("-r", "--requirements", type=click.Path(exists=True, dir_okay=False), help="pip install -r this file.")

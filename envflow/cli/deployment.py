@@ -16,10 +16,13 @@ from ..models import DeploymentRecord
 from ..parameters import TextParameter
 from .base import ago, emit_json, fail, fields, get_client, printable, problem, status, table
 from .follow import EXIT_CODES_HELP, follow_run
-from .main import cli
+from .lazy import LazyGroup
 
 
-@cli.group("deployment")
+@click.group("deployment", cls=LazyGroup, lazy={
+    "preview": ("envflow.worker.deployment_cli:deployment_preview", "Show what a worker here would run for NAME."),
+    "execute": ("envflow.worker.deployment_cli:deployment_execute", "Run NAME's flow here, in this Python."),
+})
 def deployment() -> None:
     """Register and run deployments (a flow plus the environment its runs use)."""
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import click
 
 from .base import emit_json, get_client, printable, status, styled, table
-from .main import cli
 
 
-@cli.group("queue")
+@click.group("queue")
 def queue() -> None:
     """Inspect, pause and resume queues (a deployment's runs go to its queue)."""
 

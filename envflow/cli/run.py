@@ -11,12 +11,11 @@ from ..models import RunRecord, RunState
 from ..redaction import redact_text
 from .base import ago, emit_json, fields, get_client, printable, state_text, status, table
 from .follow import EXIT_CODES_HELP, exit_code, follow_run, print_history
-from .main import cli
 
 STATES = [s.value for s in RunState]
 
 
-@cli.group("run")
+@click.group("run")
 def run() -> None:
     """Inspect and control runs. IDs may be abbreviated to a unique prefix (4+ characters)."""
 

@@ -18,7 +18,6 @@ from .. import private_redis
 from ..redaction import redact_url
 from ..settings import get_settings
 from .base import fail, status
-from .main import cli
 
 COLORS = ["cyan", "green", "magenta", "yellow", "blue", "bright_cyan", "bright_green", "bright_magenta"]
 
@@ -89,7 +88,7 @@ def start_private_redis(url: str, state_dir: Path, env: dict[str, str], width: i
     return child, private_redis.with_password(url, password), generated
 
 
-@cli.command("up")
+@click.command("up")
 @click.option("--workers", "-w", type=click.IntRange(min=0), default=1, show_default=True, help="Workers to start.")
 @click.option("--queue", "-q", "queues", multiple=True, help="Queues the workers serve (repeatable).")
 @click.option("--no-scheduler", is_flag=True, help="Do not start the scheduler.")
