@@ -14,9 +14,9 @@ from pathlib import Path
 
 from envflow.models import EnvKind, EnvSpec
 from envflow.settings import Settings
-from envflow.worker.conda_config import CondaConfig, condarc_files, search_path
-from envflow.worker.conda_vars import CondaSetup, activate_variables
 from envflow.worker.env_cache import EnvCache, Prepared
+from envflow.worker.environments.conda_config import CondaConfig, condarc_files, search_path
+from envflow.worker.environments.conda_vars import CondaSetup, activate_variables
 from envflow.worker.resolve import EnvResolver
 
 from .conftest import make_conda_prefix

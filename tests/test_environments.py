@@ -14,9 +14,9 @@ import pytest
 from envflow.errors import EnvActivationError, EnvNotFound
 from envflow.models import EnvKind, EnvSpec
 from envflow.settings import Settings
-from envflow.worker.activation import SHELL_NOISE
 from envflow.worker.env_cache import EnvCache
 from envflow.worker.environments import SCRUBBED
+from envflow.worker.environments.shell import SHELL_NOISE
 from envflow.worker.resolve import EnvResolver
 
 from .conftest import make_conda_prefix

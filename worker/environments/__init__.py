@@ -7,13 +7,14 @@ its activation: the variables to set and unset, as ``conda activate`` or a venv'
 ``bin/activate`` would. Importing this package registers every kind.
 """
 
-from .base import MIN_PYTHON, Delta, Environment, detect, directory_kinds, kind_for
+from .base import MIN_PYTHON, Environment, Locator, detect, directory_kinds, kind_for
 from .conda import CondaEnvironment, conda_scripts
+from .shell import Delta, apply
 from .variables import PASSED, SCRUBBED, flow_base
 from .venv import VenvEnvironment, read_pyvenv_cfg
 from .worker_env import WorkerEnvironment
 
 __all__ = [
-    "MIN_PYTHON", "PASSED", "SCRUBBED", "CondaEnvironment", "Delta", "Environment", "VenvEnvironment",
+    "MIN_PYTHON", "PASSED", "Locator", "apply", "SCRUBBED", "CondaEnvironment", "Delta", "Environment", "VenvEnvironment",
     "WorkerEnvironment", "conda_scripts", "detect", "directory_kinds", "flow_base", "kind_for", "read_pyvenv_cfg",
 ]

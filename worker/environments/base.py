@@ -11,17 +11,26 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar, Protocol
 
 from envflow.errors import EnvActivationError
 from envflow.models import EnvKind, EnvSpec
 
-if TYPE_CHECKING:
-    from ..resolve import EnvResolver
+from .shell import Delta
 
 MIN_PYTHON = (3, 8)
 
-Delta = dict[str, str | None]  # variable -> new value, or None to unset it
+
+class Locator(Protocol):
+    """What a kind needs from the worker's resolver (``resolve.py``) to find its envs."""
+
+    environ: dict[str, str]
+
+    def locate_directory(self, spec: EnvSpec, kind: type[Environment]) -> Path: ...
+
+    def named_conda(self, name: str) -> Path: ...
+
+    def real_root(self) -> Path | None: ...
 
 _KINDS: list[type[Environment]] = []
 
@@ -57,7 +66,7 @@ class Environment(ABC):
 
     @classmethod
     @abstractmethod
-    def locate(cls, spec: EnvSpec, resolver: EnvResolver) -> Environment:
+    def locate(cls, spec: EnvSpec, resolver: Locator) -> Environment:
         """The environment ``spec`` names on this worker.
 
         :raises EnvNotFound: it does not exist, or is not of this kind.

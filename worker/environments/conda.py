@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from envflow.errors import EnvActivationError
 from envflow.models import EnvKind, EnvSpec
 
-from .base import Delta, Environment
-
-if TYPE_CHECKING:
-    from ..resolve import EnvResolver
+from .base import Environment, Locator
+from .conda_config import read_conda_config, watched
+from .conda_vars import CondaSetup, activate_variables, env_vars_to_export, reactivate_variables, shlvl
+from .shell import Delta, apply, diff, quote, run_in_shell, sourced
 
 
 def conda_scripts(prefix: Path, folder: str) -> list[Path]:
@@ -48,7 +49,7 @@ class CondaEnvironment(Environment):
     label = "conda-prefix"
 
     @classmethod
-    def locate(cls, spec: EnvSpec, resolver: EnvResolver) -> Environment:
+    def locate(cls, spec: EnvSpec, resolver: Locator) -> Environment:
         if spec.kind is EnvKind.CONDA:
             prefix = resolver.named_conda(spec.value or "")
         else:
@@ -74,8 +75,6 @@ class CondaEnvironment(Environment):
         return self.root is not None and (self.root / "bin" / "conda").exists()
 
     def watched_paths(self) -> list[Path]:
-        from ..conda_config import watched
-
         meta = self.prefix / "conda-meta"
         paths = [meta, meta / "state", meta / "history", self.python, *self.site_packages()]
         folders = [self.prefix / "etc" / "conda" / f for f in ("activate.d", "deactivate.d", "env_vars.d")]
@@ -118,6 +117,65 @@ class CondaEnvironment(Environment):
         return conda_scripts(self.prefix, "activate.d")
 
     def activation(self, base: Mapping[str, str], timeout: float) -> Delta:
-        from ..activation import conda_activation
-
         return conda_activation(self, base, timeout)
+
+
+def conda_activation(env: CondaEnvironment, base: Mapping[str, str], timeout: float) -> Delta:
+    """The activation delta of a conda env: conda's own answer when conda is on PATH, else computed.
+
+    Computed as conda runs it (``_yield_commands``): the deactivate.d scripts of the env being
+    replaced (or, on a reactivate, of the env itself), then conda's variables, then the env's
+    activate.d scripts. Ignored settings are left in ``env.warnings``.
+    """
+    conda = shutil.which("conda", path=base.get("PATH"))
+    if conda:
+        script = f'eval "$({quote(conda)} shell.posix activate {quote(str(env.prefix))})" >&2'
+        after = run_in_shell(script, base, timeout, f"`conda shell.posix activate {env.prefix}`")
+        env.warnings = [_ignored_message(env, name) for name in env.env_vars() if name == "PATH"]
+        return diff(base, after)
+    config = read_conda_config(env.root, base)
+    setup = CondaSetup(env.root, env.has_conda, config)
+    active = base.get("CONDA_PREFIX")
+    ignored: list[str] = []
+    if shlvl(base) > 0 and active and _same_dir(active, env.prefix):
+        delta = reactivate_variables(base, setup)
+        replaced = conda_scripts(env.prefix, "deactivate.d")
+    else:
+        env_vars, ignored = env_vars_to_export(env.env_vars(), config.envvars_force_uppercase)
+        delta = activate_variables(env.prefix, base, setup, env_vars)
+        replaced = conda_scripts(Path(active), "deactivate.d") if shlvl(base) > 0 and active else []
+    env.warnings = [*config.warnings, *(_ignored_message(env, name) for name in ignored)]
+    return _with_scripts(env, base, delta, replaced, timeout)
+
+
+def _ignored_message(env: CondaEnvironment, name: str) -> str:
+    return (
+        f"config var {name} is ignored: conda ignores PATH in an env's variables "
+        f"(remove it with `conda env config vars unset -p {env.prefix} {name}`)"
+    )
+
+
+def _same_dir(a: str, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _with_scripts(
+    env: CondaEnvironment, base: Mapping[str, str], delta: Delta, replaced: list[Path], timeout: float
+) -> Delta:
+    """``delta`` with the changes of the deactivate.d scripts of the env being replaced (sourced
+    first, on ``base``) and of the env's activate.d scripts (sourced last, after ``delta``)."""
+    delta = dict(delta)
+    if replaced:
+        names = ", ".join(str(s) for s in replaced)
+        after = run_in_shell(sourced(replaced), base, timeout, f"deactivate.d scripts ({names})")
+        delta = {**diff(base, after), **delta}
+    scripts = env.activate_scripts()
+    if scripts:
+        before = apply(base, delta)
+        names = ", ".join(s.name for s in scripts)
+        after = run_in_shell(sourced(scripts), before, timeout, f"activate.d scripts of {env.prefix} ({names})")
+        delta.update(diff(before, after))
+    return delta

@@ -6,14 +6,11 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from envflow.models import EnvKind, EnvSpec
 
-from .base import Delta, Environment
-
-if TYPE_CHECKING:
-    from ..resolve import EnvResolver
+from .base import Environment, Locator
+from .shell import Delta
 
 
 def _path_prepend(directory: str, path: str | None) -> str:
@@ -46,7 +43,7 @@ class VenvEnvironment(Environment):
     label = "venv"
 
     @classmethod
-    def locate(cls, spec: EnvSpec, resolver: EnvResolver) -> Environment:
+    def locate(cls, spec: EnvSpec, resolver: Locator) -> Environment:
         return cls(spec, resolver.locate_directory(spec, cls))
 
     @property

@@ -5,14 +5,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from envflow.models import EnvKind, EnvSpec
 
-from .base import Delta, Environment
-
-if TYPE_CHECKING:
-    from ..resolve import EnvResolver
+from .base import Environment, Locator
+from .shell import Delta
 
 
 class WorkerEnvironment(Environment):
@@ -22,7 +19,7 @@ class WorkerEnvironment(Environment):
     label = "worker"
 
     @classmethod
-    def locate(cls, spec: EnvSpec, resolver: EnvResolver) -> Environment:
+    def locate(cls, spec: EnvSpec, resolver: Locator) -> Environment:
         return cls()
 
     def __init__(self) -> None:

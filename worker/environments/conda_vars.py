@@ -12,12 +12,9 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .conda_config import CondaConfig
-
-if TYPE_CHECKING:
-    from .environments import Delta
+from .shell import Delta
 
 UNSET_MARKER = "***unset***"  # conda/base/constants.py CONDA_ENV_VARS_UNSET_VAR
 RESERVED = ("PATH",)  # conda/base/constants.py RESERVED_ENV_VARS
