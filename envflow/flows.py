@@ -123,15 +123,6 @@ def is_flow(obj):
     return getattr(obj, FLOW_MARKER, False) is True and hasattr(obj, "fn")
 
 
-def flows_in(namespace):
-    """The distinct flows defined in a module's namespace, in definition order."""
-    found = []
-    for value in list(namespace.values()):
-        if is_flow(value) and all(value is not f for f in found):
-            found.append(value)
-    return found
-
-
 class loading:  # noqa: N801 - used like a function: `with loading():`
     """Skip direct flow calls while a flow or deployment file is imported."""
 

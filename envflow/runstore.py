@@ -41,6 +41,41 @@ def retry_intervals(retries: int, delays: list[float]) -> list[int]:
     return [int(round(d)) for d in padded]
 
 
+def _new_record(
+    run_id: str,
+    deployment: DeploymentRecord,
+    parameters: dict[str, Any],
+    now: float,
+    state: RunState,
+    timeout: float | None,
+    scheduled_for: float | None,
+    schedule: str | None,
+) -> dict[str, Any]:
+    """The fields of a new run's hash (the deployment snapshotted in ``spec``)."""
+    fields: dict[str, Any] = {
+        "id": run_id,
+        "deployment": deployment.name,
+        "flow_name": deployment.flow_name,
+        "queue": deployment.queue,
+        "state": state.value,
+        "parameters": json.dumps(parameters),
+        "created_at": now_text(now),
+        "updated_at": now_text(now),
+        "attempt": 0,
+        "transitions": json.dumps([[state.value, round(now, 6), 0]]),
+        "attempts": "[]",
+        "retries": deployment.retries,
+        "spec": deployment.model_dump_json(),
+    }
+    if timeout is not None:
+        fields["timeout"] = timeout
+    if scheduled_for is not None:
+        fields["scheduled_for"] = now_text(scheduled_for)
+    if schedule is not None:
+        fields["schedule"] = schedule
+    return fields
+
+
 class RunStore:
     """Reads and writes run records; shared by the client, the worker and the scheduler."""
 
@@ -73,29 +108,8 @@ class RunStore:
         run_id = run_id or new_run_id()
         now = time.time()
         delayed = scheduled_for is not None and scheduled_for > now + 0.5
-        state = RunState.SCHEDULED if delayed else RunState.PENDING
-        fields: dict[str, Any] = {
-            "id": run_id,
-            "deployment": deployment.name,
-            "flow_name": deployment.flow_name,
-            "queue": deployment.queue,
-            "state": state.value,
-            "parameters": json.dumps(parameters),
-            "created_at": now_text(now),
-            "updated_at": now_text(now),
-            "attempt": 0,
-            "transitions": json.dumps([[state.value, round(now, 6), 0]]),
-            "attempts": "[]",
-            "retries": deployment.retries,
-            "spec": deployment.model_dump_json(),
-        }
-        effective_timeout = timeout if timeout is not None else deployment.timeout
-        if effective_timeout is not None:
-            fields["timeout"] = effective_timeout
-        if scheduled_for is not None:
-            fields["scheduled_for"] = now_text(scheduled_for)
-        if schedule is not None:
-            fields["schedule"] = schedule
+        fields = _new_record(run_id, deployment, parameters, now, RunState.SCHEDULED if delayed else RunState.PENDING,
+                             timeout if timeout is not None else deployment.timeout, scheduled_for, schedule)
         pipe = pipeline if pipeline is not None else self.redis.pipeline(transaction=True)
         if not pipe.explicit_transaction:
             pipe.multi()  # RQ's enqueue expects a pipeline already in MULTI once commands are queued
@@ -105,10 +119,21 @@ class RunStore:
         # Waiting runs are indexed by when they became due, for the reaper's stuck-job check.
         pipe.zadd(keys.PENDING_RUNS, {run_id: scheduled_for if delayed and scheduled_for else now})
         queue = self.queue(deployment.queue)
+        job = self._job(queue, deployment, run_id)
+        if delayed:
+            assert scheduled_for is not None
+            queue.schedule_job(job, datetime.fromtimestamp(scheduled_for, tz=timezone.utc), pipeline=pipe)
+        else:
+            queue.enqueue_job(job, pipeline=pipe)
+        if pipeline is None:
+            pipe.execute()
+        return run_id
+
+    def _job(self, queue: Queue, deployment: DeploymentRecord, run_id: str) -> RunJob:
         retry = None
         if deployment.retries:
             retry = Retry(max=deployment.retries, interval=retry_intervals(deployment.retries, deployment.retry_delay))
-        job = queue.create_job(
+        return queue.create_job(  # type: ignore[return-value]
             RUN_FLOW,
             args=[run_id],
             job_id=run_id,
@@ -120,14 +145,6 @@ class RunStore:
             description=f"{deployment.name} run {run_id}",
             retry=retry,
         )
-        if delayed:
-            assert scheduled_for is not None
-            queue.schedule_job(job, datetime.fromtimestamp(scheduled_for, tz=timezone.utc), pipeline=pipe)
-        else:
-            queue.enqueue_job(job, pipeline=pipe)
-        if pipeline is None:
-            pipe.execute()
-        return run_id
 
     def get(self, run_id: str) -> RunRecord:
         raw = self.redis.hgetall(keys.run(run_id))

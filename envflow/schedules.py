@@ -123,9 +123,6 @@ class Interval(BaseModel):
         return ScheduleRecord(kind="interval", id=ident, seconds=self.total_seconds, anchor=anchor)
 
 
-Schedule = Cron | Interval
-
-
 def describe(schedule: ScheduleRecord) -> str:
     if schedule.kind == "cron":
         return f"cron {schedule.cron!r} ({schedule.timezone})"

@@ -27,6 +27,7 @@ import redis
 from redis import Redis
 
 from envflow import keys
+from envflow.backoff import Backoff
 from envflow.client import Client
 from envflow.connection import connect, describe
 from envflow.errors import QueueError
@@ -168,15 +169,15 @@ class SchedulerService:
         if not pattern:
             return
         client = Client(settings=self.settings)
-        backoff = 0.0
+        backoff = Backoff(first=0.5, cap=MAX_BACKOFF)
         while not self.stopping.is_set():
             try:
                 register_files(client, pattern)
                 return
             except QueueError as e:
-                backoff = min(max(backoff * 2, 0.5), MAX_BACKOFF)
-                log.warning("registering deployment files failed: %s; retrying in %.1fs", e, backoff)
-                self.stopping.wait(backoff)
+                delay = backoff.next()
+                log.warning("registering deployment files failed: %s; retrying in %.1fs", e, delay)
+                self.stopping.wait(delay)
 
     def run(self) -> None:
         """Run until :meth:`stop` (or SIGTERM/SIGINT when called from the main thread)."""
@@ -198,23 +199,24 @@ class SchedulerService:
             log.info("scheduler %s stopped", self.name)
 
     def _loop(self) -> None:
-        backoff = 0.0
+        backoff, failing = Backoff(first=0.5, cap=MAX_BACKOFF), False
         while not self.stopping.is_set():
             try:
                 next_due = self.tick()
             except redis.RedisError as e:
-                backoff = min(max(backoff * 2, 0.5), MAX_BACKOFF)
-                log.warning("cannot reach Redis at %s (%s); retrying in %.1fs", describe(self.redis), e, backoff)
-                self.stopping.wait(backoff)
+                failing, delay = True, backoff.next()
+                log.warning("cannot reach Redis at %s (%s); retrying in %.1fs", describe(self.redis), e, delay)
+                self.stopping.wait(delay)
                 continue
             except Exception:
-                backoff = min(max(backoff * 2, 0.5), MAX_BACKOFF)
-                log.exception("scheduler pass failed; retrying in %.1fs", backoff)
-                self.stopping.wait(backoff)
+                failing, delay = True, backoff.next()
+                log.exception("scheduler pass failed; retrying in %.1fs", delay)
+                self.stopping.wait(delay)
                 continue
-            if backoff:
+            if failing:
                 log.info("Redis at %s answers again", describe(self.redis))
-                backoff = 0.0
+                failing = False
+                backoff.reset()
             delay = min(max(next_due - self.clock(), MIN_SLEEP), self.tick_seconds)
             self.stopping.wait(delay)
 

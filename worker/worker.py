@@ -30,6 +30,7 @@ from rq.utils import utcformat
 from rq.worker import SimpleWorker, WorkerStatus
 
 from envflow import keys
+from envflow.backoff import Backoff
 from envflow.jobs import SERIALIZER, RunJob, is_run_job
 from envflow.models import RunState
 from envflow.protocol import Claimed, Ending, NotClaimed, RunScripts
@@ -302,12 +303,11 @@ class FlowWorker(SimpleWorker):
     def _ride_out(self, run_id: str, write: Callable[[], object]) -> None:
         """Record an attempt's end, waiting out a Redis outage: the outcome must not be lost.
         Safe to repeat: the finish script is a no-op once the attempt has ended."""
-        delay = 0.1
+        backoff = Backoff(cap=5.0)
         while True:
             try:
                 write()
                 return
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
                 log.warning("run %s: cannot record its end yet (%s); retrying", run_id[:8], e)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                time.sleep(backoff.next())

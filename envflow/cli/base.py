@@ -10,7 +10,6 @@ and ``run logs``, is printed verbatim.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import time
@@ -152,7 +151,3 @@ def get_client():  # type: ignore[no-untyped-def]
     if client is None:
         client = root.meta["envflow.client"] = Client()
     return client
-
-
-def is_tty() -> bool:
-    return sys.stdout.isatty() and os.environ.get("TERM") != "dumb"

@@ -14,6 +14,7 @@ import redis
 from redis import Redis
 
 from .. import keys
+from ..backoff import Backoff
 from ..errors import QueueError
 from .format import AttemptEnd, Entry, OutputLine, Record, is_end, parse_history_entry, parse_message
 
@@ -148,12 +149,12 @@ class OutputFollower:
         return self._retrying(attempt)
 
     def _retrying(self, call):  # type: ignore[no-untyped-def]
-        delay, give_up = 0.1, time.monotonic() + self.reconnect_for
+        backoff, give_up = Backoff(), time.monotonic() + self.reconnect_for
         while True:
             try:
                 return call()
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+                delay = backoff.next()
                 if time.monotonic() + delay > give_up:
                     raise QueueError(f"lost Redis while following {self.stream_key}: {e}") from e
                 time.sleep(delay)
-                delay = min(delay * 2, 2.0)

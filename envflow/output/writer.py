@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import redis
 
+from ..backoff import Backoff
 from ..protocol import RunScripts
 from ..settings import Settings
 from .format import STREAM_CODES, entry_fields
@@ -54,7 +55,7 @@ class OutputWriter:
         self.pending_bytes = 0
         self.fenced = False  # the run is no longer this attempt's: stop the flow
         self.retry_at = 0.0  # monotonic time before which a failed flush is not retried
-        self._backoff = 0.1
+        self._backoff = Backoff()
         self.connected = True
 
     @property
@@ -132,12 +133,12 @@ class OutputWriter:
             if self.connected:
                 log.warning("lost Redis while streaming output (%s); buffering and retrying", e)
             self.connected = False
-            self.retry_at = time.monotonic() + self._backoff
-            self._backoff = min(self._backoff * 2, 2.0)
+            self.retry_at = time.monotonic() + self._backoff.next()
             return False
         if not self.connected:
             log.info("Redis is back; buffered output sent")
-        self.connected, self._backoff, self.retry_at = True, 0.1, 0.0
+        self.connected, self.retry_at = True, 0.0
+        self._backoff.reset()
         if result < 0:
             self.fenced = True
         self.pending = []
