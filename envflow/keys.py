@@ -5,7 +5,7 @@ Layout::
     envflow:deployment:<flow>/<name>   string  JSON of the deployment record
     envflow:deployments                zset    deployment names (score: creation time)
     envflow:source:<sha256>            string  a flow file's source, content-addressed
-    envflow:run:<id>                   hash    the run record (see envflow/runstore.py)
+    envflow:run:<id>                   hash    the run record (see envflow/runstore.py, envflow/protocol.py)
     envflow:run:<id>:out               stream  output history; entry id "<attempt>-<first line seq>"
     envflow:run:<id>:lease             string  "<worker>" while an attempt runs; expires without heartbeats
     envflow:runs                       zset    every run id (score: creation time)

@@ -26,9 +26,12 @@ EXIT_CODES_HELP = "Exit status: 0 completed, 3 failed, 4 crashed, 5 timed out, 6
 DETACHED = 130
 
 
-def print_entry(entry: Entry) -> None:
+def print_lines(entry: Entry) -> None:
+    """Print an entry's lines, the ``OutputLine``s ``FlowRun.follow`` yields, verbatim: stdout's to
+    stdout, stderr's to stderr."""
     out = sys.stdout if entry.stream == "o" else sys.stderr
-    out.write(entry.data if entry.partial else entry.data + "\n")
+    for line in entry.lines():
+        out.write(line.text if line.partial else line.text + "\n")
     out.flush()
 
 
@@ -38,7 +41,7 @@ def print_history(run: FlowRun) -> None:
     for record in run.records(timeout=0):
         if isinstance(record, Entry):
             _say_if_trimmed(last, record)
-            print_entry(record)
+            print_lines(record)
         last = record.next_id
 
 
@@ -52,10 +55,9 @@ def follow_run(run: FlowRun, *, interactive_cancel: bool = True) -> int:
         for record in run.records():
             if isinstance(record, Entry):
                 _say_if_trimmed(last, record)
+                print_lines(record)
             last = record.next_id
-            if isinstance(record, Entry):
-                print_entry(record)
-            elif isinstance(record, AttemptEnd):
+            if isinstance(record, AttemptEnd):
                 if record.final:
                     status(f"run {run.short_id} {state_text(record.state)} after {time.monotonic() - started:.1f}s")
                     return exit_code(RunState(record.state), run)
