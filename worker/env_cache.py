@@ -15,7 +15,7 @@ from pathlib import Path
 from envflow.models import EnvSpec
 from envflow.settings import Settings
 
-from .environments import SCRUBBED, Delta, Environment
+from .environments import SCRUBBED, Delta, Environment, Progress
 from .environments.shell import apply
 from .resolve import EnvResolver
 
@@ -69,17 +69,26 @@ class EnvCache:
             return None
         return self._prepared(entry, base, extra)
 
-    def prepare(self, spec: EnvSpec, base: Mapping[str, str], extra: Mapping[str, str] | None = None) -> Prepared:
-        """Resolve and activate ``spec`` (cached), then build the flow's environment variables.
+    def prepare(
+        self,
+        spec: EnvSpec,
+        base: Mapping[str, str],
+        extra: Mapping[str, str] | None = None,
+        progress: Progress | None = None,
+    ) -> Prepared:
+        """Resolve, make (``Environment.materialize``) and activate ``spec`` (cached), then build the
+        flow's environment variables.
 
         :param base: the worker's own environment.
         :param extra: the deployment's ``env={...}``, applied last.
+        :param progress: where making the env reports, live.
         """
         prepared = self.cached(spec, base, extra)
         if prepared is not None:
             return prepared
         self.misses += 1
         environment = self.resolver.resolve(spec)
+        environment.materialize(progress)
         environment.check_python()
         stamp = fingerprint(environment.watched_paths())
         delta = environment.activation(base, self.settings.activation_timeout)

@@ -66,7 +66,7 @@ class Executor:
         try:
             flow_file, flow_source = self.sources.get(spec)
             prepared = prepare_env(self.env_cache, spec, self.base_environ, beat=beat, stops=self.stops,
-                                   interval=self.settings.heartbeat_interval, deadline=deadline)
+                                   interval=self.settings.heartbeat_interval, deadline=deadline, writer=writer)
             run_spec = {
                 "flow_file": str(flow_file),
                 "flow_source": flow_source,

@@ -7,7 +7,7 @@ its activation: the variables to set and unset, as ``conda activate`` or a venv'
 ``bin/activate`` would. Importing this package registers every kind.
 """
 
-from .base import MIN_PYTHON, Environment, Locator, detect, directory_kinds, kind_for
+from .base import MIN_PYTHON, Environment, Locator, Progress, detect, directory_kinds, kind_for
 from .conda import CondaEnvironment, conda_scripts
 from .shell import Delta, apply
 from .variables import PASSED, SCRUBBED, flow_base
@@ -15,6 +15,6 @@ from .venv import VenvEnvironment, read_pyvenv_cfg
 from .worker_env import WorkerEnvironment
 
 __all__ = [
-    "MIN_PYTHON", "PASSED", "Locator", "apply", "SCRUBBED", "CondaEnvironment", "Delta", "Environment", "VenvEnvironment",
+    "MIN_PYTHON", "PASSED", "Locator", "Progress", "apply", "SCRUBBED", "CondaEnvironment", "Delta", "Environment", "VenvEnvironment",
     "WorkerEnvironment", "conda_scripts", "detect", "directory_kinds", "flow_base", "kind_for", "read_pyvenv_cfg",
 ]

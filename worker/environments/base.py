@@ -8,6 +8,7 @@ field that asks for it, and what marks a directory as one; resolution, ``env ls`
 from __future__ import annotations
 
 import os
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +20,17 @@ from envflow.models import EnvKind, EnvSpec
 from .shell import Delta
 
 MIN_PYTHON = (3, 8)
+
+
+class Progress(Protocol):
+    """What making an env exist reports while it goes (from the preparing thread): envflow status
+    lines and a tool's own output, shown live in the run's output; and whether to give up."""
+
+    cancelled: threading.Event  # set when the run is cancelled or timed out: stop, clean up, raise
+
+    def status(self, text: str) -> None: ...
+
+    def output(self, code: str, data: bytes) -> None: ...  # code "o" (stdout) or "e" (stderr)
 
 
 class Locator(Protocol):
@@ -104,6 +116,15 @@ class Environment(ABC):
 
     def describe(self) -> str:
         return f"{self.spec} ({self.prefix})"
+
+    def materialize(self, progress: Progress | None) -> None:
+        """Make the env exist on this worker before it is activated. Envs that are made elsewhere
+        (baked, mounted) just exist; kinds built on demand build here, reporting to ``progress``."""
+        return None
+
+    def touch(self) -> None:
+        """Note that a run uses the env now (kinds with a cache keep its last use)."""
+        return None
 
     def check_python(self) -> None:
         """Fail clearly when the interpreter is missing, dangling or too old for the bootstrap."""
