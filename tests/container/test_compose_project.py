@@ -44,7 +44,8 @@ def test_fresh_clone_up_build_works_the_first_time(built: Stack, docker_client, 
     """`docker compose up --build` in a new clone, no .env, no venvs/: the example venv is made
     (Docker creates ./venvs as root) and belongs to the clone's owner; no untagged copy is left."""
     clone = fresh_clone(tmp_path / "clone")
-    stack = Stack(built.command, tmp_path, project_dir=clone, venvs=False)
+    tag = "envflow:fresh-clone-test"  # its own tag: replacing the suite's image would leave that one untagged
+    stack = Stack(built.command, tmp_path, project_dir=clone, venvs=False, env={"ENVFLOW_IMAGE": tag})
     before = dangling_envflow_images(docker_client)
     try:
         up = stack.compose("up", "--build", "--detach", timeout=BUILD_TIMEOUT)
@@ -61,6 +62,8 @@ def test_fresh_clone_up_build_works_the_first_time(built: Stack, docker_client, 
         assert dangling_envflow_images(docker_client) <= before, "a build left an untagged copy of the image"
     finally:
         stack.down()
+        if docker_client.images.list(name=tag):
+            docker_client.images.remove(tag)
 
 
 def test_one_service_builds_the_image(built: Stack) -> None:
