@@ -378,3 +378,13 @@ def test_docs_commands_match_compose(text: str, complete: bool) -> None:
         assert variables <= mentioned, sorted(variables - mentioned)
         for name in ENV_FILES:
             assert Path(name).stem in text
+
+
+def test_readme_docker_commands_are_the_suites() -> None:
+    """README's "Run with Docker" shows the commands tests/container runs, no others."""
+    from .container.stack import README_SCALE, README_UP, README_VENV
+
+    section = README.split("## Run with Docker", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [tuple(line.split("#", 1)[0].split()[2:]) for line in block.splitlines() if line.strip()]
+    assert commands == [README_UP, README_SCALE, README_VENV]

@@ -24,6 +24,13 @@ IMAGE = os.environ.get("ENVFLOW_TEST_IMAGE", "envflow:container-test")
 HOST_OVERRIDE = HERE / "compose.host.yaml"
 BUILD_TIMEOUT = 2400  # a cold build makes the conda envs: minutes
 
+# The commands of README.md's "Run with Docker", as the suite runs them (after `docker compose`;
+# tests/test_container_static.py checks the README shows exactly these).
+README_UP = ("up", "--build")
+README_SCALE = ("up", "-d", "--scale", "worker=3")
+README_VENV = ("run", "--rm", "venvs", "envflow", "venv", "create", "/venvs/myproject", "--python", "py312",
+               "-r", "/project/examples/requirements.txt")
+
 
 def free_port() -> int:
     import socket
@@ -104,10 +111,14 @@ class Stack:
             env.pop("ENVFLOW_VENVS_DIR", None)
         return env
 
-    def compose(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def argv(self, *args: str) -> list[str]:
+        """`docker compose ARGS...` for this project: its name, directory, files and an empty .env."""
         files = [a for f in compose_files() for a in ("-f", str(f if f.parent != ROOT else self.project_dir / f.name))]
-        argv = [*self.command, "--project-name", self.project, "--project-directory", str(self.project_dir),
+        return [*self.command, "--project-name", self.project, "--project-directory", str(self.project_dir),
                 "--env-file", str(self.env_file), *files, *args]
+
+    def compose(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
+        argv = self.argv(*args)
         done = subprocess.run(argv, cwd=self.project_dir, env=self.environ(), capture_output=True, text=True,
                               timeout=timeout)
         if check and done.returncode != 0:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from .stack import BUILD_TIMEOUT, IMAGE, ROOT, Stack, compose_files
+from .stack import BUILD_TIMEOUT, IMAGE, README_UP, ROOT, Stack, compose_files
 
 CLONE_OWNER = (1000, 1000)  # a developer's uid, not root and not the image's 10001
 
@@ -41,16 +42,23 @@ def dangling_envflow_images(docker_client) -> set[str]:  # type: ignore[no-untyp
 
 
 def test_fresh_clone_up_build_works_the_first_time(built: Stack, docker_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """`docker compose up --build` in a new clone, no .env, no venvs/: the example venv is made
-    (Docker creates ./venvs as root) and belongs to the clone's owner; no untagged copy is left."""
+    """README's `docker compose up --build`, in the foreground, in a new clone with no .env and no
+    venvs/: the example venv is made (Docker creates ./venvs as root) and belongs to the clone's
+    owner, a worker comes up, no untagged copy of the image is left, and Ctrl-C stops it all."""
     clone = fresh_clone(tmp_path / "clone")
     tag = "envflow:fresh-clone-test"  # its own tag: replacing the suite's image would leave that one untagged
     stack = Stack(built.command, tmp_path, project_dir=clone, venvs=False, env={"ENVFLOW_IMAGE": tag})
     before = dangling_envflow_images(docker_client)
+    log = tmp_path / "up.log"
+    with log.open("w") as out:
+        up = subprocess.Popen(stack.argv(*README_UP), cwd=clone, env=stack.environ(), stdout=out,
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
-        up = stack.compose("up", "--build", "--detach", timeout=BUILD_TIMEOUT)
+        deadline = time.monotonic() + BUILD_TIMEOUT
+        while not stack.containers("venvs", all=True) and up.poll() is None and time.monotonic() < deadline:
+            time.sleep(1)
         venvs = stack.containers("venvs", all=True)
-        assert venvs, up.stderr
+        assert venvs, log.read_text()[-4000:]
         status = venvs[0].wait(timeout=300)["StatusCode"]
         assert status == 0, stack.logs("venvs")
         assert (clone / "venvs" / "example" / "pyvenv.cfg").is_file()
@@ -60,7 +68,16 @@ def test_fresh_clone_up_build_works_the_first_time(built: Stack, docker_client, 
             assert (clone / "venvs" / "example" / "pyvenv.cfg").stat().st_uid == CLONE_OWNER[0]
         stack.wait_for_workers(1)
         assert dangling_envflow_images(docker_client) <= before, "a build left an untagged copy of the image"
+        up.send_signal(signal.SIGINT)  # Ctrl-C
+        assert up.wait(timeout=120) is not None
+        for service in ("redis", "scheduler", "worker"):
+            assert stack.containers(service) == [], f"{service} still runs after Ctrl-C"
+        worker = stack.containers("worker", all=True)[0]
+        assert worker.attrs["State"]["ExitCode"] == 0, worker.attrs["State"]
     finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait(timeout=30)
         stack.down()
         if docker_client.images.list(name=tag):
             docker_client.images.remove(tag)

@@ -16,7 +16,7 @@ from envflow.models import RunState
 
 from ..conftest import load_flows
 from .conftest import env_names, read_env_file, write_flow
-from .stack import Stack
+from .stack import README_SCALE, README_VENV, Stack
 
 PROBE = """
     import os, subprocess, sys, time
@@ -133,15 +133,22 @@ def test_flow_in_each_conda_env(stack: Stack, flows: dict, name: str) -> None:
 
 
 def test_venv_created_through_the_venvs_service(stack: Stack, flows: dict) -> None:
-    """The README's command: `docker compose run --rm venvs envflow venv create ...`, then a run in it."""
-    made = stack.compose("run", "--rm", "venvs", "envflow", "venv", "create", "/venvs/ctest", "--python", "py38",
-                         "-r", "/project/examples/requirements.txt")
+    """The README's `docker compose run --rm venvs envflow venv create ...`, then a run in that venv."""
+    made = stack.compose(*README_VENV)
     assert "venv ready" in made.stdout + made.stderr
-    assert (stack.venvs / "ctest" / "pyvenv.cfg").is_file()
-    deployment = deploy(stack, flows, "probe", "venv-ctest", virtualenv="/venvs/ctest")
+    assert (stack.venvs / "myproject" / "pyvenv.cfg").is_file()
+    deployment = deploy(stack, flows, "probe", "venv-myproject", virtualenv="/venvs/myproject")
     run = stack.client().run(deployment)
     assert run.wait(120) is RunState.COMPLETED, run.record()
-    assert run.result()["prefix"] == "/venvs/ctest" and run.result()["version"] == [3, 8]
+    assert run.result()["prefix"] == "/venvs/myproject" and run.result()["version"] == [3, 12]
+
+
+def test_venv_on_python_3_8(stack: Stack, flows: dict) -> None:
+    stack.compose("run", "--rm", "venvs", "envflow", "venv", "create", "/venvs/legacy", "--python", "py38")
+    deployment = deploy(stack, flows, "probe", "venv-legacy", virtualenv="/venvs/legacy")
+    run = stack.client().run(deployment)
+    assert run.wait(120) is RunState.COMPLETED, run.record()
+    assert run.result()["prefix"] == "/venvs/legacy" and run.result()["version"] == [3, 8]
 
 
 def test_a_venv_made_elsewhere_fails_fast(stack: Stack, flows: dict) -> None:
@@ -179,7 +186,7 @@ def test_live_output_on_the_host(stack: Stack, flows: dict) -> None:
 def test_three_workers_run_thirty_flows_each_once(stack: Stack, flows: dict) -> None:
     """`--scale worker=3` on the host's network (one hostname): three distinct worker names, and
     thirty runs spread over them, each run exactly once."""
-    stack.compose("up", "--detach", "--no-build", "--scale", "worker=3")
+    stack.compose(*README_SCALE)
     names = stack.wait_for_workers(3)
     assert len(stack.containers("worker")) == 3
     deployment = deploy(stack, flows, "probe", "spread", condaenv="py312")
@@ -211,7 +218,7 @@ def test_killed_worker_run_crashes_and_is_retried_on_another(stack: Stack, flows
     assert second.worker != first.worker and second.state == RunState.COMPLETED.value
     started = [line.text for line in run.follow(timeout=10) if line.text.startswith("started")]
     assert len(started) == 2 and started[1].split()[1] != victim
-    stack.compose("up", "--detach", "--no-build", "--scale", "worker=3")  # the replica back
+    stack.compose(*README_SCALE)  # the replica back
     stack.wait_for_workers(3)
 
 
