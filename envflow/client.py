@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import difflib
-import time
 from typing import Any
 
 from redis import Redis
-from rq.command import send_stop_job_command
-from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.job import Job
 
 from . import keys
 from .connection import connect, wrap_errors
@@ -20,8 +16,7 @@ from .flow_run import FlowRun
 from .jobs import SERIALIZER
 from .models import DeploymentRecord, RunRecord, RunState
 from .parameters import merge_parameters
-from .reaper import Reaper
-from .runstore import RunStore, now_text
+from .runstore import RunStore
 from .settings import Settings, get_settings
 
 
@@ -37,7 +32,6 @@ class Client:
         self.settings = base.model_copy(update={"redis_url": redis_url}) if redis_url else base
         self.redis: Redis = connect(self.settings.redis_url)
         self.store = RunStore(self.redis, self.settings)
-        self.reaper = Reaper(self.store)
 
     # Deployments
 
@@ -187,12 +181,12 @@ class Client:
         merged = merge_parameters(record.parameter_spec, record.parameters, parameters, record.flow_name)
         with wrap_errors(self.redis):
             run_id = self.store.create(record, merged, timeout=timeout)
-        return FlowRun(self, run_id)
+        return FlowRun(self.store, run_id)
 
     def get_run(self, run_id: str) -> FlowRun:
         """A handle on a run, by id or unique id prefix."""
         with wrap_errors(self.redis):
-            return FlowRun(self, self.store.resolve_id(run_id))
+            return FlowRun(self.store, self.store.resolve_id(run_id))
 
     def runs(self, deployment: str | None = None, state: RunState | str | None = None, limit: int = 20) -> list[RunRecord]:
         """Recent runs, newest first."""
@@ -203,31 +197,4 @@ class Client:
         """Cancel a run. Returns what happened: ``cancelled`` (it had not started), ``requested`` (its worker
         stops it: SIGTERM, then SIGKILL after the grace period) or ``ended`` (it had already ended)."""
         with wrap_errors(self.redis):
-            run_id = self.store.resolve_id(run_id)
-            outcome = self.store.scripts.cancel(
-                keys=[keys.run(run_id), keys.PENDING_RUNS, keys.output(run_id)],
-                args=[now_text(), reason, self.settings.history_ttl, self.settings.run_ttl],
-            )
-            status = outcome[0].decode()
-            if status == "cancelled":
-                self._drop_job(run_id)
-            elif status == "requested":
-                try:
-                    send_stop_job_command(self.redis, run_id, serializer=SERIALIZER)
-                except (InvalidJobOperation, NoSuchJobError):
-                    pass  # the worker sees the durable request at its next heartbeat
-        return status
-
-    def _drop_job(self, run_id: str) -> None:
-        """Take a cancelled run's job off its queue (a worker would skip it anyway)."""
-        try:
-            Job.fetch(run_id, connection=self.redis, serializer=SERIALIZER).cancel()
-        except (NoSuchJobError, InvalidJobOperation):
-            pass
-
-    def ping(self) -> float:
-        """Round-trip time to Redis in seconds."""
-        start = time.perf_counter()
-        with wrap_errors(self.redis):
-            self.redis.ping()
-        return time.perf_counter() - start
+            return self.store.cancel(self.store.resolve_id(run_id), reason)

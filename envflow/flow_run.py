@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from . import keys
+from .connection import wrap_errors
 from .errors import EnvflowError, FlowFailed, RunTimeout
 from .models import RunRecord, RunState
-from .output import AttemptEnd, OutputFollower, OutputLine, Record
-
-if TYPE_CHECKING:
-    from .client import Client
+from .output import AttemptEnd, OutputFollower, OutputLine, Record, ends_with_attempt_end
+from .runstore import RunStore
 
 
 class FlowRun:
     """A run of a deployment. Get one from ``Client.run()`` or ``Client.get_run()``."""
 
-    def __init__(self, client: Client, run_id: str) -> None:
-        self.client = client
+    def __init__(self, store: RunStore, run_id: str) -> None:
+        self.store = store
         self.id = run_id
 
     def __repr__(self) -> str:
@@ -36,14 +34,14 @@ class FlowRun:
 
     def record(self) -> RunRecord:
         """The full run record: state history, attempts, result, error."""
-        return self.client.store.get(self.id)
+        return self.store.get(self.id)
 
     def _follower(self) -> OutputFollower:
         return OutputFollower(
-            self.client.redis,
+            self.store.redis,
             self.id,
             on_idle=self._check_alive,
-            idle_interval=max(self.client.settings.heartbeat_interval, 0.5),
+            idle_interval=max(self.store.settings.heartbeat_interval, 0.5),
         )
 
     def records(self, timeout: float | None = None) -> Iterator[Record]:
@@ -89,12 +87,13 @@ class FlowRun:
             raise EnvflowError(record.result_error)
         return record.result
 
-    def _check_alive(self) -> bool:
-        """Called when the output goes quiet: reap the run if its worker died; True if it has ended."""
-        self.client.reaper.check_run(self.id)
-        raw = self.client.redis.hget(keys.run(self.id), "state")
-        return raw is None or RunState(raw.decode()).is_final and not self._has_end_record()
+    def cancel(self, reason: str = "cancelled by request") -> str:
+        """Cancel this run (see ``Client.cancel``)."""
+        with wrap_errors(self.store.redis):
+            return self.store.cancel(self.id, reason)
 
-    def _has_end_record(self) -> bool:
-        last = self.client.redis.xrevrange(keys.output(self.id), count=1)
-        return bool(last) and last[0][1].get(b"s") == b"x"
+    def _check_alive(self) -> bool:
+        """Called when the output goes quiet: reap the run if its worker died; True if it has ended
+        without an end record for the follower to read."""
+        state = self.store.reap_if_lost(self.id)
+        return state is None or state.is_final and not ends_with_attempt_end(self.store.redis, self.id)

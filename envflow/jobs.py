@@ -8,12 +8,38 @@ function a job names.
 
 from __future__ import annotations
 
+from typing import Any
+
+from redis import Redis
+from rq.job import Job
+from rq.queue import Queue
 from rq.serializers import JSONSerializer
 
 from .errors import EnvflowError
 
 RUN_FLOW = "envflow.jobs.run_flow"
 SERIALIZER = JSONSerializer
+
+
+class RunJob(Job):
+    """RQ's job, as envflow's processes load it. envflow sets no webhooks and no callbacks on its
+    jobs: any a job carries was written by someone else with Redis access, so none is ever sent,
+    imported or called (refused jobs included)."""
+
+    def send_webhooks(self, status: Any, *, exc_string: str | None = None) -> None:
+        return None
+
+    @property
+    def success_callback(self) -> None:
+        return None
+
+    @property
+    def failure_callback(self) -> None:
+        return None
+
+    @property
+    def stopped_callback(self) -> None:
+        return None
 
 
 def run_flow(run_id: str) -> None:
@@ -30,3 +56,17 @@ def is_run_job(func_name: str | None, args: object, kwargs: object) -> bool:
         and isinstance(args[0], str)
         and not kwargs
     )
+
+
+class Queues:
+    """RQ's queues of one Redis client, each made once (making one asks the server for its version)."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._queues: dict[str, Queue] = {}
+
+    def get(self, name: str) -> Queue:
+        q = self._queues.get(name)
+        if q is None:
+            q = self._queues[name] = Queue(name, connection=self.redis, serializer=SERIALIZER, job_class=RunJob)
+        return q

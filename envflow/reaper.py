@@ -24,20 +24,22 @@ from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 
 from . import keys
-from .jobs import SERIALIZER
-from .runstore import RunStore, now_text
+from .jobs import SERIALIZER, Queues, RunJob
+from .protocol import RunScripts
+from .settings import Settings
 
 log = logging.getLogger("envflow.reaper")
 
-RETRY_STATUSES = (JobStatus.QUEUED, JobStatus.SCHEDULED)
 REAPER_LOCK = keys.PREFIX + "reaper:lock"
 
 
 class Reaper:
-    def __init__(self, store: RunStore) -> None:
-        self.store = store
-        self.redis: Redis = store.redis
-        self.settings = store.settings
+    def __init__(self, redis: Redis, settings: Settings, scripts: RunScripts | None = None,
+                 queues: Queues | None = None) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.scripts = scripts or RunScripts(redis, settings)
+        self.queues = queues or Queues(redis)
 
     def reap(self, skip_worker: str | None = None) -> list[tuple[str, str]]:
         """One pass: end RUNNING runs that lost their worker, and requeue PENDING runs whose job
@@ -79,14 +81,10 @@ class Reaper:
         job = self._job(run_id)
         will_retry = job is not None and bool(job.retries_left)
         # Decide first (atomically: the lease must still be missing), then tell RQ.
-        result = self.store.scripts.crash(
-            keys=[keys.run(run_id), keys.lease(run_id), keys.ACTIVE_RUNS, keys.PENDING_RUNS, keys.output(run_id)],
-            args=[attempt.decode(), now_text(), 1 if will_retry else 0, reason, self.settings.history_ttl,
-                  self.settings.run_ttl],
-        )
-        if not result:
+        crashed = self.scripts.crash(run_id, int(attempt), will_retry, reason).run()
+        if crashed is None:
             return None
-        new_state = result.decode() if isinstance(result, bytes) else str(result)
+        new_state = crashed.value
         if job is not None:
             self._abandon_job(job, (queue_name or b"default").decode())
         log.warning("run %s attempt %s: %s -> %s", run_id[:8], attempt.decode(), reason, new_state)
@@ -94,13 +92,13 @@ class Reaper:
 
     def _job(self, run_id: str) -> Job | None:
         try:
-            return Job.fetch(run_id, connection=self.redis, serializer=SERIALIZER)
+            return RunJob.fetch(run_id, connection=self.redis, serializer=SERIALIZER)
         except NoSuchJobError:
             return None
 
     def _abandon_job(self, job: Job, queue_name: str) -> None:
         """Hand the job to RQ's abandoned-job handling: it retries it if retries are left, else fails it."""
-        registry = StartedJobRegistry(queue_name, connection=self.redis, serializer=SERIALIZER)
+        registry = StartedJobRegistry(queue_name, connection=self.redis, serializer=SERIALIZER, job_class=RunJob)
         members = [m for m, _ in self.redis.zscan_iter(registry.key, match=f"{job.id}:*")]
         if members:
             # Expire just this job's executions, then run RQ's own cleanup on them.
@@ -108,7 +106,7 @@ class Reaper:
             registry.cleanup(timestamp=time.time() - self.settings.lease_ttl)
         elif job.get_status() == JobStatus.STARTED:
             # The worker died before RQ recorded the execution: retry or fail the job as RQ would.
-            queue = self.store.queue(queue_name)
+            queue = self.queues.get(queue_name)
             with self.redis.pipeline() as pipe:
                 if job.retries_left:
                     job.retry(queue, pipe)
@@ -138,7 +136,7 @@ class Reaper:
             job = self._job(run_id)
             if job is None:
                 continue  # its record expired with the job: nothing left to run
-            queue = self.store.queue((queue_name or b"default").decode())
+            queue = self.queues.get((queue_name or b"default").decode())
             if not self._stuck(job, queue):
                 continue
             with self.redis.pipeline() as pipe:

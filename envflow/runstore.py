@@ -15,12 +15,15 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 from rq import Queue, Retry
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 
 from . import keys
 from .errors import RunNotFound
-from .jobs import RUN_FLOW, SERIALIZER
+from .jobs import RUN_FLOW, SERIALIZER, Queues, RunJob
 from .models import DeploymentRecord, RunRecord, RunState
-from .scripts import Scripts
+from .protocol import RunScripts, now_text
+from .reaper import Reaper
 from .settings import Settings
 
 MIN_PREFIX = 4
@@ -29,11 +32,6 @@ FINISHED_JOB_TTL = 60  # seconds a finished RQ job stays visible (dashboards); t
 
 def new_run_id() -> str:
     return uuid.uuid4().hex
-
-
-def now_text(ts: float | None = None) -> str:
-    """A timestamp as the decimal text the Lua scripts store."""
-    return repr(round(time.time() if ts is None else ts, 6))
 
 
 def retry_intervals(retries: int, delays: list[float]) -> list[int]:
@@ -54,15 +52,13 @@ class RunStore:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.redis = redis
         self.settings = settings
-        self.scripts = Scripts(redis)
-        self._queues: dict[str, Queue] = {}
+        self.scripts = RunScripts(redis, settings)
+        self.queues = Queues(redis)
+        self.reaper = Reaper(redis, settings, self.scripts, self.queues)
 
     def queue(self, name: str) -> Queue:
-        """The RQ queue of that name (cached: building one asks the server for its version)."""
-        q = self._queues.get(name)
-        if q is None:
-            q = self._queues[name] = Queue(name, connection=self.redis, serializer=SERIALIZER)
-        return q
+        """The RQ queue of that name."""
+        return self.queues.get(name)
 
     def create(
         self,
@@ -183,8 +179,27 @@ class RunStore:
             start += page - len(gone)
         return found[:limit]
 
-    def spec(self, run_id: str) -> DeploymentRecord:
-        raw = self.redis.hget(keys.run(run_id), "spec")
-        if raw is None:
-            raise RunNotFound(f"no run {run_id}")
-        return DeploymentRecord.model_validate_json(raw)
+    def state(self, run_id: str) -> RunState | None:
+        """The run's state, or None when its record is gone."""
+        raw = self.redis.hget(keys.run(run_id), "state")
+        return None if raw is None else RunState(raw.decode())
+
+    def reap_if_lost(self, run_id: str) -> RunState | None:
+        """End the run's attempt if its worker died (see ``reaper.py``); the run's state after."""
+        self.reaper.check_run(run_id)
+        return self.state(run_id)
+
+    def cancel(self, run_id: str, reason: str = "cancelled by request") -> str:
+        """Cancel a run; see ``Client.cancel``."""
+        outcome = self.scripts.cancel(run_id, reason).run()
+        if outcome.status == "cancelled":
+            try:  # take its job off its queue (a worker would skip it anyway)
+                RunJob.fetch(run_id, connection=self.redis, serializer=SERIALIZER).cancel()
+            except (NoSuchJobError, InvalidJobOperation):
+                pass
+        elif outcome.status == "requested":
+            try:
+                send_stop_job_command(self.redis, run_id, serializer=SERIALIZER)
+            except (InvalidJobOperation, NoSuchJobError):
+                pass  # the worker sees the durable request at its next heartbeat
+        return outcome.status

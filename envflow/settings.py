@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     )
     deployments: str | None = Field(None, description="Glob of deployment files the scheduler registers at start.")
     history_max_lines: int = Field(200_000, ge=100, description="Output lines kept per run.")
+    history_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024 * 1024, description="Output bytes kept per run (the newest); also bounds the worker log's echo."
+    )
     history_ttl: int = Field(7 * 24 * 3600, ge=60, description="Seconds a run's output history is kept.")
     run_ttl: int = Field(30 * 24 * 3600, ge=60, description="Seconds a finished run's record is kept.")
     lease_ttl: float = Field(20.0, gt=0, description="Seconds without a heartbeat after which a run is CRASHED.")
@@ -50,6 +53,11 @@ class Settings(BaseSettings):
     max_line_bytes: int = Field(64 * 1024, ge=1024, description="Longer output lines are split into chunks this big.")
     secret_patterns: str = Field(
         DEFAULT_SECRET_PATTERNS, description="','-separated name globs whose values are redacted in output."
+    )
+    pass_env: str = Field(
+        "",
+        description="','-separated names (globs allowed) of the worker's own variables that flows also get, "
+        "beyond the default set (PATH, HOME, locale, conda's, ...).",
     )
     state_dir: Path = Field(
         Path("~/.cache/envflow"), description="Worker-local state: flow source cache, worker name locks."

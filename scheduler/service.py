@@ -31,7 +31,7 @@ from envflow.client import Client
 from envflow.connection import connect, describe
 from envflow.errors import QueueError
 from envflow.models import DeploymentRecord
-from envflow.reaper import PeriodicReaper, Reaper
+from envflow.reaper import PeriodicReaper
 from envflow.runstore import RunStore
 from envflow.schedules import next_slot, to_datetime
 from envflow.settings import Settings
@@ -181,7 +181,7 @@ class SchedulerService:
     def run(self) -> None:
         """Run until :meth:`stop` (or SIGTERM/SIGINT when called from the main thread)."""
         restore = self._install_signal_handlers()
-        reaper = PeriodicReaper(Reaper(self.store), self.name) if self.reap else None
+        reaper = PeriodicReaper(self.store.reaper, self.name) if self.reap else None
         try:
             log.info("scheduler %s started on %s (tick %gs, misfire grace %gs)", self.name,
                      describe(self.redis), self.tick_seconds, self.enqueuer.grace)

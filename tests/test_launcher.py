@@ -81,19 +81,19 @@ def test_stale_cache_files_are_pruned(tmp_path):
 
     import redis
 
-    from envflow.runstore import RunStore
+    from envflow.protocol import RunScripts
     from envflow.settings import Settings
     from worker.env_cache import EnvCache
     from worker.executor import Executor
 
     settings = Settings(state_dir=tmp_path)
     unused_redis = redis.Redis.from_url("redis://127.0.0.1:1/0")  # never contacted here
-    executor = Executor("w", settings, RunStore(unused_redis, settings), EnvCache(settings))
-    old = executor.sources_dir / "abc" / "flow.py"
-    new = executor.code_cache / "cpython-311" / "x.code"
+    executor = Executor("w", settings, RunScripts(unused_redis, settings), EnvCache(settings))
+    old = executor.sources.dir / "abc" / "flow.py"
+    new = executor.sources.dir / "def" / "flow.py"
     for path in (old, new):
         path.parent.mkdir(parents=True)
         path.write_text("x")
     os.utime(old, (1, 1))
-    assert executor.prune_caches() == 1
+    assert executor.sources.prune() == 1
     assert not old.parent.exists() and new.exists()

@@ -27,6 +27,7 @@ def start(queues: tuple[str, ...], burst: bool, name: str | None, max_jobs: int 
 
     settings = get_settings()
     configure_logging(settings.log_level)
+    _undumpable()
     redis = connect(settings.redis_url)
     with wrap_errors(redis):
         redis.ping()
@@ -39,6 +40,17 @@ def start(queues: tuple[str, ...], burst: bool, name: str | None, max_jobs: int 
     with wrap_errors(redis):
         # RQ's scheduler runs in the worker's maintenance thread, not in a forked process.
         worker.work(burst=burst, logging_level="WARNING", max_jobs=max_jobs)
+
+
+def _undumpable() -> None:
+    """Flows run as the worker's user: keep them out of the worker's /proc entries (its environment,
+    which holds the Redis URL, and its memory). Children become dumpable again when they exec."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
+    except (OSError, AttributeError):
+        pass  # not Linux
 
 
 @click.command("health")

@@ -19,10 +19,11 @@ def deployment_preview(name: str, as_json: bool) -> None:
     from envflow.cli.base import emit_json, get_client
 
     from .env_cache import EnvCache
+    from .environments import flow_base
 
     client = get_client()
     record = client.get_deployment(name)
-    prepared = EnvCache(client.settings).prepare(record.env, os.environ)
+    prepared = EnvCache(client.settings).prepare(record.env, flow_base(os.environ, client.settings), record.env_vars)
     secret = client.settings.is_secret_name
     info = {
         "deployment": record.name,

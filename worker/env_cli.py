@@ -81,9 +81,10 @@ def env_check(spec: str, as_json: bool) -> None:
     from envflow.settings import get_settings
 
     from .env_cache import EnvCache
+    from .environments import flow_base
 
     settings = get_settings()
-    prepared = EnvCache(settings).prepare(spec_from_text(spec), os.environ)
+    prepared = EnvCache(settings).prepare(spec_from_text(spec), flow_base(os.environ, settings))
     variables = {k: (None if v is None else ("***" if settings.is_secret_name(k) else v))
                  for k, v in sorted(prepared.delta.items())}
     info = {"spec": str(prepared.environment.spec), "prefix": str(prepared.environment.prefix),

@@ -38,7 +38,7 @@ def _safe(text: str) -> str:
 
 
 def _try_lock(path: Path) -> IO[bytes] | None:
-    handle = open(path, "a+b")  # noqa: SIM115 - kept open while the worker lives
+    handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+b")  # kept open while the worker lives
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -59,10 +59,17 @@ def _take(handle: IO[bytes], name: str) -> str | None:
     return previous
 
 
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory only its owner can enter (the state dir holds cached flow sources)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.stat().st_uid == os.getuid():
+        path.chmod(0o700)
+    return path
+
+
 def _lock_dir(state_dir: Path) -> Path:
-    locks = state_dir / LOCKS
-    locks.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return locks
+    private_dir(state_dir)
+    return private_dir(state_dir / LOCKS)
 
 
 def acquire(state_dir: Path, name: str | None = None) -> WorkerIdentity:

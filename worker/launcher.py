@@ -11,6 +11,7 @@ Otherwise it is killed. Nothing is shared between runs: each still has its own p
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import marshal
 import os
@@ -25,6 +26,22 @@ log = logging.getLogger("envflow.worker")
 
 BOOTSTRAP = Path(__file__).parent / "flowenv" / "bootstrap.py"
 MAX_WARM_AGE = 30.0  # seconds a started interpreter may wait for a run
+# Runs the bootstrap from SOURCE_FD (argv[3]), read at its offset 0 so every process can share the fd.
+STUB = ("import os,sys;f=int(sys.argv[3]);s=os.pread(f,os.fstat(f).st_size,0);os.close(f);"
+        "exec(compile(s,'envflow-bootstrap','exec'))")
+
+
+def _sealed_source() -> int:
+    """The bootstrap's source, read once, in a sealed in-memory file: flows can neither change
+    the file on disk that later runs execute nor write to this copy."""
+    data = BOOTSTRAP.read_bytes()
+    fd = os.memfd_create("envflow-bootstrap", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    os.write(fd, data)
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+    return fd
+
+
+BOOTSTRAP_FD = _sealed_source()
 
 
 def encode_spec(spec: dict[str, Any]) -> bytes:
@@ -75,25 +92,29 @@ class FlowProcess:
         self.close()
 
 
-def spawn(python: Path, variables: dict[str, str], key: tuple[Any, ...], cwd: str | None = None) -> FlowProcess:
+def spawn(
+    python: Path, variables: dict[str, str], key: tuple[Any, ...], cwd: str | None = None, capture: bool = True
+) -> FlowProcess:
     """Start ``python`` on the bootstrap in a new session, waiting for its run.
 
+    :param capture: pipe the flow's stdout and stderr to the worker (else they are inherited).
     :raises OSError: the interpreter cannot be executed.
+    :raises ValueError: ``variables`` cannot be passed to a process (a NUL byte in a value).
     """
     control_r, control_w = os.pipe()
     result_r, result_w = os.pipe()
     try:
         proc = subprocess.Popen(
-            [str(python), "-u", str(BOOTSTRAP), str(control_r), str(result_w)],
+            [str(python), "-u", "-c", STUB, str(control_r), str(result_w), str(BOOTSTRAP_FD)],
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE if capture else None,
+            stderr=subprocess.PIPE if capture else None,
             env=variables,
             cwd=cwd,
-            pass_fds=(control_r, result_w),
+            pass_fds=(control_r, result_w, BOOTSTRAP_FD),
             start_new_session=True,
         )
-    except OSError:
+    except BaseException:
         os.close(control_w)
         os.close(result_r)
         raise

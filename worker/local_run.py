@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -12,9 +11,11 @@ from typing import Any
 
 from envflow.errors import DeploymentFileError
 from envflow.models import DeploymentRecord
+from envflow.settings import get_settings
 
-from .executor import FLOWS_PY
-from .launcher import BOOTSTRAP, encode_spec
+from .environments import flow_base
+from .executor import FLOWS_PY, FLOWS_SOURCE
+from .launcher import spawn
 
 
 def flow_file_here(record: DeploymentRecord, source: str | None, scratch: Path) -> Path:
@@ -37,28 +38,19 @@ def execute_here(record: DeploymentRecord, source: str | None, parameters: dict[
     """
     with tempfile.TemporaryDirectory(prefix="envflow-execute-") as scratch:
         flow_file = flow_file_here(record, source, Path(scratch))
-        control_r, control_w = os.pipe()
-        result_r, result_w = os.pipe()
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-        env.update(record.env_vars)
-        proc = subprocess.Popen(
-            [python, "-u", str(BOOTSTRAP), str(control_r), str(result_w)],
-            stdin=subprocess.DEVNULL,
-            env=env,
-            pass_fds=(control_r, result_w),
-            start_new_session=True,  # the bootstrap may kill its whole group; never ours
-        )
-        os.close(control_r)
-        os.close(result_w)
-        spec = {"flow_file": str(flow_file), "flow_name": record.flow_name, "parameters": parameters,
-                "flows_path": str(FLOWS_PY)}
-        with os.fdopen(control_w, "wb") as control, os.fdopen(result_r, "rb") as results:
-            control.write(encode_spec(spec))
-            control.flush()
-            try:
-                code = proc.wait()
-            except KeyboardInterrupt:
-                proc.terminate()
-                code = proc.wait()
-            data = results.read()
+        env = {**flow_base(os.environ, get_settings()), **record.env_vars}
+        # The bootstrap kills its own process group when it ends; spawn gives it a new one, never ours.
+        flow = spawn(Path(python), env, (), capture=False)
+        flow.send({"flow_file": str(flow_file), "flow_source": None, "flow_name": record.flow_name,
+                   "parameters": parameters, "flows_path": str(FLOWS_PY), "flows_source": FLOWS_SOURCE})
+        data = b""
+        try:
+            with os.fdopen(flow.result_r, "rb", closefd=False) as results:
+                data = results.read()  # until the flow closes it: read before waiting, a result may fill the pipe
+            code = flow.proc.wait()
+        except KeyboardInterrupt:
+            flow.proc.terminate()
+            code = flow.proc.wait()
+        finally:
+            flow.close()
     return code, (json.loads(data) if data else None)

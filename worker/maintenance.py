@@ -15,6 +15,7 @@ import threading
 import redis
 from rq.scheduler import RQScheduler
 
+from envflow.jobs import SERIALIZER
 from envflow.reaper import Reaper
 
 log = logging.getLogger("envflow.worker")
@@ -28,7 +29,7 @@ class Maintenance:
         self.reaper = reaper
         self.interval = reaper.settings.reaper_interval
         self.scheduler = RQScheduler(queue_names, connection=connection, interval=int(SCHEDULER_INTERVAL),
-                                     logging_level="WARNING", serializer=reaper.store.queue(queue_names[0]).serializer)
+                                     logging_level="WARNING", serializer=SERIALIZER)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="envflow-maintenance", daemon=True)
 

@@ -5,33 +5,41 @@ since every run already is its own subprocess. RQ keeps doing what it does: dequ
 worker registration, executions and their registry, retries, stop commands, scheduling
 of delayed jobs. envflow adds the run records, the flow process, streaming, and a short
 lease so a dead worker's run is noticed in seconds.
+
+This class is envflow's one seam to RQ's worker: everything that touches RQ's internals is
+here, written against rq 3.0.0's ``rq/worker/base.py`` (``prepare_execution``,
+``prepare_job_execution``, ``handle_job_success``, ``handle_job_failure``,
+``dequeue_job_and_maintain_ttl``). The executor it drives knows nothing of RQ.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
+import redis
 from redis import Redis
-from rq.job import Job
+from rq.executions import Execution
+from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.utils import now as rq_now
+from rq.utils import utcformat
 from rq.worker import SimpleWorker, WorkerStatus
 
 from envflow import keys
-from envflow.jobs import SERIALIZER, is_run_job
+from envflow.jobs import SERIALIZER, RunJob, is_run_job
 from envflow.models import RunState
+from envflow.protocol import Claimed, Ending, NotClaimed, RunScripts
 from envflow.reaper import Reaper, reap_predecessor
-from envflow.runstore import RunStore, now_text
 from envflow.settings import Settings
 
-from . import bookkeeping
 from .env_cache import EnvCache
-from .executor import Executor, Outcome
+from .executor import Executor
 from .maintenance import Maintenance
+from .outcome import Outcome, ending
 
 log = logging.getLogger("envflow.worker")
 
@@ -54,13 +62,12 @@ class FlowWorker(SimpleWorker):
         predecessor: str | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(queues, name=name, connection=connection, serializer=SERIALIZER, **kwargs)
+        super().__init__(queues, name=name, connection=connection, serializer=SERIALIZER, job_class=RunJob, **kwargs)
         self.settings = settings
         self.predecessor = predecessor  # a dead worker that held this worker's slot (worker/identity.py)
-        self.store = RunStore(connection, settings)
-        self.reaper = Reaper(self.store)
-        self.env_cache = EnvCache(settings)
-        self.executor = Executor(name, settings, self.store, self.env_cache)
+        self.scripts = RunScripts(connection, settings)
+        self.reaper = Reaper(connection, settings)
+        self.executor = Executor(name, settings, self.scripts, EnvCache(settings))
         self.maintenance = Maintenance(name, self.queue_names(), connection, self.reaper)
         self._paused: set[str] = set()
         self._paused_checked_at = 0.0
@@ -82,7 +89,7 @@ class FlowWorker(SimpleWorker):
         if self.predecessor is not None:
             for run_id, state in reap_predecessor(self.reaper, self.predecessor):
                 log.warning("run %s left by %s, dead, which ran here before: %s", run_id[:8], self.predecessor, state)
-        pruned = self.executor.prune_caches()
+        pruned = self.executor.sources.prune()
         if pruned:
             log.info("removed %d cached flow files unused for two weeks", pruned)
         self.maintenance.start()
@@ -109,14 +116,14 @@ class FlowWorker(SimpleWorker):
     def request_force_stop(self, signum: int, frame: Any) -> None:
         # A second Ctrl-C / SIGTERM: stop the running flow now, record it, then exit.
         log.warning("worker %s: forced stop", self.name)
-        self.executor.stops.shutdown_at = time.monotonic() - self.settings.shutdown_grace
-        self.executor.stops.request_shutdown()
-        self._stop_requested = True
+        self.executor.stops.force_shutdown(self.settings.shutdown_grace)
+        self._stop_requested = True  # RQ's own flag: take no new job
         if self.get_state() != WorkerStatus.BUSY:
             raise SystemExit(1)
 
     def kill_horse(self, sig: signal.Signals = signal.SIGKILL) -> None:
-        # RQ's stop-job command lands here (from its pubsub thread): cancel the running flow.
+        # Every RQ path that stops a job's work (stop-job and stop-execution commands, from RQ's
+        # pubsub thread) lands here; the flow process is this worker's work horse: cancel it.
         self.executor.stops.request_cancel()
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
@@ -136,7 +143,10 @@ class FlowWorker(SimpleWorker):
     def _paused_queues(self) -> set[str]:
         now = time.monotonic()
         if now - self._paused_checked_at > PAUSED_POLL:
-            self._paused = {n.decode() for n in self.connection.smembers(keys.PAUSED_QUEUES)}
+            try:
+                self._paused = {n.decode() for n in self.connection.smembers(keys.PAUSED_QUEUES)}
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                pass  # keep the last known set; RQ's dequeue waits out the outage
             self._paused_checked_at = now
         return self._paused
 
@@ -144,11 +154,14 @@ class FlowWorker(SimpleWorker):
         while True:
             paused = self._paused_queues()
             active = [q for q in self.queues if q.name not in paused]
-            self._ordered_queues = active
+            self._ordered_queues = active  # RQ's own list of the queues it dequeues from
             if not active:
                 if timeout is None:
                     return None  # burst mode: nothing we may run
-                self.heartbeat()
+                try:
+                    self.heartbeat()
+                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+                    log.warning("worker %s: cannot reach Redis (%s); retrying", self.name, e)
                 time.sleep(PAUSED_POLL)  # a stop signal interrupts this (RQ raises StopRequested)
                 continue
             if paused and timeout is not None:
@@ -158,14 +171,12 @@ class FlowWorker(SimpleWorker):
                     continue
             else:
                 result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
-            if result is None:
-                return None
-            return result  # a queue paused while we waited on it is caught by the claim
+            return result  # None, or a job (a queue paused while we waited on it is caught by the claim)
 
     # Jobs
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        self._stopped_job_id = None
+        self._stopped_job_id = None  # RQ's mark of a job stopped on request
         self.executor.stops.reset()
         try:
             payload_ok = is_run_job(job.func_name, job.args, job.kwargs)
@@ -174,8 +185,14 @@ class FlowWorker(SimpleWorker):
         if not payload_ok:
             self._refuse(job, queue)
             return
-        execution, claim = bookkeeping.start(self, job, queue)
-        self.perform_run(job, queue, execution, claim)
+        execution, claim = self._start(job, queue)
+        if isinstance(claim, NotClaimed):
+            self._skip(job, queue, execution, claim)
+            return
+        log.info("run %s %s: started (attempt %d)", claim.run.id[:8], claim.run.deployment, claim.attempt)
+        outcome = self.executor.execute(claim, on_heartbeat=lambda pipe: self._rq_heartbeat(job, execution, pipe))
+        job.ended_at = rq_now()
+        self._record(job, queue, execution, claim, outcome)
 
     def _refuse(self, job: Job, queue: Queue) -> None:
         log.error("refused job %s: its payload is not an envflow run; nothing was executed", job.id)
@@ -186,115 +203,105 @@ class FlowWorker(SimpleWorker):
                                 execution=execution)
         self.set_state(WorkerStatus.IDLE)
 
-    def perform_run(self, job: Job, queue: Queue, execution: Any, claim: list[Any]) -> bool:
-        run_id = job.args[0]
-        status = claim[0].decode()
-        if status != "ok":
-            return self._skip(job, queue, execution, run_id, status, claim)
-        attempt = int(claim[1])
-        raw = claim[2:]
-        fields = {raw[i].decode(): raw[i + 1].decode() for i in range(0, len(raw), 2)}
-        log.info("run %s %s: started (attempt %d)", run_id[:8], fields.get("deployment"), attempt)
-        self.executor.heartbeat_extra = lambda pipe: self._rq_heartbeat(job, execution, pipe)
-        outcome = self.executor.execute(run_id, attempt, fields)
-        job.ended_at = rq_now()
-        self._record(job, queue, execution, run_id, attempt, fields, outcome)
-        return outcome.state is RunState.COMPLETED
+    def _start(self, job: Job, queue: Queue) -> tuple[Execution, Claimed | NotClaimed]:
+        """Record the job as started, as RQ's ``prepare_execution`` and ``prepare_job_execution`` do,
+        and claim its run, in one round trip."""
+        ttl = self.get_heartbeat_ttl(job)
+        claim = self.scripts.claim(job.args[0], self.name, queue.name)
+        with self.connection.pipeline() as pipe:
+            execution = Execution.create(job, ttl, pipeline=pipe, worker_name=self.name)
+            self.executions[execution.id] = execution
+            self.set_state(WorkerStatus.BUSY, pipeline=pipe)
+            self.heartbeat(ttl, pipeline=pipe)
+            job.heartbeat(rq_now(), ttl, pipeline=pipe)
+            job.prepare_for_execution(self.name, pipeline=pipe)
+            pipe.persist(job.key)
+            if len(self.queues) == 1:
+                pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+            claim.queue(pipe)
+            results = pipe.execute(raise_on_error=False)
+        return execution, claim.result(results[-1])
 
-    def _rq_heartbeat(self, job: Job, execution: Any, pipe: Any) -> None:
+    def _rq_heartbeat(self, job: Job, execution: Execution, pipe: Any) -> None:
         ttl = self.get_heartbeat_ttl(job)
         self.heartbeat(ttl, pipeline=pipe)
         execution.heartbeat(job.started_job_registry, ttl, pipeline=pipe)
 
-    def _skip(self, job: Job, queue: Queue, execution: Any, run_id: str, status: str, claim: list) -> bool:
-        """The job's run cannot start here: it ended, vanished, or another live worker has it."""
-        detail = claim[1].decode() if len(claim) > 1 else ""
-        log.info("run %s: not started (%s %s)", run_id[:8], status, detail)
-        if status == "paused":
+    def _skip(self, job: Job, queue: Queue, execution: Execution, claim: NotClaimed) -> None:
+        """The job's run cannot start here: it ended, vanished, its queue is paused, or another live
+        worker has it."""
+        log.info("run %s: not started (%s %s)", job.id[:8], claim.status, claim.detail)
+        if claim.status == "paused":
             self._paused_checked_at = 0.0
-            bookkeeping.put_back(self, job, queue, execution)
-            return False
-        if status == "busy":
+            self._put_back(job, queue, execution)
+        elif claim.status == "busy":
             with self.connection.pipeline() as pipe:
                 self.cleanup_execution(job, pipeline=pipe, execution=execution)
                 pipe.execute()
-            return False
-        job.ended_at = rq_now()
-        self.handle_job_success(job, queue, queue.started_job_registry, execution)
-        return False
-
-    def _record(
-        self, job: Job, queue: Queue, execution: Any, run_id: str, attempt: int, fields: dict[str, str], o: Outcome
-    ) -> None:
-        """Write the attempt's outcome to the run, then let RQ finish (or retry) the job."""
-        if o.lost:
-            log.warning("run %s attempt %d: taken over elsewhere; not recording its end here", run_id[:8], attempt)
-            with self.connection.pipeline() as pipe:
-                self.cleanup_execution(job, pipeline=pipe, execution=execution)
-                pipe.execute()
-            return
-        retrying = o.state in (RunState.FAILED, RunState.TIMED_OUT) and job.should_retry
-        delay = job.get_retry_interval() if retrying else 0
-        next_state = o.state if not retrying else (RunState.SCHEDULED if delay else RunState.PENDING)
-        now = time.time()
-        attempt_record = {
-            "n": attempt,
-            "worker": self.name,
-            "started_at": float(fields.get("attempt_started_at") or now),
-            "ended_at": round(now, 6),
-            "state": o.state.value,
-            "exit_code": o.exit_code,
-            "error_type": o.error_type,
-            "error": o.error,
-            "reason": o.reason,
-        }
-        values = {
-            "exit_code": "" if o.exit_code is None else str(o.exit_code),
-            "result": o.result or "",
-            "result_error": o.result_error or "",
-            "error_type": o.error_type or "",
-            "error": o.error or "",
-            "reason": o.reason or "",
-        }
-        if retrying and delay:
-            values["scheduled_for"] = now_text(now + delay)
-        args: list[Any] = [
-            attempt,
-            next_state.value,
-            now_text(now),
-            0 if retrying else 1,
-            json.dumps(attempt_record),
-            self.settings.history_ttl,
-            self.settings.run_ttl,
-        ]
-        for name, value in values.items():
-            args += [name, value]
-        if o.state is RunState.COMPLETED:
-            self._with_redis_retries(run_id, lambda: bookkeeping.complete(self, job, execution, run_id, args))
         else:
-            self._with_redis_retries(run_id, lambda: self.store.scripts.finish(
-                keys=bookkeeping.finish_keys(run_id), args=args))
-        elapsed = now - float(fields.get("attempt_started_at") or now)
-        log.info(
-            "run %s: %s in %.2fs%s",
-            run_id[:8],
-            o.state.value,
-            elapsed,
-            f" ({o.error_type + ': ' if o.error_type else ''}{o.error or o.reason})" if (o.error or o.reason) else "",
-        )
-        if o.state is RunState.COMPLETED:
-            return
-        if o.state is RunState.CANCELLED:
-            self._stopped_job_id = job.id  # RQ marks it STOPPED and does not retry it
-        elif not retrying:
-            job.retries_left = 0
-        self.handle_job_failure(job, queue, exc_string=f"{o.state.value}: {o.error or o.reason}", execution=execution)
+            job.ended_at = rq_now()
+            self.handle_job_success(job, queue, queue.started_job_registry, execution)
 
-    def _with_redis_retries(self, run_id: str, write: Any) -> None:
+    def _put_back(self, job: Job, queue: Queue, execution: Execution) -> None:
+        """Undo a start: the job's queue was paused meanwhile; return the job, untouched, to its front."""
+        with self.connection.pipeline() as pipe:
+            self.cleanup_execution(job, pipeline=pipe, execution=execution)
+            job.set_status(JobStatus.QUEUED, pipeline=pipe)
+            queue.push_job_id(job.id, pipeline=pipe, at_front=True)
+            pipe.execute()
+
+    def _record(self, job: Job, queue: Queue, execution: Execution, claim: Claimed, outcome: Outcome) -> None:
+        """Write the attempt's outcome to the run, then let RQ finish (or retry) the job."""
+        run_id = claim.run.id
+        if outcome.lost:
+            log.warning("run %s attempt %d: taken over elsewhere; not recording its end here", run_id[:8],
+                        claim.attempt)
+            with self.connection.pipeline() as pipe:
+                self.cleanup_execution(job, pipeline=pipe, execution=execution)
+                pipe.execute()
+            return
+        retry_in = float(job.get_retry_interval()) if job.should_retry else None
+        end = ending(outcome, claim.attempt, self.name, claim.started_at, retry_in)
+        if outcome.state is RunState.COMPLETED:
+            self._ride_out(run_id, lambda: self._complete(job, execution, run_id, end))
+        else:
+            self._ride_out(run_id, lambda: self.scripts.finish(run_id, end).run())
+        detail = f"{outcome.error_type + ': ' if outcome.error_type else ''}{outcome.error or outcome.reason}"
+        log.info("run %s: %s in %.2fs%s", run_id[:8], outcome.state.value, end.attempt.ended_at - claim.started_at,
+                 f" ({detail})" if (outcome.error or outcome.reason) else "")
+        if outcome.state is RunState.COMPLETED:
+            return
+        if outcome.state is RunState.CANCELLED:
+            self._stopped_job_id = job.id  # RQ marks it STOPPED and does not retry it
+        elif end.next_state.is_final:
+            job.retries_left = 0
+        self.handle_job_failure(job, queue, exc_string=f"{outcome.state.value}: {outcome.error or outcome.reason}",
+                                execution=execution)
+
+    def _complete(self, job: Job, execution: Execution, run_id: str, end: Ending) -> None:
+        """Record a COMPLETED attempt on the run and finish its job as RQ's ``handle_job_success`` does
+        for a job without dependents, repeats or rate limits (envflow creates none), in one round trip."""
+        finish = self.scripts.finish(run_id, end)
+        with self.connection.pipeline() as pipe:
+            finish.queue(pipe)
+            self.increment_successful_job_count(pipeline=pipe)
+            self.increment_total_working_time(job.ended_at - job.started_at, pipe)  # type: ignore[operator]
+            # As job._handle_success, minus the Result stream: the run record holds the outcome, and a
+            # per-job results stream would double Redis memory per run for the job's lifetime.
+            result_ttl = job.get_result_ttl(self.default_result_ttl)
+            job.set_status(JobStatus.FINISHED, pipeline=pipe)
+            pipe.hset(job.key, "ended_at", utcformat(job.ended_at))  # type: ignore[arg-type]
+            if result_ttl != 0:
+                job.finished_job_registry.add(job, result_ttl, pipe)
+            job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
+            job._status = JobStatus.FINISHED  # what set_status does outside a pipeline
+            self.cleanup_execution(job, pipeline=pipe, execution=execution)
+            results = pipe.execute(raise_on_error=False)
+        finish.result(results[0])
+
+    def _ride_out(self, run_id: str, write: Callable[[], object]) -> None:
         """Record an attempt's end, waiting out a Redis outage: the outcome must not be lost.
         Safe to repeat: the finish script is a no-op once the attempt has ended."""
-        import redis
-
         delay = 0.1
         while True:
             try:

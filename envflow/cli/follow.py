@@ -31,17 +31,27 @@ def print_entry(entry: Entry) -> None:
     out.flush()
 
 
+def print_history(run: FlowRun) -> None:
+    """Print what a run's history holds now, saying where its caps dropped lines."""
+    last: tuple[int, int] | None = None
+    for record in run.records(timeout=0):
+        if isinstance(record, Entry):
+            _say_if_trimmed(last, record)
+            print_entry(record)
+        last = record.next_id
+
+
 def follow_run(run: FlowRun, *, interactive_cancel: bool = True) -> int:
     """Stream a run's output until it ends; return the exit code of its final state."""
     started = time.monotonic()
     # Ctrl-C detaches even when a parent shell started us with SIGINT ignored (a background job).
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    first = True
+    last: tuple[int, int] | None = None
     try:
         for record in run.records():
-            if first and isinstance(record, Entry) and (record.attempt, record.seq) != (1, 0):
-                status("earlier output was dropped from the history (it keeps ENVFLOW_HISTORY_MAX_LINES lines)")
-            first = False
+            if isinstance(record, Entry):
+                _say_if_trimmed(last, record)
+            last = record.next_id
             if isinstance(record, Entry):
                 print_entry(record)
             elif isinstance(record, AttemptEnd):
@@ -54,6 +64,18 @@ def follow_run(run: FlowRun, *, interactive_cancel: bool = True) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
     return exit_code(run.state, run)
+
+
+def _say_if_trimmed(last: tuple[int, int] | None, entry: Entry) -> None:
+    """Say where the history's caps dropped lines before ``entry`` (``last``: where the previous record ended)."""
+    caps = "it keeps the newest ENVFLOW_HISTORY_MAX_LINES lines and ENVFLOW_HISTORY_MAX_BYTES bytes"
+    if last is None:
+        if (entry.attempt, entry.seq) != (1, 0):
+            status(f"earlier output was dropped from the history ({caps})")
+    elif entry.attempt == last[0] and entry.seq > last[1]:
+        status(f"{entry.seq - last[1]} lines were dropped from the history here ({caps})")
+    elif entry.attempt > last[0] and entry.seq > 0:
+        status(f"the first {entry.seq} lines of attempt {entry.attempt} were dropped from the history ({caps})")
 
 
 def exit_code(state: RunState, run: FlowRun) -> int:
@@ -70,7 +92,7 @@ def _interrupted(run: FlowRun, interactive_cancel: bool) -> int:
     if interactive_cancel and sys.stdin.isatty() and sys.stderr.isatty():
         try:
             if click.confirm(f"Cancel run {run.short_id} too? (No detaches; the run goes on)", default=False, err=True):
-                outcome = run.client.cancel(run.id)
+                outcome = run.cancel()
                 status(f"run {run.short_id}: cancel {outcome}")
                 return DETACHED
         except (KeyboardInterrupt, click.Abort):

@@ -8,9 +8,8 @@ import time
 import click
 
 from ..models import RunRecord, RunState
-from ..output import Entry
 from .base import ago, emit_json, get_client, state_text, status, table
-from .follow import EXIT_CODES_HELP, exit_code, follow_run, print_entry
+from .follow import EXIT_CODES_HELP, exit_code, follow_run, print_history
 from .main import cli
 
 STATES = [s.value for s in RunState]
@@ -113,9 +112,7 @@ def logs(run_id: str, follow: bool) -> None:
     flow_run = get_client().get_run(run_id)
     if follow:
         sys.exit(follow_run(flow_run))
-    for record in flow_run.records(timeout=0):
-        if isinstance(record, Entry):
-            print_entry(record)
+    print_history(flow_run)
 
 
 @run.command("cancel")

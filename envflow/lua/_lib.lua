@@ -1,5 +1,5 @@
--- Helpers prepended to every envflow script (see envflow/scripts.py).
-local TERMINAL = {COMPLETED = true, FAILED = true, CANCELLED = true, CRASHED = true, TIMED_OUT = true}
+-- Helpers prepended to every envflow script (see envflow/protocol.py).
+-- S (state names) and FINAL (the final states) are rendered in from envflow/models.py.
 
 -- Append one JSON value (given as text) to a JSON array kept in a hash field,
 -- without decoding it: cjson would turn user data such as [] into {}.
@@ -40,6 +40,7 @@ local function end_record(run_key, stream_key, attempt, state, final, history_tt
   local data = cjson.encode({state = state, final = final, attempt = tonumber(attempt)})
   redis.call('XADD', stream_key, id, 's', 'x', 'p', '0', 'n', '0', 'd', data)
   redis.call('HSET', run_key, 'out_seq', seq + 1)
+  redis.call('HINCRBY', run_key, 'out_bytes', #data)
   redis.call('EXPIRE', stream_key, history_ttl)
   publish_entry(stream_key, id, 'x', '0', '0', data)
 end

@@ -2,16 +2,17 @@
 -- Idempotent: entries whose sequence number was already written are skipped, so a
 -- batch can be resent after a lost reply. A fenced-out attempt writes nothing.
 -- KEYS[1] run hash   KEYS[2] output stream (also the live channel)
--- ARGV[1] attempt   ARGV[2] max lines kept   ARGV[3] history ttl (s)
--- ARGV[4..] groups of 5: first line seq, stream (o|e), partial (0|1), line count, data
+-- ARGV[1] attempt   ARGV[2] max lines kept   ARGV[3] history ttl (s)   ARGV[4] max bytes kept
+-- ARGV[5..] groups of 5: first line seq, stream (o|e), partial (0|1), line count, data
 -- Returns the next expected seq, or -1 when the attempt is no longer ours.
 local run, stream = KEYS[1], KEYS[2]
 local attempt = ARGV[1]
-local f = redis.call('HMGET', run, 'state', 'attempt', 'out_seq')
-if f[1] ~= 'RUNNING' or f[2] ~= attempt then return -1 end
+local f = redis.call('HMGET', run, 'state', 'attempt', 'out_seq', 'out_bytes')
+if f[1] ~= S.RUNNING or f[2] ~= attempt then return -1 end
 local next_seq = tonumber(f[3] or '0')
-local max_lines = tonumber(ARGV[2])
-for i = 4, #ARGV, 5 do
+local bytes = tonumber(f[4] or '0')
+local max_lines, max_bytes = tonumber(ARGV[2]), tonumber(ARGV[4])
+for i = 5, #ARGV, 5 do
   local seq = tonumber(ARGV[i])
   if seq >= next_seq then
     local id = attempt .. '-' .. seq
@@ -19,24 +20,30 @@ for i = 4, #ARGV, 5 do
     redis.call('XADD', stream, id, 's', ARGV[i + 1], 'p', ARGV[i + 2], 'n', n, 'd', ARGV[i + 4])
     publish_entry(stream, id, ARGV[i + 1], ARGV[i + 2], n, ARGV[i + 4])
     next_seq = seq + tonumber(n)
+    bytes = bytes + #ARGV[i + 4]
   end
 end
--- Cap: drop the oldest entries whose lines all lie more than max_lines behind the newest
--- line (earlier attempts' entries go first). A few per call keeps each call cheap.
+-- Caps: drop the oldest entries (earlier attempts' first) while the history holds more than
+-- max_bytes, or while their lines all lie more than max_lines behind the newest line.
 local threshold = next_seq - max_lines
-if threshold > 0 then
-  local doomed = {}
-  for _, e in ipairs(redis.call('XRANGE', stream, '-', '+', 'COUNT', 16)) do
+while threshold > 0 or bytes > max_bytes do
+  local doomed, oldest = {}, redis.call('XRANGE', stream, '-', '+', 'COUNT', 16)
+  if #oldest == 0 then bytes = 0 end  -- nothing left to count
+  for _, e in ipairs(oldest) do
     local a, s = string.match(e[1], '^(%d+)%-(%d+)$')
-    local n = 0
+    local n, size = 0, 0
     for j = 1, #e[2], 2 do
-      if e[2][j] == 'n' then n = tonumber(e[2][j + 1]) end
+      if e[2][j] == 'n' then n = tonumber(e[2][j + 1]) elseif e[2][j] == 'd' then size = #e[2][j + 1] end
     end
-    if a == attempt and tonumber(s) + n > threshold then break end
+    local too_old = threshold > 0 and not (a == attempt and tonumber(s) + n > threshold)
+    if not too_old and bytes <= max_bytes then break end
     doomed[#doomed + 1] = e[1]
+    bytes = bytes - size
   end
-  if #doomed > 0 then redis.call('XDEL', stream, unpack(doomed)) end
+  if #doomed == 0 then break end
+  redis.call('XDEL', stream, unpack(doomed))
+  if bytes <= max_bytes then break end  -- the line cap trims a few entries per call, cheaply
 end
-redis.call('HSET', run, 'out_seq', next_seq)
+redis.call('HSET', run, 'out_seq', next_seq, 'out_bytes', bytes)
 redis.call('EXPIRE', stream, ARGV[3])
 return next_seq

@@ -6,12 +6,12 @@
 local run = KEYS[1]
 local f = redis.call('HMGET', run, 'state', 'attempt', 'worker')
 if not f[1] then return {'missing'} end
-if TERMINAL[f[1]] then return {'ended', f[1]} end
+if FINAL[f[1]] then return {'ended', f[1]} end
 redis.call('HSET', run, 'cancel_requested_at', ARGV[1], 'reason', ARGV[2])
-if f[1] == 'RUNNING' then return {'requested', f[3] or ''} end
+if f[1] == S.RUNNING then return {'requested', f[3] or ''} end
 local attempt = f[2] or '0'
-end_record(run, KEYS[3], attempt, 'CANCELLED', true, ARGV[3])
-transition(run, 'CANCELLED', ARGV[1], attempt)
+end_record(run, KEYS[3], attempt, S.CANCELLED, true, ARGV[3])
+transition(run, S.CANCELLED, ARGV[1], attempt)
 redis.call('ZREM', KEYS[2], run_id(run))
 redis.call('EXPIRE', run, ARGV[4])
 return {'cancelled'}

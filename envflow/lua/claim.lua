@@ -9,29 +9,29 @@ local worker, now = ARGV[1], ARGV[2]
 if redis.call('SISMEMBER', KEYS[6], ARGV[6]) == 1 then return {'paused'} end
 local state = redis.call('HGET', run, 'state')
 if not state then return {'missing'} end
-if TERMINAL[state] then return {'ended', state} end
+if FINAL[state] then return {'ended', state} end
 local holder = redis.call('GET', lease)
 if holder then return {'busy', holder} end
 local attempt = tonumber(redis.call('HGET', run, 'attempt') or '0')
-if state == 'RUNNING' then
+if state == S.RUNNING then
   -- The previous attempt's worker died and no reaper has seen it yet.
   local prev = redis.call('HMGET', run, 'worker', 'attempt_started_at')
   append_json(run, 'attempts', cjson.encode({n = attempt, worker = prev[1] or '', started_at = tonumber(prev[2] or '0'),
-    ended_at = tonumber(now), state = 'CRASHED', reason = 'worker lost (found by the next claim)'}))
-  transition(run, 'CRASHED', now, attempt)
-  end_record(run, stream, attempt, 'CRASHED', false, ARGV[4])
+    ended_at = tonumber(now), state = S.CRASHED, reason = 'worker lost (found by the next claim)'}))
+  transition(run, S.CRASHED, now, attempt)
+  end_record(run, stream, attempt, S.CRASHED, false, ARGV[4])
 end
 if redis.call('HEXISTS', run, 'cancel_requested_at') == 1 then
-  transition(run, 'CANCELLED', now, attempt)
-  end_record(run, stream, attempt, 'CANCELLED', true, ARGV[4])
+  transition(run, S.CANCELLED, now, attempt)
+  end_record(run, stream, attempt, S.CANCELLED, true, ARGV[4])
   redis.call('ZREM', active, run_id(run))
   redis.call('ZREM', pending, run_id(run))
   redis.call('EXPIRE', run, ARGV[5])
-  return {'ended', 'CANCELLED'}
+  return {'ended', S.CANCELLED}
 end
 attempt = attempt + 1
 redis.call('HSET', run, 'attempt', attempt, 'worker', worker, 'attempt_started_at', now, 'out_seq', 0)
-transition(run, 'RUNNING', now, attempt)
+transition(run, S.RUNNING, now, attempt)
 redis.call('SET', lease, worker, 'PX', ARGV[3])
 local id = run_id(run)
 redis.call('ZADD', active, now, id)

@@ -6,19 +6,19 @@
 local run, lease, active, pending, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local attempt, now = ARGV[1], ARGV[2]
 local f = redis.call('HMGET', run, 'state', 'attempt', 'worker', 'attempt_started_at', 'cancel_requested_at')
-if f[1] ~= 'RUNNING' or f[2] ~= attempt then return false end
+if f[1] ~= S.RUNNING or f[2] ~= attempt then return false end
 if redis.call('EXISTS', lease) == 1 then return false end
 append_json(run, 'attempts', cjson.encode({n = tonumber(attempt), worker = f[3] or '',
-  started_at = tonumber(f[4] or '0'), ended_at = tonumber(now), state = 'CRASHED', reason = ARGV[4]}))
-local state, final = 'CRASHED', true
+  started_at = tonumber(f[4] or '0'), ended_at = tonumber(now), state = S.CRASHED, reason = ARGV[4]}))
+local state, final = S.CRASHED, true
 if f[5] then
-  state = 'CANCELLED'
+  state = S.CANCELLED
 elseif ARGV[3] == '1' then
-  state, final = 'PENDING', false
+  state, final = S.PENDING, false
 end
 redis.call('HSET', run, 'reason', ARGV[4])
 end_record(run, stream, attempt, state, final, ARGV[5])
-if state == 'PENDING' then transition(run, 'CRASHED', now, attempt) end
+if state == S.PENDING then transition(run, S.CRASHED, now, attempt) end
 transition(run, state, now, attempt)
 local id = run_id(run)
 redis.call('ZREM', active, id)

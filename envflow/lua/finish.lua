@@ -7,7 +7,7 @@
 local run, lease, active, pending, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local attempt, state, now, final = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
 local f = redis.call('HMGET', run, 'state', 'attempt')
-if f[1] ~= 'RUNNING' or f[2] ~= attempt then return 0 end
+if f[1] ~= S.RUNNING or f[2] ~= attempt then return 0 end
 for i = 8, #ARGV, 2 do redis.call('HSET', run, ARGV[i], ARGV[i + 1]) end
 append_json(run, 'attempts', ARGV[5])
 end_record(run, stream, attempt, state, final, ARGV[6])

@@ -1,11 +1,13 @@
 """Runs one flow inside its target environment. Stdlib-only, CPython 3.8+.
 
-The worker starts ``<env python> -u bootstrap.py CONTROL_FD RESULT_FD`` in a new session.
-On CONTROL_FD it writes the run (a length line, then a marshal of flow file, flow name,
-parameters and the path of envflow's ``flows.py``) and keeps the pipe open: when the
-worker dies the pipe reaches EOF and a watchdog thread kills the whole process group,
-so no flow outlives its worker. The outcome goes to RESULT_FD as one JSON object;
-stdout and stderr belong to the flow.
+The worker starts ``<env python> -u -c STUB CONTROL_FD RESULT_FD SOURCE_FD`` in a new session;
+STUB reads this file's source from SOURCE_FD (a pipe the worker filled from its own memory)
+and runs it, so nothing a flow can write on disk decides what later runs execute. On
+CONTROL_FD the worker writes the run (a length line, then a marshal of the flow file's path
+and source, flow name, parameters, and envflow's ``flows.py`` source) and keeps the pipe
+open: when the worker dies the pipe reaches EOF and a watchdog thread kills the whole
+process group, so no flow outlives its worker. The outcome goes to RESULT_FD as one JSON
+object; stdout and stderr belong to the flow.
 
 Every module imported here is paid for by every run, so this file imports only built-in
 modules up front; json, traceback and the like load only when a path needs them.
@@ -60,44 +62,17 @@ def on_sigterm(signum, frame):
     raise SystemExit(128 + signum)
 
 
-CODE_CACHE = None  # directory for compiled code, set from the run's spec
-
-
-def compiled(path):
-    """The code object of a source file, cached per interpreter version like a .pyc
-    (compiling even envflow's small flows.py costs a run milliseconds)."""
-    st = os.stat(path)
-    cached = None
-    if CODE_CACHE:
-        key = "{}.{:x}.{:x}".format(path.replace("/", "%"), st.st_mtime_ns, st.st_size)
-        cached = os.path.join(CODE_CACHE, sys.implementation.cache_tag, key)
-        try:
-            with open(cached, "rb") as f:
-                return marshal.load(f)
-        except (OSError, EOFError, ValueError, TypeError):
-            pass
-    with open(path, "rb") as f:
-        code = compile(f.read(), path, "exec", dont_inherit=True)
-    if cached is not None:
-        try:
-            os.makedirs(os.path.dirname(cached), exist_ok=True)
-            tmp = "{}.{}.tmp".format(cached, os.getpid())
-            with open(tmp, "wb") as f:
-                marshal.dump(code, f)
-            os.replace(tmp, cached)
-        except OSError:
-            pass
-    return code
-
-
-def exec_file(name, path, package=None):
-    """Import the file at ``path`` as module ``name`` (registered in sys.modules)."""
+def exec_source(name, path, source=None, package=None):
+    """Run ``source`` (read from ``path`` when not given) as module ``name``, registered in sys.modules."""
+    if source is None:
+        with open(path, "rb") as f:
+            source = f.read()
     module = type(sys)(name)
     module.__file__ = path
     if package is not None:
         module.__package__ = package
     sys.modules[name] = module
-    exec(compiled(path), module.__dict__)
+    exec(compile(source, path, "exec", dont_inherit=True), module.__dict__)
     return module
 
 
@@ -115,7 +90,7 @@ def _installed(name):
     return False
 
 
-def install_envflow_shim(flows_path):
+def install_envflow_shim(flows_path, flows_source):
     """Make `from envflow import flow` work in an environment without envflow.
 
     An envflow installed in the environment wins; otherwise envflow's stdlib-only
@@ -133,7 +108,7 @@ def install_envflow_shim(flows_path):
     package.__file__ = None
     package.__doc__ = "envflow stand-in for flow environments without envflow installed"
     sys.modules["envflow"] = package
-    flows = exec_file("envflow.flows", flows_path, package="envflow")
+    flows = exec_source("envflow.flows", flows_path, flows_source, package="envflow")
     package.flow, package.Flow, package.flows = flows.flow, flows.Flow, flows
 
     class _Inert(object):
@@ -161,11 +136,12 @@ def load_flow(spec, flows):
     stem = os.path.splitext(os.path.basename(path))[0]
     name = stem if stem.isidentifier() and stem not in sys.modules else "__envflow_flow__"
     loading = getattr(flows, "loading", None)
+    source = spec.get("flow_source")  # None: the flow is stored as a path, read it there
     if loading is not None:
         with loading():
-            module = exec_file(name, path)
+            module = exec_source(name, path, source)
     else:
-        module = exec_file(name, path)
+        module = exec_source(name, path, source)
     is_flow = getattr(flows, "is_flow", lambda obj: getattr(obj, "__envflow_flow__", False) is True)
     wanted = spec["flow_name"]
     found = []
@@ -216,8 +192,8 @@ def print_user_traceback(error):
     import traceback
 
     tb = error.__traceback__
-    here = os.path.abspath(__file__)
-    while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename) == here:
+    here = print_user_traceback.__code__.co_filename
+    while tb is not None and tb.tb_frame.f_code.co_filename == here:
         tb = tb.tb_next
     traceback.print_exception(type(error), error, tb)
 
@@ -239,13 +215,11 @@ def main():
         sys.stderr.write("envflow bootstrap: {}\n".format(e))
         return EXIT_LOAD_ERROR
     start_watchdog(control_fd)
-    global CODE_CACHE
-    CODE_CACHE = spec.get("code_cache")
     _signal.signal(_signal.SIGTERM, on_sigterm)
 
-    # The flow sees itself as a script: its directory first on sys.path, not this file's.
+    # The flow sees itself as a script: its directory first on sys.path (where `-c` put the cwd).
     flow_dir = os.path.dirname(os.path.abspath(spec["flow_file"]))
-    if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+    if sys.path and sys.path[0] == "":
         sys.path[0] = flow_dir
     else:
         sys.path.insert(0, flow_dir)
@@ -254,7 +228,7 @@ def main():
     os.environ.update(spec.get("environ") or {})
 
     try:
-        flows = install_envflow_shim(spec["flows_path"])
+        flows = install_envflow_shim(spec["flows_path"], spec["flows_source"])
         flow = load_flow(spec, flows)
     except BaseException as e:  # noqa: B902 - report any load failure, SystemExit included
         print_user_traceback(e)

@@ -1,11 +1,4 @@
-"""A run's output: the history entry format, and following it live.
-
-The worker appends entries to the run's stream (``envflow:run:<id>:out``) and publishes
-each on the channel of the same name, in one script call (``lua/append.lua``). An entry
-holds consecutive lines of one stream: id ``<attempt>-<seq of its first line>``, fields
-``s`` (``o`` stdout, ``e`` stderr, ``x`` end of attempt), ``p`` (1 when its last line
-has no newline yet: a long line split into chunks, or a prompt), ``n`` (line count),
-``d`` (the lines, joined by newlines). End records carry JSON: state, final, attempt.
+"""Reading a run's output: replaying its history and following it live (format: ``format.py``).
 
 A follower subscribes first, then replays the history, then takes live messages,
 filling any gap (a dropped subscription, a slow consumer) from the history. So an
@@ -14,109 +7,28 @@ early and a late follower see exactly the same lines in the same order.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import redis
 from redis import Redis
 
-from . import keys
-from .errors import QueueError
+from .. import keys
+from ..errors import QueueError
+from .format import AttemptEnd, Entry, OutputLine, Record, is_end, parse_history_entry, parse_message
 
-STREAM_NAMES = {"o": "stdout", "e": "stderr"}
 HISTORY_PAGE = 500  # entries per XRANGE call when replaying
-
-
-@dataclass(slots=True, frozen=True)
-class OutputLine:
-    """One line a flow printed. ``str(line)`` is its text, without the newline."""
-
-    text: str
-    stream: str  # "stdout" or "stderr"
-    seq: int  # position within its attempt, from 0
-    attempt: int
-    partial: bool = False  # not ended by a newline (a chunk of a long line, or the last unterminated line)
-
-    def __str__(self) -> str:
-        return self.text
-
-
-@dataclass(slots=True, frozen=True)
-class Entry:
-    """A history entry: ``n`` consecutive lines of one stream."""
-
-    attempt: int
-    seq: int
-    stream: str
-    partial: bool
-    n: int
-    data: str
-
-    @property
-    def next_id(self) -> tuple[int, int]:
-        return (self.attempt, self.seq + self.n)
-
-    def lines(self) -> list[OutputLine]:
-        texts = self.data.split("\n") if self.n else []
-        name = STREAM_NAMES[self.stream]
-        last = len(texts) - 1
-        return [
-            OutputLine(text, name, self.seq + i, self.attempt, self.partial and i == last) for i, text in enumerate(texts)
-        ]
-
-
-@dataclass(slots=True, frozen=True)
-class AttemptEnd:
-    """The end of an attempt; ``final`` when the run itself has ended."""
-
-    attempt: int
-    seq: int
-    state: str
-    final: bool
-
-    @property
-    def next_id(self) -> tuple[int, int]:
-        return (self.attempt, self.seq + 1)
-
-
-Record = Entry | AttemptEnd
-
-
-def _split_id(raw: bytes | str) -> tuple[int, int]:
-    text = raw.decode() if isinstance(raw, bytes) else raw
-    a, _, s = text.partition("-")
-    return int(a), int(s)
-
-
-def _make(attempt: int, seq: int, stream: str, partial: str, n: str, data: str) -> Record:
-    if stream == "x":
-        end = json.loads(data)
-        return AttemptEnd(attempt, seq, end["state"], bool(end["final"]))
-    return Entry(attempt, seq, stream, partial == "1", int(n), data)
-
-
-def parse_history_entry(raw_id: bytes, fields: dict[bytes, bytes]) -> Record:
-    attempt, seq = _split_id(raw_id)
-    return _make(
-        attempt,
-        seq,
-        fields[b"s"].decode(),
-        fields[b"p"].decode(),
-        fields[b"n"].decode(),
-        fields[b"d"].decode("utf-8", "replace"),
-    )
-
-
-def parse_message(payload: bytes) -> Record:
-    raw_id, stream, partial, n, data = payload.split(b"|", 4)
-    attempt, seq = _split_id(raw_id)
-    return _make(attempt, seq, stream.decode(), partial.decode(), n.decode(), data.decode("utf-8", "replace"))
 
 
 def _key(record: Record) -> tuple[int, int]:
     return (record.attempt, record.seq)
+
+
+def ends_with_attempt_end(redis_client: Redis, run_id: str) -> bool:
+    """Whether the run's history ends with an end-of-attempt record, which a follower reads and stops on
+    (a final run whose history lacks one, expired say, must be stopped by other means)."""
+    last = redis_client.xrevrange(keys.output(run_id), count=1)
+    return bool(last) and is_end(last[0][1])
 
 
 class OutputFollower:

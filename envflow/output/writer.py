@@ -1,4 +1,4 @@
-"""Turning a flow's stdout/stderr bytes into history entries and shipping them to Redis.
+"""Writing a run's output: a flow's stdout/stderr bytes into history entries (``format.py``), shipped to Redis.
 
 Bytes are decoded incrementally (invalid UTF-8 is replaced), cut into lines (a line
 longer than ``max_line_bytes`` is split into chunks marked partial), numbered, and sent
@@ -19,12 +19,11 @@ from dataclasses import dataclass, field
 
 import redis
 
-from envflow import keys
-from envflow.scripts import Scripts
+from ..protocol import RunScripts
+from ..settings import Settings
+from .format import STREAM_CODES, entry_fields
 
 log = logging.getLogger("envflow.worker")
-
-STREAM_CODES = ("o", "e")
 
 
 @dataclass
@@ -40,30 +39,19 @@ class OutputWriter:
     """Collects one attempt's output and appends it to the run's history."""
 
     def __init__(
-        self,
-        redis_client: redis.Redis,
-        scripts: Scripts,
-        run_id: str,
-        attempt: int,
-        *,
-        max_lines: int,
-        history_ttl: int,
-        max_line_bytes: int,
-        buffer_limit: int,
-        echo: Callable[[str, str], None] | None = None,
+        self, scripts: RunScripts, run_id: str, attempt: int, echo: Callable[[str, str], None] | None = None
     ) -> None:
-        self.redis = redis_client
+        settings: Settings = scripts.settings
         self.scripts = scripts
-        self.keys = [keys.run(run_id), keys.output(run_id)]
-        self.head = [str(attempt), str(max_lines), str(history_ttl)]
-        self.max_chars = max_line_bytes  # chunk size, in characters of decoded text
-        self.buffer_limit = buffer_limit
+        self.run_id = run_id
+        self.attempt = attempt
+        self.max_chars = settings.max_line_bytes  # chunk size, in characters of decoded text
+        self.buffer_limit = settings.output_buffer_bytes
         self.echo = echo
         self.streams = {code: _Stream(code) for code in STREAM_CODES}
         self.seq = 0
         self.pending: list[str] = []  # flattened append.lua arguments, 5 per entry
         self.pending_bytes = 0
-        self.lines_written = 0
         self.fenced = False  # the run is no longer this attempt's: stop the flow
         self.retry_at = 0.0  # monotonic time before which a failed flush is not retried
         self._backoff = 0.1
@@ -126,7 +114,7 @@ class OutputWriter:
         self._entry(code, block, partial, block.count("\n") + 1)
 
     def _entry(self, code: str, block: str, partial: bool, n: int) -> None:
-        self.pending += [str(self.seq), code, "1" if partial else "0", str(n), block]
+        self.pending += entry_fields(self.seq, code, partial, n, block)
         self.pending_bytes += len(block) + 32
         self.seq += n
         if self.echo is not None:
@@ -139,7 +127,7 @@ class OutputWriter:
         if not force and time.monotonic() < self.retry_at:
             return False
         try:
-            result = self.scripts.append(keys=self.keys, args=self.head + self.pending, client=self.redis)
+            result = self.scripts.append(self.run_id, self.attempt, self.pending).run()
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
             if self.connected:
                 log.warning("lost Redis while streaming output (%s); buffering and retrying", e)
@@ -150,20 +138,36 @@ class OutputWriter:
         if not self.connected:
             log.info("Redis is back; buffered output sent")
         self.connected, self._backoff, self.retry_at = True, 0.1, 0.0
-        if int(result) < 0:
+        if result < 0:
             self.fenced = True
-        self.lines_written = self.seq
         self.pending = []
         self.pending_bytes = 0
         return True
 
 
-def make_echo(short_id: str) -> Callable[[str, str], None]:
-    """Echo flow lines to the worker's own output, prefixed with the run's short id."""
+    def flush_until_done(self) -> None:
+        """Send what is pending, waiting out a Redis outage (with backoff); stop when fenced."""
+        while not self.flush(force=False):
+            if self.fenced:
+                return
+            time.sleep(max(self.retry_at - time.monotonic(), 0.01))
+
+
+def make_echo(short_id: str, max_bytes: int) -> Callable[[str, str], None]:
+    """Echo flow lines to the worker's own output, prefixed with the run's short id, up to
+    ``max_bytes`` of them per attempt: a flood must not fill the worker's log."""
     prefix = f"[{short_id}] "
+    left = max_bytes
 
     def echo(code: str, block: str) -> None:
+        nonlocal left
+        if left <= 0:
+            return
+        left -= len(block) + 1
         out = sys.stdout if code == "o" else sys.stderr
+        if left < 0:
+            block = f"envflow: the rest of this run's output is not echoed here (over {max_bytes} bytes; "
+            block += "the run's history keeps the newest ENVFLOW_HISTORY_MAX_BYTES)"
         out.write(prefix + block.replace("\n", "\n" + prefix) + "\n")
         out.flush()
 
