@@ -5,17 +5,18 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+from pydantic_core import PydanticSerializationError
 from redis import Redis
 
 from . import keys
 from .connection import connect, wrap_errors
 from .deployment_files import build_record
 from .deployments import Deployment
-from .errors import DeploymentNotFound, ParameterError
+from .errors import ConfigError, DeploymentNotFound, ParameterError
 from .flow_run import FlowRun
 from .jobs import SERIALIZER
 from .models import DeploymentRecord, RunRecord, RunState
-from .parameters import merge_parameters
+from .parameters import check_types, merge_parameters
 from .runstore import RunStore
 from .settings import Settings, get_settings
 
@@ -41,6 +42,10 @@ class Client:
             record, source = build_record(deployment, self.settings.queue)
         else:
             record = deployment
+        # The deployment's own parameters must suit the flow's annotations ("3" is stored as 3 for n: int).
+        record = record.model_copy(
+            update={"parameters": check_types(record.parameter_spec, record.parameters, record.flow_name)}
+        )
         if record.schedules:
             # Scheduled runs use the deployment's own parameters: they must satisfy the flow.
             try:
@@ -55,10 +60,14 @@ class Client:
             previous = DeploymentRecord.model_validate_json(existing) if existing else None
             if previous is not None:
                 record = record.model_copy(update={"created_at": previous.created_at})
+            try:
+                payload = record.model_dump_json()
+            except PydanticSerializationError as e:  # e.g. a file path that is not valid UTF-8
+                raise ConfigError(f"deployment {record.name} cannot be stored: {e}") from None
             with self.redis.pipeline(transaction=True) as pipe:
                 if record.source_digest and source is not None:
                     pipe.set(keys.source(record.source_digest), source)  # no expiry: in use again
-                pipe.set(keys.deployment(record.name), record.model_dump_json())
+                pipe.set(keys.deployment(record.name), payload)
                 pipe.zadd(keys.DEPLOYMENTS, {record.name: record.created_at})
                 pipe.execute()
             if previous is not None and previous.source_digest != record.source_digest:

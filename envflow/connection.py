@@ -9,7 +9,7 @@ import redis
 from redis import Redis
 
 from .errors import QueueError
-from .settings import redact_url
+from .redaction import redact_url
 
 
 def connect(url: str, **kwargs: object) -> Redis:

@@ -21,6 +21,9 @@ from .flowfile import flows_in_source, pick_flow, read_source
 from .models import DeploymentRecord
 
 YAML_SUFFIXES = (".yaml", ".yml")
+# Values a YAML document may hold once its aliases are expanded: far above any real deployment
+# file, far below what a "billion laughs" file of a few hundred bytes expands to.
+MAX_YAML_VALUES = 100_000
 
 
 @dataclass
@@ -73,8 +76,53 @@ def _load_python(path: Path) -> LoadedFile:
     return loaded
 
 
+class _ExpandsTooMuch(Exception):
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse a document whose aliases expand to more than MAX_YAML_VALUES values, or refer to themselves.
+
+    Counts without expanding: each node's expanded size is computed once, from its children's.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()  # entered, not finished: the path from the root
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            open_nodes.discard(key)
+            sizes[key] = 1 + sum(sizes[id(c)] for c in _children(node))
+            if sizes[key] > MAX_YAML_VALUES:
+                raise _ExpandsTooMuch(node.start_mark.line + 1, f"its aliases (*name) expand to more than "
+                                      f"{MAX_YAML_VALUES:,} values; repeat less through aliases")
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            raise _ExpandsTooMuch(node.start_mark.line + 1, "an alias (*name) refers to a value that contains it")
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node) if id(c) not in sizes)
+
+
 class _LineLoader(yaml.SafeLoader):
-    """A safe loader that remembers the line each mapping starts on."""
+    """A safe loader that remembers the line each mapping starts on, and bounds what aliases expand to."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _check_expansion(node)
+        return super().construct_document(node)
 
 
 def _mapping_with_line(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any, Any]:
@@ -115,8 +163,18 @@ def _schedule_from_yaml(value: Any) -> Any:
 def _load_yaml(path: Path) -> LoadedFile:
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+    except _ExpandsTooMuch as e:
+        raise DeploymentFileError(f"{path}:{e.line}: refused: {e}") from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise DeploymentFileError(f"{where}: invalid YAML: {e.problem or e.context}") from None
     except yaml.YAMLError as e:
-        raise DeploymentFileError(f"{path}: invalid YAML: {e}") from None
+        raise DeploymentFileError(f"{path}: invalid YAML: {' '.join(str(e).split())}") from None
+    except RecursionError:
+        raise DeploymentFileError(f"{path}: refused: its values are nested too deeply") from None
+    except UnicodeDecodeError as e:
+        raise DeploymentFileError(f"{path}: not UTF-8 text: {e}") from None
     items = data.get("deployments") if isinstance(data, dict) and "deployments" in data else data
     if isinstance(items, dict):
         items = [items]
@@ -129,22 +187,21 @@ def _load_yaml(path: Path) -> LoadedFile:
         if not isinstance(raw, dict):
             loaded.errors.append(f"{label}: expected a mapping of fields")
             continue
-        fields = _strip_lines(raw)
+        fields = {str(k): v for k, v in _strip_lines(raw).items()}
         try:
             if "schedule" in fields and fields["schedule"] is not None:
                 fields["schedule"] = _schedule_from_yaml(fields["schedule"])
-            if fields.get("flow_location"):
-                location = Path(fields["flow_location"]).expanduser()
-                fields["flow_location"] = str(location if location.is_absolute() else path.parent / location)
-            fields.pop("flow", None)
-            deployment = Deployment.__new__(Deployment)
-            deployment.defined_at = f"{path}:{line}"
+        except (TypeError, ValueError) as e:
+            loaded.errors.append(f"{label}: schedule: {e}")
+            continue
+        fields.pop("flow", None)
+        # flow_location stays as written: build_record resolves it against this file's directory.
+        deployment = Deployment.__new__(Deployment)
+        deployment.defined_at = f"{path}:{line}"
+        try:
             deployment.fields = DeploymentFields(**fields)
         except ValidationError as e:
             loaded.errors.append(format_validation_error(e, label))
-            continue
-        except ValueError as e:
-            loaded.errors.append(f"{label}: schedule: {e}")
             continue
         loaded.deployments.append(deployment)
     return loaded
@@ -170,7 +227,10 @@ def build_record(deployment: Deployment, default_queue: str) -> tuple[Deployment
         if not location.is_absolute():
             base = Path(deployment.defined_at.rsplit(":", 1)[0]).parent if ":" in deployment.defined_at else Path.cwd()
             location = base / location
-        path = location.resolve()
+        try:
+            path = location.resolve()
+        except (OSError, RuntimeError) as e:  # RuntimeError: a symlink loop
+            raise DeploymentFileError(f"flow_location {f.flow_location!r}: {e}") from None
         source, digest = read_source(path)
         info = pick_flow(flows_in_source(source, str(path)), f.flow_name, str(path))
         flow_name, spec = info.name, info.parameter_spec

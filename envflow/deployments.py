@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import flows
-from .errors import ConfigError
+from .errors import ConfigError, ParameterError
 from .flows import is_flow
 from .models import EnvSpec
 from .parameters import ensure_json
@@ -23,6 +23,20 @@ from .schedules import Cron, Interval
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def check_text(value: str, what: str) -> str:
+    """``value``, if a process can take it as a path, an argument or an environment variable.
+
+    :raises ValueError: it holds a NUL byte, or a lone surrogate (not valid text, not UTF-8).
+    """
+    if "\x00" in value:
+        raise ValueError(f"{what} contains a NUL byte, which no path, argument or environment variable can hold")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} holds a lone surrogate (such as \\ud800), which is not valid text") from None
+    return value
 
 
 class DeploymentFields(BaseModel):
@@ -64,18 +78,35 @@ class DeploymentFields(BaseModel):
             raise ValueError(f"invalid queue name {value!r}: use letters, digits, '-', '_' and '.'")
         return value
 
+    @field_validator("flow_location", "flow_name", "condaenv", "virtualenv", "description")
+    @classmethod
+    def _check_text(cls, value: str | None) -> str | None:
+        return value if value is None else check_text(value, "the value")
+
+    @field_validator("tags")
+    @classmethod
+    def _check_tags(cls, value: list[str]) -> list[str]:
+        for tag in value:
+            check_text(tag, f"tag {tag!r}")
+        return value
+
     @field_validator("env")
     @classmethod
     def _check_env(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
+        for key, text in value.items():
             if not _ENV_NAME_RE.match(key):
                 raise ValueError(f"invalid environment variable name {key!r}")
+            check_text(text, f"the value of {key}")
         return value
 
     @field_validator("parameters")
     @classmethod
     def _check_parameters(cls, value: dict[str, Any]) -> dict[str, Any]:
-        ensure_json(value, "parameters")
+        for name, item in value.items():
+            try:
+                ensure_json(item, f"parameter {name!r}")
+            except ParameterError as e:
+                raise ValueError(str(e)) from None
         return value
 
     @field_validator("retry_delay")

@@ -48,19 +48,30 @@ def _decorator_flow_name(decorator: ast.expr, function: str) -> str | None:
     return flow_name_for(function)
 
 
+def _param(arg: ast.arg, kind: str, required: bool) -> dict[str, Any]:
+    """One parameter; its annotation as source text (see envflow/param_types.py)."""
+    item: dict[str, Any] = {"name": arg.arg, "kind": kind, "required": required}
+    note = arg.annotation
+    if isinstance(note, ast.Constant) and isinstance(note.value, str):
+        item["annotation"] = note.value  # a quoted annotation: its text, as the live function gives it
+    elif note is not None:
+        item["annotation"] = ast.unparse(note)
+    return item
+
+
 def _parameter_spec(args: ast.arguments) -> list[dict[str, Any]]:
     spec: list[dict[str, Any]] = []
     positional = args.posonlyargs + args.args
     first_default = len(positional) - len(args.defaults)
     for i, a in enumerate(positional):
         kind = "POSITIONAL_ONLY" if i < len(args.posonlyargs) else "POSITIONAL_OR_KEYWORD"
-        spec.append({"name": a.arg, "kind": kind, "required": i < first_default})
+        spec.append(_param(a, kind, i < first_default))
     if args.vararg:
-        spec.append({"name": args.vararg.arg, "kind": "VAR_POSITIONAL", "required": False})
+        spec.append(_param(args.vararg, "VAR_POSITIONAL", False))
     for a, default in zip(args.kwonlyargs, args.kw_defaults):
-        spec.append({"name": a.arg, "kind": "KEYWORD_ONLY", "required": default is None})
+        spec.append(_param(a, "KEYWORD_ONLY", default is None))
     if args.kwarg:
-        spec.append({"name": args.kwarg.arg, "kind": "VAR_KEYWORD", "required": False})
+        spec.append(_param(args.kwarg, "VAR_KEYWORD", False))
     return spec
 
 

@@ -72,6 +72,7 @@ class Flow:
 
 
 def parameter_spec(fn):
+    """Name, kind, whether required, and the annotation's source text (see envflow/param_types.py)."""
     import inspect
 
     spec = []
@@ -81,8 +82,26 @@ def parameter_spec(fn):
             item["required"] = False
         else:
             item["required"] = param.default is param.empty
+        if param.annotation is not param.empty:
+            item["annotation"] = annotation_text(param.annotation)
         spec.append(item)
     return spec
+
+
+def annotation_text(annotation):
+    """An annotation as source text: ``int``, ``list[int]``, ``typing.Optional[str]``, ``mod.Class``.
+
+    Strings (``from __future__ import annotations``) are kept as written; classes are named
+    by their qualified name, builtins bare; typing constructs by their repr, which is their text.
+    """
+    if isinstance(annotation, str):
+        return annotation
+    text = repr(annotation)
+    if text.startswith("<class '") and text.endswith("'>"):
+        text = text[len("<class '"):-2]
+        if text.startswith("builtins."):
+            text = text[len("builtins."):]
+    return text
 
 
 def flow(fn=None, name=None, description=None):

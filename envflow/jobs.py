@@ -16,6 +16,7 @@ from rq.queue import Queue
 from rq.serializers import JSONSerializer
 
 from .errors import EnvflowError
+from .run_ids import is_run_id
 
 RUN_FLOW = "envflow.jobs.run_flow"
 SERIALIZER = JSONSerializer
@@ -48,14 +49,8 @@ def run_flow(run_id: str) -> None:
 
 
 def is_run_job(func_name: str | None, args: object, kwargs: object) -> bool:
-    """Whether a job's payload is an envflow run: our function, one string id, no kwargs."""
-    return (
-        func_name == RUN_FLOW
-        and isinstance(args, (list, tuple))
-        and len(args) == 1
-        and isinstance(args[0], str)
-        and not kwargs
-    )
+    """Whether a job's payload is an envflow run: our function, one run id (shape checked), no kwargs."""
+    return func_name == RUN_FLOW and isinstance(args, (list, tuple)) and len(args) == 1 and is_run_id(args[0]) and not kwargs
 
 
 class Queues:

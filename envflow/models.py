@@ -38,6 +38,10 @@ class EnvKind(str, Enum):
     VENV = "venv"  # a venv or virtualenv directory
 
 
+# The CLI's spec prefixes, and the deployment field each stands for.
+SPEC_PREFIXES = {"venv": "virtualenv", "virtualenv": "virtualenv", "conda": "condaenv", "condaenv": "condaenv"}
+
+
 class EnvSpec(BaseModel):
     """The environment a deployment's runs use, as the user wrote it."""
 
@@ -63,16 +67,17 @@ class EnvSpec(BaseModel):
 
     @classmethod
     def parse(cls, text: str) -> EnvSpec:
-        """Parse the CLI form: ``venv:PATH``, ``conda:NAME``, ``conda:/prefix``, a bare path or ``worker``."""
-        kind, sep, value = text.partition(":")
-        if sep and kind in ("venv", "virtualenv"):
-            return cls.from_fields(virtualenv=value)
-        if sep and kind in ("conda", "condaenv"):
-            return cls.from_fields(condaenv=value)
+        """Parse the CLI form: ``venv:PATH``, ``conda:NAME``, ``conda:/prefix``, a bare path or ``worker``.
+
+        A bare path is taken as a venv; ``env check`` looks at the directory to tell its real kind.
+        """
+        prefix, sep, value = text.partition(":")
+        if sep and prefix in SPEC_PREFIXES:
+            return cls.from_fields(**{SPEC_PREFIXES[prefix]: value})
         if text in ("", "worker"):
             return cls()
         if text.startswith(("/", "~", ".")):
-            return cls(kind=EnvKind.VENV, value=text)  # refined by the resolver: conda-meta/ makes it a prefix
+            return cls(kind=EnvKind.VENV, value=text)
         return cls(kind=EnvKind.CONDA, value=text)
 
     def __str__(self) -> str:

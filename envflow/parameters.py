@@ -1,4 +1,4 @@
-"""Checking run parameters against a flow's signature, before anything is enqueued."""
+"""Checking run parameters against a flow's signature and annotations, before anything is enqueued."""
 
 from __future__ import annotations
 
@@ -6,22 +6,56 @@ import json
 from typing import Any
 
 from .errors import ParameterError
+from .param_types import annotation_of, coerce
+
+
+class TextParameter(str):
+    """A value typed on a command line (``--param key=value``).
+
+    An annotated parameter takes the value's JSON reading when its type accepts that, else the
+    text itself (``name=3`` is ``"3"`` for ``name: str``, ``3`` for ``n: int``); an unannotated
+    one takes the JSON reading when there is one, else the text.
+    """
+
+    candidates: tuple[Any, ...]
+
+    def __new__(cls, text: str) -> TextParameter:
+        self = super().__new__(cls, text)
+        try:
+            self.candidates = (json.loads(text), str(text))
+        except ValueError:
+            self.candidates = (str(text),)
+        except RecursionError:
+            raise ParameterError(f"the value {text[:20]}... is nested too deeply") from None
+        return self
 
 
 def ensure_json(value: Any, what: str) -> str:
-    """``value`` as JSON text, or a ParameterError saying what is not serialisable."""
+    """``value`` as JSON text, or a ParameterError saying what is not serialisable.
+
+    Strings must be valid text: a lone surrogate (``"\\ud800"``) is refused, as no process can
+    print or store it as UTF-8.
+    """
     try:
-        return json.dumps(value, allow_nan=False)
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ParameterError(f"{what} holds a lone surrogate (such as \\ud800), which is not valid text") from None
+    except RecursionError:
+        raise ParameterError(f"{what} is nested too deeply to be sent as JSON") from None
     except (TypeError, ValueError) as e:
         raise ParameterError(f"{what} must be JSON-serialisable: {e}") from None
+    return text
 
 
 def merge_parameters(
     spec: list[dict[str, Any]], defaults: dict[str, Any], overrides: dict[str, Any] | None, flow: str
 ) -> dict[str, Any]:
-    """Deployment defaults updated with a run's parameters, checked against the flow's signature.
+    """Deployment defaults updated with a run's parameters, checked against the flow's signature,
+    and coerced to its annotations (``"3"`` becomes ``3`` for ``n: int``).
 
-    :raises ParameterError: unknown or missing parameters, or values that are not JSON.
+    :raises ParameterError: unknown or missing parameters, values their annotation refuses, or
+        values that are not JSON.
     """
     if overrides is not None and not isinstance(overrides, dict):
         raise ParameterError(f"parameters must be a mapping of names to values, got {type(overrides).__name__}")
@@ -39,6 +73,23 @@ def merge_parameters(
         positional_only = [p["name"] for p in spec if p["kind"] == "POSITIONAL_ONLY" and p["required"]]
         if positional_only:
             raise ParameterError(f"flow {flow!r} has positional-only parameters ({', '.join(positional_only)})")
-    for name, value in merged.items():
-        ensure_json(value, f"parameter {name!r}")
-    return merged
+    return check_types(spec, merged, flow)
+
+
+def check_types(spec: list[dict[str, Any]], parameters: dict[str, Any], flow: str) -> dict[str, Any]:
+    """``parameters`` coerced to the flow's annotations (unannotated ones as they are), each checked to be JSON.
+
+    :raises ParameterError: a value its annotation refuses (naming the parameter and the type), or not JSON.
+    """
+    out: dict[str, Any] = {}
+    for name, value in parameters.items():
+        candidates = value.candidates if isinstance(value, TextParameter) else (value,)
+        annotation = annotation_of(spec, name)
+        coerced, problem = coerce(annotation, candidates)
+        if problem is not None:
+            shown = json.dumps(candidates[-1])
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise ParameterError(f"flow {flow!r}: parameter {name!r} expects {annotation}, got {shown}: {problem}")
+        ensure_json(coerced, f"parameter {name!r}")
+        out[name] = coerced
+    return out

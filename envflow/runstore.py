@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from datetime import datetime, timezone
 from typing import Any
 
@@ -24,14 +23,10 @@ from .jobs import RUN_FLOW, SERIALIZER, Queues, RunJob
 from .models import DeploymentRecord, RunRecord, RunState
 from .protocol import RunScripts, now_text
 from .reaper import Reaper
+from .run_ids import MIN_PREFIX, is_run_id, is_run_id_prefix, new_run_id
 from .settings import Settings
 
-MIN_PREFIX = 4
 FINISHED_JOB_TTL = 60  # seconds a finished RQ job stays visible (dashboards); the run record stays longer
-
-
-def new_run_id() -> str:
-    return uuid.uuid4().hex
 
 
 def retry_intervals(retries: int, delays: list[float]) -> list[int]:
@@ -141,11 +136,16 @@ class RunStore:
         return RunRecord.from_hash(raw)
 
     def resolve_id(self, text: str) -> str:
-        """A full run id from an id or a unique prefix of at least 4 characters."""
-        if self.redis.exists(keys.run(text)):
+        """A full run id from an id or a unique prefix of at least 4 characters.
+
+        :raises RunNotFound: ``text`` is not shaped like a run id (32 lowercase hex characters) or a
+            prefix of one, or no single run matches it.
+        """
+        if not is_run_id_prefix(text):
+            raise RunNotFound(f"no run {text!r}: a run id is 32 hex characters (0-9, a-f); give it or at least "
+                              f"{MIN_PREFIX} of its first characters")
+        if is_run_id(text) and self.redis.exists(keys.run(text)):
             return text
-        if len(text) < MIN_PREFIX or not text.isalnum():
-            raise RunNotFound(f"no run {text!r}; give a run id or at least {MIN_PREFIX} of its first characters")
         matches = [m.decode() for m, _ in self.redis.zscan_iter(keys.RUNS, match=f"{text}*", count=1000)]
         matches = [m for m in matches if self.redis.exists(keys.run(m))]
         if not matches:

@@ -5,15 +5,17 @@ This is the only place that reads configuration from the process environment.
 
 from __future__ import annotations
 
-import fnmatch
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_SECRET_PATTERNS = "*TOKEN*,*PASSWORD*,*PASSWD*,*SECRET*,*KEY*,*CREDENTIAL*"
+from .private_redis import completed_url
+from .redaction import DEFAULT_SECRET_PATTERNS, MASK, Redactor, redact_url
+
+# Settings whose names look secret but whose values are not (the patterns themselves).
+NOT_SECRET = frozenset({"secret_patterns"})
 
 
 class Settings(BaseSettings):
@@ -69,40 +71,39 @@ class Settings(BaseSettings):
     def _expand_state_dir(cls, value: Path) -> Path:
         return value.expanduser()
 
-    @property
-    def secret_globs(self) -> list[str]:
-        return [p.strip().upper() for p in self.secret_patterns.split(",") if p.strip()]
+    @model_validator(mode="after")
+    def _private_redis_password(self) -> Settings:
+        # The password `envflow up` generated for its private Redis (see envflow/private_redis.py).
+        self.redis_url = completed_url(self.state_dir, self.redis_url)
+        return self
+
+    @cached_property
+    def redactor(self) -> Redactor:
+        """How this process shows values: ``ENVFLOW_SECRET_PATTERNS`` plus URL credentials."""
+        return Redactor(self.secret_patterns)
 
     def is_secret_name(self, name: str) -> bool:
         """Whether a variable's value should be redacted wherever envflow shows it."""
-        upper = name.upper()
-        return any(fnmatch.fnmatchcase(upper, pattern) for pattern in self.secret_globs)
+        return self.redactor.is_secret_name(name)
 
     def redacted(self) -> dict[str, object]:
-        """Effective values, with the Redis password and secret-looking values hidden."""
+        """Effective values, with passwords in URLs and secret-looking values hidden."""
         values: dict[str, object] = {}
         for name, value in self.model_dump().items():
-            if name == "redis_url":
-                value = redact_url(str(value))
-            elif self.is_secret_name(name):
-                value = "***"
-            values[name] = str(value) if isinstance(value, Path) else value
+            if isinstance(value, Path):
+                value = str(value)
+            if name not in NOT_SECRET and self.is_secret_name(name):
+                value = MASK
+            elif isinstance(value, str):
+                value = self.redactor.text(value)
+            values[name] = value
         return values
-
-
-def redact_url(url: str) -> str:
-    """Hide the password of a URL (``redis://user:***@host``)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read once."""
     return Settings()
+
+
+__all__ = ["Settings", "get_settings", "redact_url", "DEFAULT_SECRET_PATTERNS"]

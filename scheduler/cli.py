@@ -48,15 +48,15 @@ def health() -> None:
     mine = [n for n, h in zip(names, hosts) if h is not None and h.decode() == host]
     if not mine:
         raise click.ClickException(f"Redis answers, but no scheduler of host {host} made a pass recently")
-    click.echo(", ".join(n.removeprefix(keys.scheduler("")) for n in mine))
+    from envflow.cli.base import printable
+
+    click.echo(printable(", ".join(n.removeprefix(keys.scheduler("")) for n in mine)))
 
 
-def register(cli: click.Group) -> None:
-    """Add the scheduler's commands to the envflow CLI."""
+@click.group("scheduler")
+def scheduler() -> None:
+    """Run the scheduler service."""
 
-    @cli.group("scheduler")
-    def scheduler_group() -> None:
-        """Run the scheduler service."""
 
-    scheduler_group.add_command(start)
-    scheduler_group.add_command(health)
+scheduler.add_command(start)
+scheduler.add_command(health)

@@ -239,13 +239,16 @@ def make_conda_prefix(
     env_vars: dict[str, str] | None = None,
     scripts: dict[str, str] | None = None,
     python: str = sys.executable,
+    deactivate_scripts: dict[str, str] | None = None,
+    package_env_vars: dict[str, dict[str, str]] | None = None,
 ) -> Path:
     """A directory in conda's on-disk layout around a real interpreter.
 
     conda cannot be installed here, so the interpreter comes from a venv of ``python``
     (so that sys.prefix is the prefix, as in a real conda env), and the conda metadata
     (conda-meta/history, conda-meta/state with config vars, a python-*.json record,
-    etc/conda/activate.d scripts) is written as conda writes it.
+    etc/conda/activate.d and deactivate.d scripts, packages' etc/conda/env_vars.d/*.json)
+    is written as conda writes it.
     """
     subprocess.run([python, "-m", "venv", "--without-pip", str(path)], check=True)
     version = subprocess.run(
@@ -258,9 +261,11 @@ def make_conda_prefix(
     (meta / f"python-{version}-h0_0_cpython.json").write_text(json.dumps({"name": "python", "version": version}))
     if env_vars is not None:
         (meta / "state").write_text(json.dumps({"env_vars": env_vars}))
-    if scripts:
-        folder = path / "etc" / "conda" / "activate.d"
-        folder.mkdir(parents=True)
-        for name, text in scripts.items():
-            (folder / name).write_text(textwrap.dedent(text))
+    for folder, files in (("activate.d", scripts), ("deactivate.d", deactivate_scripts)):
+        for name, text in (files or {}).items():
+            (path / "etc" / "conda" / folder).mkdir(parents=True, exist_ok=True)
+            (path / "etc" / "conda" / folder / name).write_text(textwrap.dedent(text))
+    for name, variables in (package_env_vars or {}).items():
+        (path / "etc" / "conda" / "env_vars.d").mkdir(parents=True, exist_ok=True)
+        (path / "etc" / "conda" / "env_vars.d" / name).write_text(json.dumps(variables))
     return path

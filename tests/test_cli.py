@@ -170,7 +170,8 @@ def test_user_errors_are_one_or_two_lines(cli, workdir, venv):
         (("deployment", "run", "greet/d"), "needs parameter name"),
         (("deployment", "run", "greet/d", "-p", "nope=1", "-p", "name=x"), "has no parameter nope"),
         (("deployment", "run", "greet/d", "--params-json", "{bad"), "not valid JSON"),
-        (("run", "inspect", "zzzz"), "no run starts with 'zzzz'"),
+        (("run", "inspect", "abcd"), "no run starts with 'abcd'"),
+        (("run", "inspect", "zzzz"), "a run id is 32 hex characters"),
         (("deployment", "create", "missing.py"), "does not exist"),
         (("env", "check", "conda:nope"), "no conda env named 'nope'"),
     ]
@@ -333,3 +334,14 @@ def test_health_commands(cli, env_vars, workdir, start_worker):
     finally:
         scheduler.terminate()
         scheduler.wait(20)
+
+
+def test_only_envflow_is_claimed_as_an_import_name(tmp_path, env_vars):
+    """A flows directory with its own worker.py and scheduler.py: envflow's commands still load."""
+    (tmp_path / "worker.py").write_text("raise SystemExit('the user worker.py was imported')\n")
+    (tmp_path / "scheduler.py").write_text("raise SystemExit('the user scheduler.py was imported')\n")
+    env = {**os.environ, **env_vars}
+    for args in (("--help",), ("worker", "start", "--help"), ("scheduler", "start", "--help"), ("env", "--help")):
+        done = subprocess.run(envflow_command(*args), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, (args, done.stderr)
+        assert "Usage:" in done.stdout

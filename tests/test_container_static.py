@@ -300,7 +300,7 @@ def _command(argv: list[str]) -> click.Command:
     command: click.Command = cli
     for word in argv:
         assert isinstance(command, click.Group), f"`envflow {' '.join(argv)}`: {word} has no subcommands"
-        sub = command.commands.get(word)
+        sub = command.get_command(click.Context(command), word)  # commands load lazily
         assert sub is not None, f"the container runs `envflow {' '.join(argv)}`, which does not exist"
         command = sub
     return command

@@ -35,11 +35,11 @@ def test_named_conda_env_run(client, start_worker, workdir, tmp_path):
     log = tmp_path / "sourced.log"
     prefix = make_conda_prefix(
         root / "envs" / "analytics",
-        env_vars={"ENVFLOW_HOME": "~/.envflow/analytics"},
+        env_vars={"ENVFLOW_HOME": "~/.envflow/analytics", "PATH": "/evil"},  # conda ignores PATH
         scripts={"env.sh": f'echo sourced >> "{log}"\nexport FROM_SCRIPT="$CONDA_PREFIX/etc"\n'},
     )
     name = deploy(client, write_flow(workdir, PROBE), "probe", condaenv="analytics", env={"FROM_DEPLOYMENT": "1"})
-    start_worker(extra_env={"ENVFLOW_CONDA_ROOT": str(root)})
+    worker = start_worker(extra_env={"ENVFLOW_CONDA_ROOT": str(root)})
     for _ in range(2):
         run = client.run(name)
         result = run.result(timeout=30)
@@ -48,6 +48,7 @@ def test_named_conda_env_run(client, start_worker, workdir, tmp_path):
     assert result["CONDA_SHLVL"] == "1" and result["ENVFLOW_HOME"] == "~/.envflow/analytics"
     assert result["FROM_SCRIPT"] == f"{prefix}/etc" and result["FROM_DEPLOYMENT"] == "1"
     assert log.read_text().count("sourced") == 1  # the second run used the cached activation
+    assert worker.output().count("config var PATH is ignored") == 1  # said once, when activation was computed
     assert [line.text for line in run.follow(timeout=10)] == [f"running in {prefix}"]
 
 
@@ -56,7 +57,8 @@ def test_conda_prefix_path_run(client, start_worker, workdir):
     name = deploy(client, write_flow(workdir, PROBE), "probe", condaenv="./envs/local")
     start_worker()
     result = client.run(name).result(timeout=30)
-    assert result["CONDA_PREFIX"] == str(prefix) and result["CONDA_DEFAULT_ENV"] == str(prefix)
+    # conda's _default_env: a prefix in a directory named "envs" is called by its name
+    assert result["CONDA_PREFIX"] == str(prefix) and result["CONDA_DEFAULT_ENV"] == "local"
 
 
 @pytest.mark.skipif(pyenv_python("3.8") is None, reason="needs a Python 3.8 from pyenv")

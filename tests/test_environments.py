@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,9 +14,10 @@ import pytest
 from envflow.errors import EnvActivationError, EnvNotFound
 from envflow.models import EnvKind, EnvSpec
 from envflow.settings import Settings
-from worker.activation import conda_variables
-from worker.env_cache import EnvCache
-from worker.resolve import EnvResolver
+from envflow.worker.env_cache import EnvCache
+from envflow.worker.environments import SCRUBBED
+from envflow.worker.environments.shell import SHELL_NOISE
+from envflow.worker.resolve import EnvResolver
 
 from .conftest import make_conda_prefix
 
@@ -104,13 +107,6 @@ def test_conda_activation_variables_config_vars_and_scripts(tmp_path, conda_root
     assert prepared.python == prefix / "bin" / "python"
 
 
-def test_conda_variables_replace_an_active_env():
-    base = {"PATH": "/opt/conda/bin:/usr/bin", "CONDA_PREFIX": "/opt/conda", "CONDA_SHLVL": "1"}
-    delta = conda_variables(Path("/opt/conda/envs/x"), "x", base)
-    assert delta["PATH"] == "/opt/conda/envs/x/bin:/usr/bin"
-    assert delta["CONDA_SHLVL"] == "2" and delta["CONDA_PREFIX_1"] == "/opt/conda"
-
-
 def test_prefix_and_venv_path_errors(tmp_path):
     resolver = resolver_for(tmp_path)
     (tmp_path / "plain").mkdir()
@@ -186,14 +182,50 @@ def test_activation_is_cached_until_the_env_changes(tmp_path):
     assert cache.misses == 3
 
 
-@pytest.mark.skipif(shutil.which("conda") is None, reason="conda is not installed here (not on the reachable registries)")
-def test_matches_conda_shell_activate(tmp_path):
-    prefix = make_conda_prefix(tmp_path / "c", env_vars={"K": "v"}, scripts={"a.sh": "export S=1\n"})
-    out = subprocess.run(
-        ["sh", "-c", f'eval "$(conda shell.posix activate {prefix})" && env'], capture_output=True, text=True
-    ).stdout
-    conda_env = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-    settings = Settings(env_roots=str(tmp_path), state_dir=tmp_path / "s")
-    ours = EnvCache(settings).prepare(EnvSpec(kind=EnvKind.CONDA_PREFIX, value=str(prefix)), os.environ).variables
-    for name in ("PATH", "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "CONDA_SHLVL", "CONDA_PROMPT_MODIFIER", "K", "S"):
-        assert ours[name] == conda_env[name], name
+CONDA = shutil.which("conda")
+DUMP = "import json, os; print(json.dumps(dict(os.environ)))"
+
+
+def conda_scenario(tmp_path: Path, stacked: bool) -> tuple[Path, dict[str, str]]:
+    """A conda-layout env using what activation reads, and the environment it is activated from:
+    no env active, or (``stacked``) another env with deactivate.d scripts active."""
+    prefix = make_conda_prefix(
+        tmp_path / "envs" / "c",
+        env_vars={"K": "v", "lower_var": "x", "B": "***unset***", "PATH": "/evil", "HOME_TOO": "state"},
+        scripts={"a.sh": 'export S="$CONDA_PREFIX:$K"\n'},
+        package_env_vars={"pkg.json": {"PKG": "p", "K": "from-package"}},
+    )
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("CONDA", "_CE_", "_CONDA", "__CONDA"))}
+    base.pop("VIRTUAL_ENV", None)  # unset by envflow, kept by conda: documented
+    base["PATH"] = os.pathsep.join(p for p in base["PATH"].split(os.pathsep) if p and not Path(p, "conda").exists())
+    base.update(HOME=str(tmp_path / "home"), HOME_TOO="machine", B="machine")
+    if stacked:
+        old = make_conda_prefix(tmp_path / "envs" / "old", env_vars={},
+                                deactivate_scripts={"d.sh": "unset OLD_ONLY\nexport DEACTIVATED=1\n"})
+        base.update(CONDA_SHLVL="1", CONDA_PREFIX=str(old), CONDA_DEFAULT_ENV="old", OLD_ONLY="1",
+                    PATH=f"{old}/bin{os.pathsep}{base['PATH']}")
+    return prefix, base
+
+
+@pytest.mark.skipif(CONDA is None, reason="conda is not installed here (not on the reachable registries)")
+@pytest.mark.parametrize("stacked", [False, True])
+def test_matches_conda_shell_activate(tmp_path, stacked):
+    """envflow's native activation (no conda on PATH) against `conda shell.posix activate`, both
+    started from the same environment: conda is called by its full path."""
+    root = Path(CONDA).resolve().parent.parent
+    if not (root / "bin" / "conda").exists():
+        pytest.skip(f"{CONDA} is not <root>/bin/conda or <root>/condabin/conda")
+    tmp_path = tmp_path.resolve()  # conda keeps a symlinked prefix's path, envflow resolves it: documented
+    prefix, base = conda_scenario(tmp_path, stacked)
+    assert shutil.which("conda", path=base["PATH"]) is None
+    script = f'eval "$("{root}/bin/conda" shell.posix activate "{prefix}")" >&2 && exec "{sys.executable}" -c \'{DUMP}\''
+    conda_env = json.loads(subprocess.run(["sh", "-c", script], env=base, capture_output=True, text=True,
+                                          check=True, timeout=120).stdout)
+    conda_env["PATH"] = os.pathsep.join(dict.fromkeys(p for p in conda_env["PATH"].split(os.pathsep) if p))
+    settings = Settings(env_roots=str(tmp_path), conda_root=root, state_dir=tmp_path / "s")
+    cache = EnvCache(settings, EnvResolver(settings, environ=base, cwd=tmp_path))
+    ours = cache.prepare(EnvSpec(kind=EnvKind.CONDA_PREFIX, value=str(prefix)), base).variables
+    ignored = SHELL_NOISE | set(SCRUBBED)
+    for name in sorted((set(conda_env) | set(ours)) - ignored):
+        assert ours.get(name) == conda_env.get(name), name
+    assert ours["LOWER_VAR"] == "x" and ours["PKG"] == "p" and ours["K"] == "v" and ours["B"] == "machine"

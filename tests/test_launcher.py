@@ -6,7 +6,7 @@ import sys
 import time
 
 from envflow.models import RunState
-from worker.launcher import Launcher
+from envflow.worker.launcher import Launcher
 
 from .conftest import deploy, write_flow
 from .faults.helpers import alive
@@ -83,8 +83,8 @@ def test_stale_cache_files_are_pruned(tmp_path):
 
     from envflow.protocol import RunScripts
     from envflow.settings import Settings
-    from worker.env_cache import EnvCache
-    from worker.executor import Executor
+    from envflow.worker.env_cache import EnvCache
+    from envflow.worker.executor import Executor
 
     settings = Settings(state_dir=tmp_path)
     unused_redis = redis.Redis.from_url("redis://127.0.0.1:1/0")  # never contacted here

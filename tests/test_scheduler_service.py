@@ -27,10 +27,10 @@ from envflow.deployments import Deployment
 from envflow.errors import ParameterError
 from envflow.jobs import SERIALIZER
 from envflow.models import RunRecord, RunState
+from envflow.scheduler.enqueue import slot_key
+from envflow.scheduler.service import SchedulerService
 from envflow.schedules import Cron, Interval
 from envflow.settings import Settings
-from scheduler.enqueue import slot_key
-from scheduler.service import SchedulerService
 
 from .conftest import RedisServer, WorkerProcess, deploy, envflow_command, load_flows, write_flow
 

@@ -14,8 +14,8 @@ from envflow.deployment_files import load_file
 from envflow.deployments import Deployment
 from envflow.errors import ConfigError
 from envflow.models import DeploymentRecord
+from envflow.scheduler.plan import MAX_SLOTS_PER_PASS, decide, decide_deployment, stale_cursors
 from envflow.schedules import Cron, Interval, latest_slots, next_slot, slots_between, upcoming
-from scheduler.plan import MAX_SLOTS_PER_PASS, decide, decide_deployment, stale_cursors
 
 UTC = timezone.utc
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -63,6 +63,7 @@ def health(name: str | None) -> None:
     """
     from rq.worker import Worker
 
+    from envflow.cli.base import printable
     from envflow.connection import connect, wrap_errors
     from envflow.jobs import SERIALIZER
     from envflow.settings import get_settings
@@ -83,26 +84,19 @@ def health(name: str | None) -> None:
     missing = [n for n in wanted if n not in registered]
     if missing:
         raise click.ClickException(f"Redis answers, but worker {', '.join(missing)} is not registered there")
-    click.echo(", ".join(f"{n}: {registered[n].get_state()}" for n in wanted))
+    click.echo(printable(", ".join(f"{n}: {registered[n].get_state()}" for n in wanted)))
 
 
-def _group(cli: click.Group, name: str, help_text: str, *commands: click.Command) -> None:
-    """Add ``commands`` to the group ``name`` of ``cli``, creating the group if needed."""
-    group = cli.commands.get(name)
-    if not isinstance(group, click.Group):
-        group = click.Group(name, help=help_text)
-        cli.add_command(group)
-    for command in commands:
-        group.add_command(command)
+@click.group("worker")
+def worker() -> None:
+    """Run workers."""
 
 
-def register(cli: click.Group) -> None:
-    """Add the worker's commands to the envflow CLI."""
-    from .deployment_cli import deployment_execute, deployment_preview
-    from .env_cli import env_check, env_ls, venv_create
+@click.group("agent")
+def agent() -> None:
+    """Alias of `envflow worker` (for users of the reference tool's `agent start`)."""
 
-    _group(cli, "worker", "Run workers.", start, health)
-    _group(cli, "agent", "Alias of `envflow worker` (for users of the reference tool's `agent start`).", start)
-    _group(cli, "env", "Environments flows run in (as this machine's workers see them).", env_ls, env_check)
-    _group(cli, "venv", "Make venvs that work inside the workers.", venv_create)
-    _group(cli, "deployment", "Register and run deployments.", deployment_preview, deployment_execute)
+
+worker.add_command(start)
+worker.add_command(health)
+agent.add_command(start)

@@ -16,7 +16,7 @@ def deployment_preview(name: str, as_json: bool) -> None:
     import os
     from pathlib import Path
 
-    from envflow.cli.base import emit_json, get_client
+    from envflow.cli.base import emit_json, get_client, printable
 
     from .env_cache import EnvCache
     from .environments import flow_base
@@ -24,7 +24,7 @@ def deployment_preview(name: str, as_json: bool) -> None:
     client = get_client()
     record = client.get_deployment(name)
     prepared = EnvCache(client.settings).prepare(record.env, flow_base(os.environ, client.settings), record.env_vars)
-    secret = client.settings.is_secret_name
+    redactor = client.settings.redactor
     info = {
         "deployment": record.name,
         "env": str(record.env),
@@ -32,23 +32,23 @@ def deployment_preview(name: str, as_json: bool) -> None:
         "version": python_version(str(prepared.python)),
         "working_directory": str(Path.cwd()),
         "flow": f"{record.flow_name} in {record.flow_path} ({record.flow_storage})",
-        "activation": {k: (None if v is None else "***" if secret(k) else v) for k, v in sorted(prepared.delta.items())},
-        "env_vars": {k: "***" if secret(k) else v for k, v in record.env_vars.items()},
+        "activation": redactor.mapping(dict(sorted(prepared.delta.items()))),
+        "env_vars": redactor.mapping(record.env_vars),
         "parameters": record.parameters,
     }
     if as_json:
         emit_json(info)
         return
     for key in ("deployment", "env", "python", "version", "working_directory", "flow"):
-        click.echo(f"{key.replace('_', ' '):18} {info[key]}")
-    click.echo(f"{'parameters':18} {info['parameters']}")
+        click.echo(f"{key.replace('_', ' '):18} {printable(info[key])}")
+    click.echo(f"{'parameters':18} {printable(info['parameters'])}")
     click.echo("activation sets:")
     for k, v in info["activation"].items():
-        click.echo(f"  {k}={v}" if v is not None else f"  unset {k}")
+        click.echo("  " + printable(f"{k}={v}" if v is not None else f"unset {k}"))
     if info["env_vars"]:
         click.echo("deployment env (applied last):")
         for k, v in info["env_vars"].items():
-            click.echo(f"  {k}={v}")
+            click.echo(f"  {printable(k)}={printable(v)}")
 
 
 @click.command("execute")
@@ -61,9 +61,10 @@ def deployment_execute(name: str, pairs: tuple[str, ...], params_json: str | Non
     import json
     import sys
 
-    from envflow.cli.base import get_client, status
+    from envflow.cli.base import get_client, printable, status
     from envflow.cli.deployment import parse_params
     from envflow.parameters import merge_parameters
+    from envflow.redaction import redact_text
 
     from .local_run import execute_here
 
@@ -71,10 +72,11 @@ def deployment_execute(name: str, pairs: tuple[str, ...], params_json: str | Non
     record = client.get_deployment(name)
     params = merge_parameters(record.parameter_spec, record.parameters, parse_params(pairs, params_json),
                               record.flow_name)
-    status(f"executing {record.name} here with {sys.executable} (its env, {record.env}, is ignored)")
+    status(printable(f"executing {record.name} here with {sys.executable} (its env, {record.env}, is ignored)"))
     code, outcome = execute_here(record, client.flow_source(record), params)
     if outcome and outcome.get("ok"):
-        status(f"returned {json.dumps(outcome.get('result'))}")
+        status(printable(f"returned {json.dumps(outcome.get('result'))}"))
         sys.exit(0)
-    status(f"failed: {outcome.get('error_type')}: {outcome.get('error')}" if outcome else f"exit status {code}")
+    failed = f"failed: {outcome.get('error_type')}: {outcome.get('error')}" if outcome else f"exit status {code}"
+    status(printable(redact_text(failed)))
     sys.exit(3)

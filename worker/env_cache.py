@@ -15,8 +15,8 @@ from pathlib import Path
 from envflow.models import EnvSpec
 from envflow.settings import Settings
 
-from .activation import apply
 from .environments import SCRUBBED, Delta, Environment
+from .environments.shell import apply
 from .resolve import EnvResolver
 
 Fingerprint = tuple[tuple[int, int, int] | None, ...]

@@ -9,12 +9,15 @@ def spec_from_text(text: str):  # type: ignore[no-untyped-def]
     """An env spec from the CLI: ``venv:PATH``, ``conda:NAME``, ``conda:/prefix``, a path or a conda env name."""
     from pathlib import Path
 
-    from envflow.models import EnvKind, EnvSpec
+    from envflow.models import EnvSpec
+
+    from .environments import detect
 
     spec = EnvSpec.parse(text)
-    if spec.kind is EnvKind.VENV and ":" not in text.split("/")[0]:
-        if (Path(text).expanduser() / "conda-meta").is_dir():
-            return EnvSpec(kind=EnvKind.CONDA_PREFIX, value=text)
+    if text.startswith(("/", "~", ".")):  # a bare path: its markers say its kind
+        kind = detect(Path(text).expanduser())
+        if kind is not None and kind.path_kind is not None:
+            return EnvSpec(kind=kind.path_kind, value=text)
     return spec
 
 
@@ -29,14 +32,25 @@ def python_version(python: str) -> str:
         return "?"
 
 
-@click.command("ls")
+@click.group("env")
+def env() -> None:
+    """Environments flows run in (as this machine's workers see them)."""
+
+
+@click.group("venv")
+def venv() -> None:
+    """Make venvs that work inside the workers."""
+
+
+@env.command("ls")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def env_ls(as_json: bool) -> None:
     """The environments a worker here can run flows in: named conda envs, and venvs and conda
     prefixes directly under the allowed roots (ENVFLOW_ENV_ROOTS), each with its Python version."""
-    from envflow.cli.base import emit_json, table
+    from envflow.cli.base import emit_json, printable, table
     from envflow.settings import get_settings
 
+    from .environments import detect
     from .resolve import EnvResolver
 
     resolver = EnvResolver(get_settings())
@@ -48,12 +62,9 @@ def env_ls(as_json: bool) -> None:
             continue
         for child in sorted(root.iterdir()):
             real = str(child.resolve())
-            if real in found or not child.is_dir():
-                continue
-            if (child / "conda-meta").is_dir():
-                found[real] = {"kind": "conda-prefix", "name": "-", "path": str(child)}
-            elif (child / "pyvenv.cfg").is_file():
-                found[real] = {"kind": "venv", "name": "-", "path": str(child)}
+            kind = detect(child) if real not in found and child.is_dir() else None
+            if kind is not None:
+                found[real] = {"kind": kind.label, "name": "-", "path": str(child)}
     for item in found.values():
         item["python"] = python_version(f"{item['path']}/bin/python")
     rows = sorted(found.values(), key=lambda i: (i["kind"], i["path"]))
@@ -61,12 +72,13 @@ def env_ls(as_json: bool) -> None:
         emit_json(rows)
         return
     if not rows:
-        click.echo("no environments found (roots: " + ":".join(map(str, resolver.allowed_roots())) + ")", err=True)
+        roots = ":".join(map(str, resolver.allowed_roots()))
+        click.echo(f"no environments found (roots: {printable(roots)})", err=True)
         return
     table(["KIND", "NAME", "PATH", "PYTHON"], [[r["kind"], r["name"], r["path"], r["python"]] for r in rows])
 
 
-@click.command("check")
+@env.command("check")
 @click.argument("spec")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def env_check(spec: str, as_json: bool) -> None:
@@ -77,7 +89,7 @@ def env_check(spec: str, as_json: bool) -> None:
     """
     import os
 
-    from envflow.cli.base import emit_json
+    from envflow.cli.base import emit_json, printable
     from envflow.settings import get_settings
 
     from .env_cache import EnvCache
@@ -85,21 +97,24 @@ def env_check(spec: str, as_json: bool) -> None:
 
     settings = get_settings()
     prepared = EnvCache(settings).prepare(spec_from_text(spec), flow_base(os.environ, settings))
-    variables = {k: (None if v is None else ("***" if settings.is_secret_name(k) else v))
-                 for k, v in sorted(prepared.delta.items())}
+    variables = settings.redactor.mapping(dict(sorted(prepared.delta.items())))
     info = {"spec": str(prepared.environment.spec), "prefix": str(prepared.environment.prefix),
             "python": str(prepared.python), "version": python_version(str(prepared.python)),
-            "activation": variables}
+            "activation": variables, "warnings": prepared.environment.warnings}
     if as_json:
         emit_json(info)
         return
-    click.echo(f"env      {info['spec']}\nprefix   {info['prefix']}\npython   {info['python']} ({info['version']})")
+    for key in ("spec", "prefix"):
+        click.echo(f"{key.replace('spec', 'env'):8} {printable(info[key])}")
+    click.echo(f"python   {printable(info['python'])} ({printable(info['version'])})")
+    for warning in prepared.environment.warnings:
+        click.echo(f"warning  {printable(warning)}")
     click.echo("activation sets:")
     for name, value in variables.items():
-        click.echo(f"  {name}={value}" if value is not None else f"  unset {name}")
+        click.echo("  " + printable(f"{name}={value}" if value is not None else f"unset {name}"))
 
 
-@click.command("create")
+@venv.command("create")
 @click.argument("path", type=click.Path())
 @click.option("--python", "python", help="A conda env name or an interpreter path (default: this Python).")
 @click.option("-r", "--requirements", type=click.Path(exists=True, dir_okay=False), help="pip install -r this file.")
@@ -110,6 +125,7 @@ def venv_create(path: str, python: str | None, requirements: str | None) -> None
     import sys
     from pathlib import Path
 
+    from envflow.cli.base import printable
     from envflow.errors import EnvActivationError
     from envflow.models import EnvKind, EnvSpec
     from envflow.settings import get_settings
@@ -128,8 +144,8 @@ def venv_create(path: str, python: str | None, requirements: str | None) -> None
             interpreter = str(env.python)
     target = Path(path).expanduser().resolve()
     if (target / "pyvenv.cfg").exists():
-        raise click.ClickException(f"{target} is already a venv; remove it first to recreate it")
-    click.echo(f"creating {target} with {interpreter} ({python_version(interpreter)})", err=True)
+        raise click.ClickException(f"{printable(target)} is already a venv; remove it first to recreate it")
+    click.echo(printable(f"creating {target} with {interpreter} ({python_version(interpreter)})"), err=True)
     done = subprocess.run([interpreter, "-m", "venv", str(target)], capture_output=True)
     if done.returncode != 0:
         raise EnvActivationError(f"`{interpreter} -m venv` failed: {done.stderr.decode(errors='replace').strip()}")
@@ -137,4 +153,4 @@ def venv_create(path: str, python: str | None, requirements: str | None) -> None
         pip = subprocess.run([str(target / "bin" / "python"), "-m", "pip", "install", "-r", requirements])
         if pip.returncode != 0:
             raise click.ClickException(f"pip install -r {requirements} failed (exit {pip.returncode})")
-    click.echo(f"venv ready: use virtualenv={str(target)!r} in deployments")
+    click.echo(printable(f"venv ready: use virtualenv={str(target)!r} in deployments"))

@@ -3,6 +3,7 @@ in a thread while the attempt's lease is kept alive and cancels are watched for.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -15,6 +16,8 @@ from envflow.protocol import Beat
 from .env_cache import EnvCache, Prepared
 from .outcome import Outcome
 from .stops import Deadline, StopRequest
+
+log = logging.getLogger("envflow.worker")
 
 
 class Interrupted(Exception):
@@ -49,6 +52,10 @@ def prepare_env(
             box["value"] = env_cache.prepare(spec.env, base, spec.env_vars)
         except Exception as e:  # handed to the run's thread below
             box["error"] = e
+            return
+        environment = box["value"].environment  # activated just now: its warnings are new
+        for warning in environment.warnings:
+            log.warning("%s: %s", environment.describe(), warning)
 
     thread = threading.Thread(target=prepare, name="envflow-activation", daemon=True)
     thread.start()

@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from envflow.errors import EnvActivationError, EnvNotFound
-from envflow.models import EnvKind, EnvSpec
+from envflow.models import EnvSpec
 from envflow.settings import Settings
 
-from .environments import CondaEnvironment, Environment, VenvEnvironment, WorkerEnvironment
+from .environments import Environment, detect, kind_for
 
 DEFAULT_VENV_ROOT = Path("/venvs")
 CONDA_LIST_TTL = 30.0  # seconds a `conda env list` answer is reused
@@ -117,34 +117,32 @@ class EnvResolver:
         :raises EnvNotFound: the env or path does not exist, or is not an env of that kind.
         :raises EnvActivationError: the env is outside the allowed roots.
         """
-        if spec.kind is EnvKind.WORKER:
-            return WorkerEnvironment()
-        if spec.kind is EnvKind.CONDA:
-            return self._named_conda(spec)
+        return kind_for(spec).locate(spec, self)
+
+    def locate_directory(self, spec: EnvSpec, kind: type[Environment]) -> Path:
+        """The real path of the directory ``spec`` gives, checked to be of ``kind`` and allowed.
+
+        :raises EnvNotFound: it does not exist, or is not of ``kind`` (saying which kind it is).
+        :raises EnvActivationError: it is outside the allowed roots.
+        """
         given = spec.value or ""
         path = Path(given).expanduser()
         resolved = path if path.is_absolute() else self.cwd / path
         if not resolved.exists():
             raise EnvNotFound(
-                f"{self._label(spec)} {given!r} does not exist: resolved to {resolved} "
+                f"{kind.field or 'env'} {given!r} does not exist: resolved to {resolved} "
                 f"(relative paths start at the worker's directory, {self.cwd})"
             )
         real = resolved.resolve()
-        is_conda = (real / "conda-meta").is_dir()
-        is_venv = (real / "pyvenv.cfg").is_file()
-        if spec.kind is EnvKind.VENV and not is_venv:
-            hint = "; it has conda-meta/, so it is a conda env: use condaenv=" if is_conda else ""
-            raise EnvNotFound(f"{given!r} ({real}) is not a venv or virtualenv: it has no pyvenv.cfg{hint}")
-        if spec.kind is EnvKind.CONDA_PREFIX and not is_conda:
-            hint = "; it has pyvenv.cfg, so it is a venv: use virtualenv=" if is_venv else ""
-            raise EnvNotFound(f"{given!r} ({real}) is not a conda env: it has no conda-meta/ directory{hint}")
+        if not kind.marks(real):
+            other = detect(real)
+            hint = f"; it has {other.marker}, so it is a {other.noun}: use {other.field}=" if other else ""
+            raise EnvNotFound(f"{given!r} ({real}) is not a {kind.noun}: it has no {kind.marker_desc}{hint}")
         self._check_allowed(real, given)
-        if spec.kind is EnvKind.VENV:
-            return VenvEnvironment(spec, real)
-        return CondaEnvironment(spec, real, self._real_root(), self._real_envs_dirs())
+        return real
 
-    def _named_conda(self, spec: EnvSpec) -> Environment:
-        name = spec.value or ""
+    def named_conda(self, name: str) -> Path:
+        """The real prefix of the conda env called ``name``, checked to be allowed."""
         envs = self.named_envs()
         if name not in envs and self.conda_exe:
             envs = self.named_envs(refresh=True)
@@ -161,14 +159,11 @@ class EnvResolver:
             )
         real = envs[name].resolve()
         self._check_allowed(real, name)
-        return CondaEnvironment(spec, real, self._real_root(), self._real_envs_dirs())
+        return real
 
-    def _real_root(self) -> Path | None:
+    def real_root(self) -> Path | None:
         root = self.conda_root()
         return root.resolve() if root is not None and root.exists() else root
-
-    def _real_envs_dirs(self) -> list[Path]:
-        return [d.resolve() if d.exists() else d for d in self.envs_dirs()]
 
     def _check_allowed(self, real: Path, given: str) -> None:
         roots = self.allowed_roots()
@@ -178,7 +173,3 @@ class EnvResolver:
                 f"env {given!r} ({real}) is outside the allowed env roots ({shown}); "
                 "move it under one of them or add its directory to ENVFLOW_ENV_ROOTS"
             )
-
-    @staticmethod
-    def _label(spec: EnvSpec) -> str:
-        return {EnvKind.VENV: "virtualenv", EnvKind.CONDA_PREFIX: "conda prefix"}.get(spec.kind, "env")

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from envflow.models import EnvSpec
-from worker.env_cache import EnvCache
+from envflow.worker.env_cache import EnvCache
 
 from .. import stats
 from ..report import Row

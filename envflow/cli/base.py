@@ -1,9 +1,17 @@
-"""What every command shares: error handling, output helpers, the client."""
+"""What every command shares: error handling, output helpers, the client.
+
+Everything envflow prints about runs, deployments, envs and settings holds text that others
+wrote (flows' error messages, deployment fields, worker names, anything in Redis). It goes
+through :func:`printable` here, which shows control characters escaped, so no value can move
+the cursor, retitle the terminal or fake a line. Only a flow's own output, under ``--follow``
+and ``run logs``, is printed verbatim.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -12,6 +20,7 @@ from typing import Any, NoReturn
 import click
 
 from ..errors import EnvflowError
+from ..redaction import redact_text
 
 STATE_COLORS = {
     "COMPLETED": "green",
@@ -40,13 +49,54 @@ class EnvflowGroup(click.Group):
             sys.exit(130)
 
 
+# C0 and C1 controls, DEL, line/paragraph separators and the bidi controls that reorder text.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(match: re.Match[str]) -> str:
+    c = match.group()
+    return _NAMED.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+
+
+class Styled(str):
+    """Text envflow formatted itself (its own colors, values already escaped): printed as is."""
+
+
+def printable(value: object) -> str:
+    """``value`` as text safe to print: control characters (escape sequences, carriage returns,
+    newlines, bidi overrides) shown escaped (``\\x1b``, ``\\r``, ``\\n``, ``\\u202e``)."""
+    if isinstance(value, Styled):
+        return value
+    return _CONTROL.sub(_escaped, str(value))
+
+
+def styled(value: object, **style: Any) -> Styled:
+    """``value``, escaped, in envflow's colors (``click.style`` arguments)."""
+    return Styled(click.style(printable(value), **style))
+
+
+def printable_lines(message: str) -> str:
+    """A message of one or more lines, each line escaped: envflow's line breaks stay."""
+    return "\n".join(printable(line) for line in message.split("\n"))
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(click.style("error: ", fg="red", bold=True) + message, err=True)
+    """Print a one-line error (control characters escaped, credentials in URLs hidden) and exit."""
+    click.echo(click.style("error: ", fg="red", bold=True) + printable_lines(redact_text(message)), err=True)
     sys.exit(code)
 
 
+def problem(label: str, message: str) -> None:
+    """A problem that does not stop the command (``invalid: file:line: field: ...``), on stderr."""
+    click.echo(click.style(f"{label}: ", fg="red", bold=True) + printable_lines(redact_text(message)), err=True)
+
+
 def status(message: str) -> None:
-    """envflow's own status lines: stderr, dimmed and marked, apart from a flow's output."""
+    """envflow's own status lines: stderr, dimmed and marked, apart from a flow's output.
+
+    ``message`` is envflow's text: values in it must come through :func:`printable` or :func:`styled`.
+    """
     click.echo(click.style(f"» {message}", fg="bright_black"), err=True)
 
 
@@ -54,8 +104,8 @@ def emit_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
 
 
-def state_text(state: str) -> str:
-    return click.style(state, fg=STATE_COLORS.get(state, "white"))
+def state_text(state: str) -> Styled:
+    return styled(state, fg=STATE_COLORS.get(state, "white"))
 
 
 def ago(ts: float | None) -> str:
@@ -74,15 +124,23 @@ def ago(ts: float | None) -> str:
     return f"in {text}" if future else f"{text} ago"
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """Print an aligned table; cells may carry ANSI colors."""
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """Print an aligned table; cells are escaped (see :func:`printable`), ``Styled`` ones keep their colors."""
     if not rows:
         return
-    plain = [[click.unstyle(str(c)) for c in row] for row in rows]
+    rows = [[printable(c) for c in row] for row in rows]
+    plain = [[click.unstyle(c) for c in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in plain)) for i, h in enumerate(headers)]
     click.echo("  ".join(click.style(h.ljust(w), bold=True) for h, w in zip(headers, widths)).rstrip())
     for row, prow in zip(rows, plain):
         click.echo("  ".join(str(c) + " " * (w - len(p)) for c, p, w in zip(row, prow, widths)).rstrip())
+
+
+def fields(rows: Sequence[tuple[str, object]]) -> None:
+    """Print ``key  value`` lines, keys aligned and bold, values escaped (``Styled`` ones kept)."""
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        click.echo(f"{click.style(key.ljust(width), bold=True)}  {printable(value)}")
 
 
 def get_client():  # type: ignore[no-untyped-def]

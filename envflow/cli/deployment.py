@@ -11,21 +11,24 @@ import click
 
 from .. import schedules
 from ..deployment_files import load_file
-from ..errors import DeploymentFileError, ParameterError
+from ..errors import EnvflowError, ParameterError, QueueError
 from ..models import DeploymentRecord
-from .base import ago, emit_json, fail, get_client, status, table
+from ..parameters import TextParameter
+from .base import ago, emit_json, fail, fields, get_client, printable, problem, status, table
 from .follow import EXIT_CODES_HELP, follow_run
-from .main import cli
+from .lazy import LazyGroup
 
 
-@cli.group("deployment")
+@click.group("deployment", cls=LazyGroup, lazy={
+    "preview": ("envflow.worker.deployment_cli:deployment_preview", "Show what a worker here would run for NAME."),
+    "execute": ("envflow.worker.deployment_cli:deployment_execute", "Run NAME's flow here, in this Python."),
+})
 def deployment() -> None:
     """Register and run deployments (a flow plus the environment its runs use)."""
 
 
-def redact_env(record: DeploymentRecord) -> dict[str, str]:
-    settings = get_client().settings
-    return {k: ("***" if settings.is_secret_name(k) else v) for k, v in record.env_vars.items()}
+def redact_env(record: DeploymentRecord) -> dict[str, str | None]:
+    return get_client().settings.redactor.mapping(record.env_vars)
 
 
 def next_run(record: DeploymentRecord, now: float | None = None) -> float | None:
@@ -53,17 +56,20 @@ def create(files: tuple[str, ...]) -> None:
         loaded = load_file(path)
         for message in loaded.errors:
             errors += 1
-            click.echo(click.style("invalid: ", fg="red", bold=True) + message, err=True)
+            problem("invalid", message)
         for item in loaded.deployments:
             try:
                 record = client.create_deployment(item)
-            except (DeploymentFileError, ParameterError) as e:
+            except QueueError:
+                raise
+            except EnvflowError as e:  # this deployment only: the rest of the file is still registered
                 errors += 1
-                click.echo(click.style("invalid: ", fg="red", bold=True) + f"{item.defined_at}: {e}", err=True)
+                problem("invalid", f"{item.defined_at}: {e}")
                 continue
             where = "source stored" if record.flow_storage == "source" else f"path {record.flow_path}"
-            click.echo(f"registered {click.style(record.name, bold=True)}  env {describe_env(record)}  "
-                       f"queue {record.queue}  ({where}; {item.defined_at})")
+            click.echo(f"registered {click.style(printable(record.name), bold=True)}  env "
+                       f"{printable(describe_env(record))}  queue {printable(record.queue)}  "
+                       f"({printable(where)}; {printable(item.defined_at)})")
     if errors:
         fail(f"{errors} deployment{'s' if errors > 1 else ''} not registered", code=1)
 
@@ -114,7 +120,8 @@ def inspect_(name: str, as_json: bool) -> None:
         ("env", describe_env(record)),
         ("queue", record.queue),
         ("parameters", json.dumps(record.parameters)),
-        ("signature", ", ".join(p["name"] + ("" if p["required"] else "=…") for p in record.parameter_spec) or "-"),
+        ("signature", ", ".join(p["name"] + (f": {p['annotation']}" if p.get("annotation") else "")
+                                + ("" if p["required"] else "=…") for p in record.parameter_spec) or "-"),
         ("env vars", ", ".join(f"{k}={v}" for k, v in redact_env(record).items()) or "-"),
         ("tags", ", ".join(record.tags) or "-"),
         ("timeout", f"{record.timeout:g}s" if record.timeout else "none"),
@@ -127,9 +134,7 @@ def inspect_(name: str, as_json: bool) -> None:
         ("defined at", record.defined_at or "-"),
         ("updated", ago(record.updated_at)),
     ]
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        click.echo(f"{click.style(key.ljust(width), bold=True)}  {value}")
+    fields(rows)
 
 
 @deployment.command("delete")
@@ -137,7 +142,7 @@ def inspect_(name: str, as_json: bool) -> None:
 def delete(name: str) -> None:
     """Remove a deployment (its past runs stay until they expire)."""
     get_client().delete_deployment(name)
-    click.echo(f"deleted {name}")
+    click.echo(f"deleted {printable(name)}")
 
 
 @deployment.command("pause")
@@ -145,7 +150,7 @@ def delete(name: str) -> None:
 def pause(name: str) -> None:
     """Stop scheduling runs of NAME (on-demand runs still work)."""
     get_client().pause_deployment(name)
-    click.echo(f"paused {name}")
+    click.echo(f"paused {printable(name)}")
 
 
 @deployment.command("resume")
@@ -153,17 +158,19 @@ def pause(name: str) -> None:
 def resume(name: str) -> None:
     """Schedule runs of NAME again."""
     get_client().resume_deployment(name)
-    click.echo(f"resumed {name}")
+    click.echo(f"resumed {printable(name)}")
 
 
 def parse_params(pairs: tuple[str, ...], params_json: str | None) -> dict[str, Any]:
-    """``--params-json`` first, then each ``--param key=value`` (value parsed as JSON, else kept as text)."""
+    """``--params-json`` first, then each ``--param key=value`` (JSON or text: see TextParameter)."""
     params: dict[str, Any] = {}
     if params_json:
         try:
             loaded = json.loads(params_json)
         except ValueError as e:
             raise ParameterError(f"--params-json is not valid JSON: {e}") from None
+        except RecursionError:
+            raise ParameterError("--params-json is nested too deeply") from None
         if not isinstance(loaded, dict):
             raise ParameterError("--params-json must be a JSON object, e.g. '{\"name\": \"Ada\"}'")
         params.update(loaded)
@@ -172,9 +179,9 @@ def parse_params(pairs: tuple[str, ...], params_json: str | None) -> dict[str, A
         if not sep or not key:
             raise ParameterError(f"--param {pair!r}: expected key=value")
         try:
-            params[key] = json.loads(value)
-        except ValueError:
-            params[key] = value
+            params[key] = TextParameter(value)
+        except ParameterError:
+            raise ParameterError(f"--param {key}: the value is nested too deeply") from None
     return params
 
 
@@ -195,7 +202,7 @@ def run_(name: str, pairs: tuple[str, ...], params_json: str | None, follow: boo
     run = client.run(name, parse_params(pairs, params_json), timeout=timeout)
     if not follow:
         click.echo(run.id)
-        status(f"run {run.short_id} of {name} queued; follow it with `envflow run logs {run.short_id} --follow`")
+        status(f"run {run.short_id} of {printable(name)} queued; follow it with `envflow run logs {run.short_id} --follow`")
         return
-    status(f"run {run.short_id} of {name} queued; streaming its output (Ctrl-C to detach)")
+    status(f"run {run.short_id} of {printable(name)} queued; streaming its output (Ctrl-C to detach)")
     sys.exit(follow_run(run))

@@ -11,7 +11,8 @@ import click
 from ..flow_run import FlowRun
 from ..models import RunState
 from ..output import AttemptEnd, Entry
-from .base import state_text, status
+from ..redaction import redact_text
+from .base import printable, state_text, status
 
 # Exit codes of commands that wait for a run (documented in `envflow deployment run --help`).
 EXIT_CODES = {
@@ -83,7 +84,7 @@ def exit_code(state: RunState, run: FlowRun) -> int:
         record = run.record()
         detail = record.error or record.reason
         if detail:
-            status(f"{record.error_type + ': ' if record.error_type else ''}{detail}")
+            status(printable(redact_text(f"{record.error_type + ': ' if record.error_type else ''}{detail}")))
     return EXIT_CODES.get(state, 1)
 
 
@@ -93,7 +94,7 @@ def _interrupted(run: FlowRun, interactive_cancel: bool) -> int:
         try:
             if click.confirm(f"Cancel run {run.short_id} too? (No detaches; the run goes on)", default=False, err=True):
                 outcome = run.cancel()
-                status(f"run {run.short_id}: cancel {outcome}")
+                status(f"run {run.short_id}: cancel {printable(outcome)}")
                 return DETACHED
         except (KeyboardInterrupt, click.Abort):
             pass

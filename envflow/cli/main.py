@@ -1,19 +1,34 @@
-"""The ``envflow`` entry point. Service packages add their commands through the
-``envflow.cli`` entry point group, so this package never imports them."""
+"""The ``envflow`` entry point: the top-level group and where each command group lives.
+
+Every group is imported only when it runs (``lazy.py``); the worker's and the scheduler's
+commands live in their own packages (``envflow.worker``, ``envflow.scheduler``).
+"""
 
 from __future__ import annotations
 
-import logging
-from importlib.metadata import entry_points
-
 import click
 
-from .base import EnvflowGroup, emit_json
+from .. import __version__
+from .lazy import LazyGroup
+
+COMMANDS = {
+    "deployment": ("envflow.cli.deployment:deployment", "Register and run deployments (a flow plus its environment)."),
+    "run": ("envflow.cli.run:run", "Inspect and control runs."),
+    "queue": ("envflow.cli.queue:queue", "Inspect, pause and resume queues."),
+    "env": ("envflow.worker.env_cli:env", "Environments flows run in (as this machine's workers see them)."),
+    "venv": ("envflow.worker.env_cli:venv", "Make venvs that work inside the workers."),
+    "worker": ("envflow.worker.cli:worker", "Run workers."),
+    "agent": ("envflow.worker.cli:agent", "Alias of `envflow worker` (the reference tool's `agent start`)."),
+    "scheduler": ("envflow.scheduler.cli:scheduler", "Run the scheduler service."),
+    "up": ("envflow.cli.up:up", "The whole stack in one terminal, for development."),
+    "config": ("envflow.cli.config:config", "Show the effective settings (ENVFLOW_* variables), secrets redacted."),
+}
 
 
-@click.group(cls=EnvflowGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=LazyGroup, lazy=COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
-@click.version_option(package_name="envflow")
+@click.version_option(__version__, prog_name="envflow")
 def cli(debug: bool) -> None:
     """Run Python flows in the conda env or venv each one needs, on RQ workers, with live output.
 
@@ -26,32 +41,9 @@ def cli(debug: bool) -> None:
     Settings come from ENVFLOW_* variables; `envflow config` shows them.
     """
     if debug:
+        import logging
+
         logging.basicConfig(level=logging.DEBUG)
-
-
-@cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def config(as_json: bool) -> None:
-    """Show the effective settings (ENVFLOW_* variables), secrets redacted."""
-    from ..settings import Settings
-
-    values = Settings().redacted()
-    if as_json:
-        emit_json(values)
-        return
-    width = max(len(k) for k in values)
-    for name, value in values.items():
-        click.echo(f"{('ENVFLOW_' + name.upper()).ljust(width + 8)}  {value}")
-
-
-def _load_plugins() -> None:
-    from . import deployment, queue, run, up  # noqa: F401 - they register their groups on `cli`
-
-    for ep in entry_points(group="envflow.cli"):
-        ep.load()(cli)
-
-
-_load_plugins()
 
 
 def main() -> None:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import click
 
-from .base import emit_json, get_client, status, table
-from .main import cli
+from .base import emit_json, get_client, printable, status, styled, table
 
 
-@cli.group("queue")
+@click.group("queue")
 def queue() -> None:
     """Inspect, pause and resume queues (a deployment's runs go to its queue)."""
 
@@ -25,7 +24,7 @@ def ls(as_json: bool) -> None:
         status("no queues yet")
         return
     rows = [
-        [q["name"], click.style("paused", fg="yellow") if q["paused"] else "active", str(q["queued"]),
+        [q["name"], styled("paused", fg="yellow") if q["paused"] else "active", str(q["queued"]),
          str(q["running"]), str(q["scheduled"]), ", ".join(q["workers"]) or "-"]
         for q in queues
     ]
@@ -37,7 +36,7 @@ def ls(as_json: bool) -> None:
 def pause(name: str) -> None:
     """Start no runs from NAME; its runs wait there (running ones finish)."""
     get_client().pause_queue(name)
-    click.echo(f"paused queue {name}")
+    click.echo(f"paused queue {printable(name)}")
 
 
 @queue.command("resume")
@@ -45,4 +44,4 @@ def pause(name: str) -> None:
 def resume(name: str) -> None:
     """Start runs from NAME again."""
     get_client().resume_queue(name)
-    click.echo(f"resumed queue {name}")
+    click.echo(f"resumed queue {printable(name)}")

@@ -8,14 +8,14 @@ import time
 import click
 
 from ..models import RunRecord, RunState
-from .base import ago, emit_json, get_client, state_text, status, table
+from ..redaction import redact_text
+from .base import ago, emit_json, fields, get_client, printable, state_text, status, table
 from .follow import EXIT_CODES_HELP, exit_code, follow_run, print_history
-from .main import cli
 
 STATES = [s.value for s in RunState]
 
 
-@cli.group("run")
+@click.group("run")
 def run() -> None:
     """Inspect and control runs. IDs may be abbreviated to a unique prefix (4+ characters)."""
 
@@ -64,7 +64,7 @@ def inspect_(run_id: str, as_json: bool) -> None:
         return
     import json
 
-    rows = [
+    rows: list[tuple[str, object]] = [
         ("id", record.id),
         ("deployment", record.deployment),
         ("state", state_text(record.state.value)),
@@ -81,12 +81,10 @@ def inspect_(run_id: str, as_json: bool) -> None:
     if record.result_error:
         rows.append(("result", record.result_error))
     if record.error or record.error_type:
-        rows.append(("error", f"{record.error_type + ': ' if record.error_type else ''}{record.error or ''}"))
+        rows.append(("error", redact_text(f"{record.error_type + ': ' if record.error_type else ''}{record.error or ''}")))
     if record.reason and record.reason != record.error:
-        rows.append(("reason", record.reason))
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        click.echo(f"{click.style(key.ljust(width), bold=True)}  {value}")
+        rows.append(("reason", redact_text(record.reason)))
+    fields(rows)
     click.echo(click.style("\nstates", bold=True))
     for name, ts, attempt in record.transitions:
         click.echo(f"  {_ts(ts)}  {state_text(name)}" + (f"  (attempt {attempt})" if attempt else ""))
@@ -95,9 +93,9 @@ def inspect_(run_id: str, as_json: bool) -> None:
         for a in record.attempts:
             took = f"{a.ended_at - a.started_at:.1f}s" if a.started_at and a.ended_at else "-"
             detail = a.error or a.reason or ""
-            click.echo(f"  #{a.n}  {state_text(a.state)}  {took}  on {a.worker or '-'}"
+            click.echo(f"  #{a.n}  {state_text(a.state)}  {took}  on {printable(a.worker or '-')}"
                        f"{'  exit ' + str(a.exit_code) if a.exit_code is not None else ''}"
-                       f"{'  ' + detail if detail else ''}")
+                       f"{'  ' + printable(redact_text(detail)) if detail else ''}")
 
 
 def _ts(ts: float) -> str:
@@ -127,7 +125,7 @@ def cancel(run_id: str) -> None:
         "requested": f"stopping it (SIGTERM, then SIGKILL after {client.settings.cancel_grace:g}s)",
         "ended": f"it had already ended ({flow_run.state.value})",
     }
-    click.echo(f"run {flow_run.short_id}: {messages.get(outcome, outcome)}")
+    click.echo(f"run {flow_run.short_id}: {printable(messages.get(outcome, outcome))}")
 
 
 @run.command("wait", epilog=EXIT_CODES_HELP)

@@ -10,21 +10,21 @@ import sys
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import click
 import redis
 
-from ..settings import get_settings, redact_url
+from .. import private_redis
+from ..redaction import redact_url
+from ..settings import get_settings
 from .base import fail, status
-from .main import cli
 
 COLORS = ["cyan", "green", "magenta", "yellow", "blue", "bright_cyan", "bright_green", "bright_magenta"]
-LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", ""}
 
 
 class Child:
-    def __init__(self, name: str, color: str, argv: list[str], env: dict[str, str], width: int) -> None:
+    def __init__(self, name: str, color: str, argv: list[str], env: dict[str, str], width: int,
+                 umask: int = -1) -> None:
         self.name = name
         self.prefix = click.style(f"{name.ljust(width)} |", fg=color)
         self.proc = subprocess.Popen(
@@ -34,6 +34,7 @@ class Child:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches `up` only; it stops the children in order
+            umask=umask,
         )
         self.reader = threading.Thread(target=self._pump, daemon=True)
         self.reader.start()
@@ -61,24 +62,33 @@ def answers(url: str) -> bool:
         return True  # it answers, e.g. with an auth error the services will report
 
 
-def redis_command(url: str, data_dir: Path) -> list[str]:
-    parts = urlsplit(url)
-    if parts.scheme != "redis" or (parts.hostname or "") not in LOCAL_HOSTS:
+def redis_server_for(url: str) -> str:
+    """The redis-server to start for ``url``, or a one-line error saying why none can be."""
+    if private_redis.local_port(url) is None:
         fail(f"nothing answers at {redact_url(url)}; `envflow up` starts a private Redis only for a "
              "redis://localhost URL: start that server, or unset ENVFLOW_REDIS_URL")
     server = shutil.which("redis-server")
     if server is None:
         fail(f"nothing answers at {redact_url(url)} and there is no redis-server on PATH to start one: "
              "install it (apt-get install redis-server / brew install redis)")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    argv = [server, "--bind", "127.0.0.1", "--port", str(parts.port or 6379), "--dir", str(data_dir),
-            "--appendonly", "yes", "--save", ""]
-    if parts.password:
-        argv += ["--requirepass", parts.password]
-    return argv
+    return server
 
 
-@cli.command("up")
+def start_private_redis(url: str, state_dir: Path, env: dict[str, str], width: int) -> tuple[Child, str, bool]:
+    """Start redis-server for ``url``: data in a 0700 directory, files 0600, a password always.
+
+    :returns: the child, the URL to reach it (with its password) and whether the password is envflow's own.
+    """
+    server = redis_server_for(url)
+    data_dir, password, generated = private_redis.prepare(state_dir, url)
+    config = private_redis.config_file(data_dir, password)  # the password stays off the command line
+    argv = [server, str(config), "--bind", "127.0.0.1", "--port", str(private_redis.local_port(url)),
+            "--dir", str(data_dir), "--appendonly", "yes", "--save", ""]
+    child = Child("redis", "red", argv, env, width, umask=0o077)  # its files (the AOF) are 0600
+    return child, private_redis.with_password(url, password), generated
+
+
+@click.command("up")
 @click.option("--workers", "-w", type=click.IntRange(min=0), default=1, show_default=True, help="Workers to start.")
 @click.option("--queue", "-q", "queues", multiple=True, help="Queues the workers serve (repeatable).")
 @click.option("--no-scheduler", is_flag=True, help="Do not start the scheduler.")
@@ -96,16 +106,26 @@ def up(workers: int, queues: tuple[str, ...], no_scheduler: bool) -> None:
     width = max(len(n) for n in names)
     started: list[Child] = []
     redis_child = None
+    generated = False
     if answers(url):
         status(f"using the Redis that answers at {redact_url(url)}")
     else:
-        redis_child = Child("redis", "red", redis_command(url, settings.state_dir / "redis"), env, width)
+        redis_child, url, generated = start_private_redis(url, settings.state_dir, env, width)
+        env["ENVFLOW_REDIS_URL"] = url
         deadline = time.monotonic() + 15
         while not answers(url):
             if redis_child.proc.poll() is not None or time.monotonic() > deadline:
+                if generated:
+                    private_redis.forget_password(settings.state_dir)
                 fail(f"redis-server did not start (exit status {redis_child.proc.poll()}); see its output above")
             time.sleep(0.05)
-        status(f"started a private Redis at {redact_url(url)} (data in {settings.state_dir / 'redis'})")
+        where = private_redis.data_dir(settings.state_dir)
+        if generated:
+            status(f"started a private Redis at {redact_url(url)} (data in {where}); its password is in "
+                   f"{private_redis.password_file(settings.state_dir)}, readable by you only, and envflow "
+                   "commands with this ENVFLOW_STATE_DIR use it")
+        else:
+            status(f"started a private Redis at {redact_url(url)} (data in {where})")
     envflow = [sys.executable, "-m", "envflow"]
     if not no_scheduler:
         started.append(Child("scheduler", COLORS[0], [*envflow, "scheduler", "start"], env, width))
@@ -118,6 +138,8 @@ def up(workers: int, queues: tuple[str, ...], no_scheduler: bool) -> None:
     if redis_child is not None:
         redis_child.signal(signal.SIGTERM)
         redis_child.proc.wait(15)
+        if generated:
+            private_redis.forget_password(settings.state_dir)
     status("stack stopped")
     sys.exit(code)
 

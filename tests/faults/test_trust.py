@@ -125,13 +125,15 @@ def test_a_flow_sees_none_of_the_workers_credentials(tmp_path, env_vars, setting
 
 
 def _private_copy_of_envflow(target: Path) -> dict[str, str]:
-    """envflow's packages copied where a hostile flow may rewrite them (never the checkout itself)."""
+    """envflow installed where a hostile flow may rewrite it (never the checkout itself)."""
     import envflow
-    import worker
+    import envflow.scheduler
+    import envflow.worker
 
-    for package in (envflow, worker):
-        source = Path(package.__file__).parent
-        shutil.copytree(source, target / source.name, ignore=shutil.ignore_patterns("__pycache__"))
+    skip = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(Path(envflow.__file__).parent, target / "envflow", ignore=skip)
+    for package, name in ((envflow.worker, "worker"), (envflow.scheduler, "scheduler")):
+        shutil.copytree(Path(package.__file__).parent, target / "envflow" / name, ignore=skip)
     return {"PYTHONPATH": str(target)}
 
 
@@ -143,7 +145,7 @@ def test_a_flow_cannot_change_what_later_runs_execute(client, start_worker, venv
     start_worker(extra_env=extra)
     run = client.run(benign)
     assert [line.text for line in run.follow(timeout=30)] == ["hello world"]
-    roots = [env_vars["ENVFLOW_STATE_DIR"], str(install / "envflow"), str(install / "worker")]
+    roots = [env_vars["ENVFLOW_STATE_DIR"], str(install / "envflow")]
     assert client.run(hostile, {"roots": roots}).result(timeout=60) > 5
     for _ in range(2):  # the interpreter started ahead for the next run included
         again = client.run(benign, {"who": "again"})

@@ -1,0 +1,96 @@
+"""`envflow up`'s private Redis: a password always, its data readable by its user only."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+
+from ..conftest import envflow_command, free_port, write_flow
+from .helpers import wait_until
+
+GREETER = """
+    from envflow import flow
+
+    @flow
+    def greet(name: str):
+        print(f"hello {name}")
+"""
+
+
+def start_up(env: dict[str, str], workdir: Path, log: Path) -> subprocess.Popen:
+    proc = subprocess.Popen(envflow_command("up", "--workers", "1", "--no-scheduler"), cwd=workdir, env=env,
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    wait_until(lambda: "ready on queue" in log.read_text() or proc.poll() is not None, 30, what="envflow up")
+    assert proc.poll() is None, log.read_text()
+    return proc
+
+
+def stop_up(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) == 0
+
+
+def modes(directory: Path) -> dict[str, int]:
+    return {str(p.relative_to(directory)): stat.S_IMODE(p.stat().st_mode) for p in [directory, *directory.rglob("*")]}
+
+
+def redis_server_cmdlines() -> list[str]:
+    return [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["name", "cmdline"])
+            if p.info["name"] == "redis-server"]
+
+
+def test_up_generates_a_password_and_keeps_its_data_private(env_vars, workdir, venv, tmp_path):
+    port = free_port()
+    state = tmp_path / "up-state"
+    env = {**os.environ, **env_vars, "ENVFLOW_REDIS_URL": f"redis://127.0.0.1:{port}/0",
+           "ENVFLOW_STATE_DIR": str(state)}
+    log = tmp_path / "up.log"
+    proc = start_up(env, workdir, log)
+    try:
+        with pytest.raises(redis.exceptions.AuthenticationError):  # no password: refused
+            redis.Redis(port=port).ping()
+        password_file = state / "redis" / "password"
+        assert "readable by you only" in log.read_text() and str(password_file) in log.read_text()
+        # envflow commands of the same user and state dir find the password; nothing prints it.
+        write_flow(workdir, GREETER, "greeter.py")
+        (workdir / "d.yaml").write_text(f"- name: d\n  flow_location: greeter.py\n  virtualenv: {venv}\n")
+        subprocess.run(envflow_command("deployment", "create", "d.yaml"), cwd=workdir, env=env, check=True,
+                       capture_output=True)
+        done = subprocess.run(envflow_command("deployment", "run", "greet/d", "-p", "name=up", "--follow"),
+                              cwd=workdir, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and done.stdout == "hello up\n", done.stderr
+        password = password_file.read_text()
+        shown = subprocess.run(envflow_command("config"), env=env, capture_output=True, text=True).stdout
+        assert f"redis://:***@127.0.0.1:{port}/0" in shown
+        assert not any(password in text for text in [shown, log.read_text(), *redis_server_cmdlines()])
+        found = modes(state / "redis")
+        assert found.pop(".") == 0o700 and found and all(m in (0o600, 0o700) for m in found.values()), found
+        assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+        assert any(name.startswith("appendonly") for name in found), found  # the AOF: 0600 like the rest
+    finally:
+        stop_up(proc)
+    assert not (state / "redis" / "password").exists()
+
+
+def test_up_passes_a_percent_encoded_password_decoded(env_vars, workdir, tmp_path):
+    port = free_port()
+    state = tmp_path / "up-state"
+    (state / "redis").mkdir(parents=True)
+    (state / "redis" / "old.aof").write_text("from an earlier version")
+    (state / "redis" / "old.aof").chmod(0o644)
+    env = {**os.environ, **env_vars, "ENVFLOW_REDIS_URL": f"redis://:p%40ss%3Aw%20rd@127.0.0.1:{port}/0",
+           "ENVFLOW_STATE_DIR": str(state)}
+    proc = start_up(env, workdir, tmp_path / "up.log")
+    try:
+        assert redis.Redis(port=port, password="p@ss:w rd").ping()
+        assert not (state / "redis" / "password").exists()  # the user's own password is not copied anywhere
+        assert modes(state / "redis")["old.aof"] == 0o600 and modes(state / "redis")["."] == 0o700
+    finally:
+        stop_up(proc)
