@@ -7,20 +7,6 @@
 #   docker build --build-arg BASE_IMAGE=continuumio/miniconda3:25.3.1-1 .
 # (its base env comes from Anaconda's defaults channel: see the licence note in the docs).
 ARG BASE_IMAGE=condaforge/miniforge3:25.11.0-0
-ARG DASHBOARD_BASE_IMAGE=python:3.12.8-slim-bookworm
-
-# Optional rq-dashboard (compose profile "dashboard"). No envflow code: it reads RQ's keys.
-# Never built for the default target by BuildKit; it comes first so the envflow stage is the default.
-FROM ${DASHBOARD_BASE_IMAGE} AS dashboard
-# rq-dashboard 0.9.0 imports six without declaring it; rq matches envflow's rq major version.
-RUN pip install --no-cache-dir rq-dashboard==0.9.0 rq==3.0.0 six==1.17.0
-# envflow's job payloads are JSON; a dashboard that can delete jobs could break run records.
-ENV RQ_DASHBOARD_JSON=true \
-    RQ_DASHBOARD_DISABLE_DELETE=true
-USER 65534:65534
-EXPOSE 9181
-ENTRYPOINT ["rq-dashboard"]
-
 FROM ${BASE_IMAGE} AS envflow
 LABEL org.opencontainers.image.title="envflow" \
       org.opencontainers.image.description="envflow worker/scheduler: Python flows in conda envs and venvs, on RQ" \

@@ -70,8 +70,10 @@ DOCKERFILE_CASES: list[tuple[str, Callable[[checks.Dockerfile], list[str]], tupl
      ("BASE_IMAGE=condaforge/miniforge3:25.11.0-0", "BASE_IMAGE=condaforge/miniforge3:latest"), "pin"),
     ("base is miniconda-family", checks.check_base_pinned,
      ("FROM ${BASE_IMAGE} AS envflow", "FROM python:3.12.8-slim AS envflow"), "not one of"),
-    ("dashboard base pinned", checks.check_base_pinned,
-     ("DASHBOARD_BASE_IMAGE=python:3.12.8-slim-bookworm", "DASHBOARD_BASE_IMAGE=python"), "pin"),
+    ("one stage", checks.check_one_stage,
+     ("ARG BASE_IMAGE=condaforge/miniforge3:25.11.0-0\n",
+      "ARG BASE_IMAGE=condaforge/miniforge3:25.11.0-0\nFROM python:3.12.8-slim-bookworm AS dashboard\n"
+      "RUN pip install --no-cache-dir rq-dashboard==0.9.0\n"), "classic builder"),
     ("non-root user", checks.check_nonroot_user, ("USER 10001:10001", "USER root"), "root"),
     ("user set at all", checks.check_nonroot_user, ("USER 10001:10001\n", ""), "no USER"),
     ("numeric user", checks.check_nonroot_user, ("USER 10001:10001", "USER envflow"), "numeric"),
@@ -116,6 +118,14 @@ def test_dockerfile_check(check: Callable[..., list[str]], edit: tuple[str, str]
     assert _dockerfile_check(check, DOCKERFILE) == []
     problems = _dockerfile_check(check, edited(DOCKERFILE, *edit))
     assert problems and any(expected in p for p in problems), problems
+
+
+def test_dashboard_base_pinned() -> None:
+    """The dashboard is its own build (dashboard/Dockerfile), on a pinned base."""
+    dashboard = (ROOT / "dashboard" / "Dockerfile").read_text()
+    assert checks.check_dashboard_dockerfile(checks.Dockerfile(dashboard)) == []
+    broken = edited(dashboard, "BASE_IMAGE=python:3.12.8-slim-bookworm", "BASE_IMAGE=python")
+    assert "pin" in " ".join(checks.check_dashboard_dockerfile(checks.Dockerfile(broken)))
 
 
 def test_console_script_comes_from_pyproject() -> None:
@@ -358,7 +368,8 @@ def test_docs_commands_match_compose(text: str, complete: bool) -> None:
     profiles = {p for s in compose()["services"].values() for p in s.get("profiles", [])}
     assert set(re.findall(r"--profile (\w+)", text)) <= profiles
     mentioned = set(re.findall(r"\b((?:ENVFLOW|REDIS|DASHBOARD)_[A-Z_]+)", text))
-    variables = set(re.findall(r"\$\{([A-Z_]+)", COMPOSE_TEXT))
+    mentioned = {m for m in mentioned if not m.startswith("ENVFLOW_TEST_")}  # the container suite's own knobs
+    variables = set(re.findall(r"(?<!\$)\$\{([A-Z_]+)", COMPOSE_TEXT))  # $${...} is the container's own
     from envflow.settings import Settings
 
     settings = {f"ENVFLOW_{name.upper()}" for name in Settings.model_fields}
@@ -368,3 +379,13 @@ def test_docs_commands_match_compose(text: str, complete: bool) -> None:
         assert variables <= mentioned, sorted(variables - mentioned)
         for name in ENV_FILES:
             assert Path(name).stem in text
+
+
+def test_readme_docker_commands_are_the_suites() -> None:
+    """README's "Run with Docker" shows the commands tests/container runs, no others."""
+    from .container.stack import README_SCALE, README_UP, README_VENV
+
+    section = README.split("## Run with Docker", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [tuple(line.split("#", 1)[0].split()[2:]) for line in block.splitlines() if line.strip()]
+    assert commands == [README_UP, README_SCALE, README_VENV]

@@ -133,6 +133,23 @@ def check_base_pinned(df: Dockerfile) -> list[str]:
     return problems
 
 
+def check_one_stage(df: Dockerfile) -> list[str]:
+    """The classic builder builds every stage, wanted or not: any other stage (and its base image)
+    would be needed by every build of the envflow image."""
+    others = [s.alias or s.base for s in df.stages[:-1]]
+    return [f"stage {name} is built by the classic builder with every envflow build; give it its own Dockerfile"
+            for name in others]
+
+
+def check_dashboard_dockerfile(df: Dockerfile) -> list[str]:
+    """dashboard/Dockerfile: one stage on a pinned base, not root."""
+    problems = [f"FROM {s.base}: pin an exact tag (or a digest)" for s in df.stages if not image_pinned(s.base)]
+    user = df.final.last("USER") if df.stages else None
+    if user is None or user.value.split(":")[0] in ("root", "0"):
+        problems.append("the dashboard must not run as root")
+    return problems
+
+
 def check_nonroot_user(df: Dockerfile) -> list[str]:
     user = df.final.last("USER")
     if user is None:

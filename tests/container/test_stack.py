@@ -1,6 +1,7 @@
-"""`docker compose up` of compose.yaml, end to end: the examples it registers, a flow in each baked conda
-env and in a venv made with `envflow venv create`, live output on the host, 3 workers running 30 flows,
-a graceful `docker compose stop` mid-run, and `down`. The tests run in file order on one stack."""
+"""`docker compose up` of compose.yaml, end to end on one stack, in file order: the examples it
+registers, a flow in each baked conda env and in a venv made through the `venvs` service, live
+output on the host, three workers running thirty flows, a worker killed mid-run, Redis restarted
+mid-run, a graceful `docker compose stop`, the containers' user, PID 1, mounts and health, and `down`."""
 
 from __future__ import annotations
 
@@ -14,32 +15,43 @@ from envflow.deployments import Deployment
 from envflow.models import RunState
 
 from ..conftest import load_flows
-from .conftest import Stack, env_names, read_env_file, write_flow
+from .conftest import env_names, read_env_file, write_flow
+from .stack import README_SCALE, README_VENV, Stack
 
 PROBE = """
-    import os, subprocess, sys
+    import os, subprocess, sys, time
     from envflow import flow
 
-    @flow
-    def probe(names=()):
-        import socket
-        imported = subprocess.run([sys.executable, "-c", "import envflow"], capture_output=True, cwd="/")
-        no_envflow = imported.returncode != 0
-        return {"version": list(sys.version_info[:2]), "prefix": sys.prefix, "host": socket.gethostname(),
-                "conda_env": os.environ.get("CONDA_DEFAULT_ENV"), "vars": {n: os.environ.get(n) for n in names},
-                "no_envflow": no_envflow}
+    def container_id():
+        # A container's own files (/etc/hostname, resolv.conf) are mounted from its directory under
+        # /var/lib/docker/containers/<id>/: the one way to tell replicas apart on the host's network.
+        for line in open("/proc/self/mountinfo"):
+            if "/containers/" in line and "/etc/hostname" in line:
+                return line.split("/containers/")[1].split("/")[0]
 
     @flow
-    def ticker(n=5):
-        import time
+    def probe(names=(), sleep=0.0):
+        time.sleep(sleep)
+        imported = subprocess.run([sys.executable, "-c", "import envflow"], capture_output=True, cwd="/")
+        try:
+            import pandas
+            pandas_version = pandas.__version__
+        except ImportError:
+            pandas_version = None
+        return {"version": list(sys.version_info[:2]), "prefix": sys.prefix, "container": container_id(),
+                "conda_env": os.environ.get("CONDA_DEFAULT_ENV"), "conda_prefix": os.environ.get("CONDA_PREFIX"),
+                "path0": os.environ["PATH"].split(os.pathsep)[0], "vars": {n: os.environ.get(n) for n in names},
+                "pandas": pandas_version, "no_envflow": imported.returncode != 0}
+
+    @flow
+    def ticker(n=5, every=1.0):
         for i in range(n):
             print(f"tick {i}", flush=True)
-            time.sleep(1)
+            time.sleep(every)
 
     @flow
     def slow(seconds=8):
-        import time
-        print("started", flush=True)
+        print("started", container_id(), flush=True)
         time.sleep(seconds)
         print("finished", flush=True)
         return "done"
@@ -59,16 +71,33 @@ def wait_for_completed_run(stack: Stack, deployment: str, timeout: float = 200) 
     client = stack.client()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        runs = client.runs(deployment=deployment, limit=50)
-        if any(r.state is RunState.COMPLETED for r in runs):
+        if any(r.state is RunState.COMPLETED for r in client.runs(deployment=deployment, limit=50)):
             return
         time.sleep(2)
     states = [(r.state, r.error) for r in client.runs(deployment=deployment)]
     raise AssertionError(f"no completed run of {deployment} in {timeout}s: {states}\n{stack.logs('worker')[-4000:]}")
 
 
+def first_line(run, text: str, timeout: float = 120):  # type: ignore[no-untyped-def]
+    for line in run.follow(timeout=timeout):
+        if line.text.startswith(text):
+            return line
+    raise AssertionError(f"no line {text!r} within {timeout}s: {run.record()}")
+
+
+def wait_for_state(run, states: set[RunState], timeout: float) -> RunState:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = run.state
+        if state in states:
+            return state
+        time.sleep(0.5)
+    raise AssertionError(f"run not {sorted(s.value for s in states)} within {timeout}s: {run.record()}")
+
+
 def test_up_registers_and_runs_the_examples(stack: Stack) -> None:
-    """`docker compose up` alone: the example venv is made, the examples registered and run on schedule."""
+    """`docker compose up` alone: the example venv is made, the examples registered and run on
+    schedule, their output (with the conda env's `variables:`) in `docker compose logs`."""
     venvs = stack.containers("venvs", all=True)
     assert venvs and venvs[0].wait(timeout=300)["StatusCode"] == 0, stack.logs("venvs")
     assert (stack.venvs / "example" / "pyvenv.cfg").is_file()
@@ -77,33 +106,49 @@ def test_up_registers_and_runs_the_examples(stack: Stack) -> None:
     for deployment in ("hello-conda/py38", "hello-conda/py312", "hello-venv/example"):
         wait_for_completed_run(stack, deployment)
     logs = stack.logs("worker")
-    assert "Hello! Running with /opt/conda/envs/py38/bin/python" in logs
+    for name in ("py38", "py312"):
+        assert f"Hello! Running with /opt/conda/envs/{name}/bin/python" in logs
+        assert f"in conda env {name}: {read_env_file(name)['variables']['FLOW_ENV_LABEL']}" in logs
     assert "Hello compose! Running with /venvs/example/bin/python" in logs
 
 
 @pytest.mark.parametrize("name", env_names())
 def test_flow_in_each_conda_env(stack: Stack, flows: dict, name: str) -> None:
-    variables = read_env_file(name).get("variables", {})
+    env = read_env_file(name)
+    variables = env.get("variables", {})
     deployment = deploy(stack, flows, "probe", f"conda-{name}", condaenv=name)
     run = stack.client().run(deployment, {"names": sorted(variables)})
     assert run.wait(120) is RunState.COMPLETED, run.record()
     result = run.result()
-    wanted = [int(p) for p in str(next(d for d in read_env_file(name)["dependencies"]
-                                       if str(d).startswith("python"))).split("=")[1].split(".")[:2]]
-    assert result["version"] == wanted
-    assert result["prefix"] == f"/opt/conda/envs/{name}" and result["conda_env"] == name
+    python = next(str(d) for d in env["dependencies"] if str(d).startswith("python"))
+    assert result["version"] == [int(p) for p in python.split("=")[1].split(".")[:2]]
+    prefix = f"/opt/conda/envs/{name}"
+    assert result["prefix"] == prefix and result["conda_prefix"] == prefix and result["conda_env"] == name
+    assert result["path0"] == f"{prefix}/bin"
     assert result["vars"] == variables
+    pandas = next((str(d) for d in env["dependencies"] if str(d).startswith("pandas")), None)
+    if pandas:
+        assert result["pandas"] == pandas.split("=")[1]
     assert result["no_envflow"]
 
 
-def test_venv_created_in_the_mounted_directory(stack: Stack, flows: dict) -> None:
-    made = stack.compose("run", "--rm", "venvs", "envflow", "venv", "create", "/venvs/ctest", "--python", "py38")
+def test_venv_created_through_the_venvs_service(stack: Stack, flows: dict) -> None:
+    """The README's `docker compose run --rm venvs envflow venv create ...`, then a run in that venv."""
+    made = stack.compose(*README_VENV)
     assert "venv ready" in made.stdout + made.stderr
-    assert (stack.venvs / "ctest" / "pyvenv.cfg").is_file()
-    deployment = deploy(stack, flows, "probe", "venv-ctest", virtualenv="/venvs/ctest")
+    assert (stack.venvs / "myproject" / "pyvenv.cfg").is_file()
+    deployment = deploy(stack, flows, "probe", "venv-myproject", virtualenv="/venvs/myproject")
     run = stack.client().run(deployment)
     assert run.wait(120) is RunState.COMPLETED, run.record()
-    assert run.result()["prefix"] == "/venvs/ctest" and run.result()["version"] == [3, 8]
+    assert run.result()["prefix"] == "/venvs/myproject" and run.result()["version"] == [3, 12]
+
+
+def test_venv_on_python_3_8(stack: Stack, flows: dict) -> None:
+    stack.compose("run", "--rm", "venvs", "envflow", "venv", "create", "/venvs/legacy", "--python", "py38")
+    deployment = deploy(stack, flows, "probe", "venv-legacy", virtualenv="/venvs/legacy")
+    run = stack.client().run(deployment)
+    assert run.wait(120) is RunState.COMPLETED, run.record()
+    assert run.result()["prefix"] == "/venvs/legacy" and run.result()["version"] == [3, 8]
 
 
 def test_a_venv_made_elsewhere_fails_fast(stack: Stack, flows: dict) -> None:
@@ -118,61 +163,110 @@ def test_a_venv_made_elsewhere_fails_fast(stack: Stack, flows: dict) -> None:
 
 
 def test_live_output_on_the_host(stack: Stack, flows: dict) -> None:
-    """`envflow deployment run ... --follow` on the host prints each line as the flow prints it."""
+    """`envflow deployment run ... --follow` on the host: each line arrives while the flow still runs."""
     deployment = deploy(stack, flows, "ticker", "ticker", condaenv="py312")
     env = {**stack.environ(), "ENVFLOW_REDIS_URL": stack.redis_url}
     proc = subprocess.Popen([sys.executable, "-m", "envflow", "deployment", "run", deployment, "--follow"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = stack.client()
+    seen: list[tuple[str, RunState | None]] = []
     try:
-        seen: list[tuple[float, str]] = []
         assert proc.stdout is not None
         for line in proc.stdout:
-            seen.append((time.monotonic(), line.strip()))
+            runs = client.runs(deployment=deployment, limit=1)
+            seen.append((line.strip(), runs[0].state if runs else None))
         assert proc.wait(60) == 0, proc.stderr.read() if proc.stderr else ""
     finally:
         if proc.poll() is None:
             proc.kill()
-    ticks = [(t, text) for t, text in seen if text.startswith("tick")]
-    assert [text for _, text in ticks] == [f"tick {i}" for i in range(5)]
-    assert ticks[-1][0] - ticks[0][0] > 3  # they arrived as printed, not all at the end
+    assert [text for text, _ in seen] == [f"tick {i}" for i in range(5)]
+    assert all(state is RunState.RUNNING for _, state in seen), seen
 
 
-def test_three_workers_run_thirty_flows(stack: Stack, flows: dict) -> None:
-    stack.compose("up", "--detach", "--no-build", "--scale", "worker=3")
-    stack.wait_for_workers(3)
-    hosts = {c.attrs["Config"]["Hostname"] for c in stack.containers("worker")}
-    assert len(hosts) == 3
+def test_three_workers_run_thirty_flows_each_once(stack: Stack, flows: dict) -> None:
+    """`--scale worker=3` on the host's network (one hostname): three distinct worker names, and
+    thirty runs spread over them, each run exactly once."""
+    stack.compose(*README_SCALE)
+    names = stack.wait_for_workers(3)
+    assert len(stack.containers("worker")) == 3
     deployment = deploy(stack, flows, "probe", "spread", condaenv="py312")
     client = stack.client()
-    runs = [client.run(deployment) for _ in range(30)]
+    runs = [client.run(deployment, {"sleep": 1.0}) for _ in range(30)]
     deadline = time.monotonic() + 300
     for run in runs:
         assert run.wait(max(1.0, deadline - time.monotonic())) is RunState.COMPLETED, run.record()
-    served = {run.result()["host"] for run in runs}
-    assert served == hosts
+    records = [run.record() for run in runs]
+    assert all(len(r.attempts) == 1 for r in records), [r.attempts for r in records if len(r.attempts) != 1]
+    assert {r.attempts[0].worker for r in records} == names
+    containers = {run.result()["container"] for run in runs}
+    assert containers == {c.id for c in stack.containers("worker")}
 
 
-def test_workers_become_healthy(stack: Stack) -> None:
+def test_killed_worker_run_crashes_and_is_retried_on_another(stack: Stack, flows: dict) -> None:
+    """SIGKILL to the replica running a flow: the attempt is CRASHED within 30 s, the run retried on
+    another replica."""
+    assert len(stack.containers("worker")) == 3
+    deployment = deploy(stack, flows, "slow", "killed", condaenv="py312", retries=1, retry_delay=[0])
+    run = stack.client().run(deployment, {"seconds": 20})
+    victim = first_line(run, "started").text.split()[1]
+    stack.docker.containers.get(victim).kill(signal="SIGKILL")
+    killed_at = time.time()
+    assert run.wait(180) is RunState.COMPLETED, run.record()
+    first, second = run.record().attempts
+    assert first.state == RunState.CRASHED.value and first.ended_at is not None
+    assert first.ended_at - killed_at <= 30, first
+    assert second.worker != first.worker and second.state == RunState.COMPLETED.value
+    started = [line.text for line in run.follow(timeout=10) if line.text.startswith("started")]
+    assert len(started) == 2 and started[1].split()[1] != victim
+    stack.compose(*README_SCALE)  # the replica back
+    stack.wait_for_workers(3)
+
+
+def test_redis_restart_mid_run_loses_nothing(stack: Stack, flows: dict) -> None:
+    """`docker compose restart redis` while a flow prints: the run completes with every line once,
+    in order; runs waiting in a queue survive it (append-only file on the redis-data volume)."""
+    ticker = deploy(stack, flows, "ticker", "through-restart", condaenv="py312")
+    parked = deploy(stack, flows, "probe", "parked", condaenv="py312", queue="parked")
+    client = stack.client()
+    queued = [client.run(parked) for _ in range(3)]
+    run = client.run(ticker, {"n": 30, "every": 0.5})
+    first_line(run, "tick 3")
+    stack.compose("restart", "redis", timeout=120)
+    assert run.wait(120) is RunState.COMPLETED, run.record()
+    lines = [line.text for line in run.follow(timeout=30)]
+    assert lines == [f"tick {i}" for i in range(30)]
+    assert [r.state for r in queued] == [RunState.PENDING] * 3
+    # A worker for that queue, once: the queued runs are still there to run.
+    stack.compose("run", "--rm", "--no-deps", "worker", "envflow", "worker", "start", "--queue", "parked", "--burst",
+                  timeout=300)
+    assert [r.wait(60) for r in queued] == [RunState.COMPLETED] * 3
+
+
+def test_containers_user_pid1_mounts_and_health(stack: Stack) -> None:
+    """uid 10001, tini as PID 1, project and venvs read-only, the host's network, healthchecks healthy."""
     deadline = time.monotonic() + 150
-    while time.monotonic() < deadline:
-        states = [c.attrs["State"].get("Health", {}).get("Status") for c in stack.containers("worker")]
-        if states and all(s == "healthy" for s in states):
-            return
+    services = ("redis", "scheduler", "worker")
+    while True:
+        containers = [c for s in services for c in stack.containers(s)]
+        health = {c.name: c.attrs["State"].get("Health", {}).get("Status") for c in containers}
+        if all(s == "healthy" for s in health.values()) or time.monotonic() > deadline:
+            break
         time.sleep(3)
-        for c in stack.containers("worker"):
-            c.reload()
-    raise AssertionError(f"worker health: {states}")
+    assert health and all(s == "healthy" for s in health.values()), health
+    for container in (c for s in ("scheduler", "worker") for c in stack.containers(s)):
+        assert container.exec_run(["id", "-u"]).output.decode().strip() == "10001"
+        assert container.exec_run(["cat", "/proc/1/cmdline"]).output.split(b"\0")[0] == b"/usr/bin/tini"
+        mounts = {m["Destination"]: m for m in container.attrs["Mounts"]}
+        assert not mounts["/project"]["RW"] and not mounts["/venvs"]["RW"], mounts
+        assert container.exec_run(["touch", "/venvs/x"]).exit_code != 0
+        assert container.attrs["HostConfig"]["NetworkMode"] == "host"
 
 
 def test_compose_stop_lets_the_running_flow_finish(stack: Stack, flows: dict) -> None:
     deployment = deploy(stack, flows, "slow", "slow", condaenv="py312")
     run = stack.client().run(deployment)
-    for line in run.follow(timeout=60):
-        if line.text == "started":
-            break
-    started = time.monotonic()
+    first_line(run, "started")
     stack.compose("stop", "worker", timeout=120)
-    assert time.monotonic() - started < 60  # well inside stop_grace_period: nothing was SIGKILLed
     assert run.wait(30) is RunState.COMPLETED, run.record()
     assert run.result() == "done"
     assert "finished" in [line.text for line in stack.client().get_run(run.id).follow(timeout=10)]
