@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         DeploymentNotFound,
         EnvActivationError,
         EnvflowError,
+        EnvflowWarning,
         EnvNotFound,
         FlowFailed,
         ParameterError,
@@ -48,6 +49,7 @@ _LAZY = {
     "Interval": "schedules",
     "Settings": "settings",
     "EnvflowError": "errors",
+    "EnvflowWarning": "errors",
     "ConfigError": "errors",
     "DeploymentFileError": "errors",
     "DeploymentNotFound": "errors",
@@ -78,6 +80,7 @@ __all__ = [
     "Settings",
     # errors
     "EnvflowError",
+    "EnvflowWarning",
     "ConfigError",
     "DeploymentFileError",
     "DeploymentNotFound",

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import difflib
+import time
+import warnings
 from typing import Any
 
 from pydantic_core import PydanticSerializationError
 from redis import Redis
 
-from . import keys
+from . import keys, routing
 from .connection import connect, wrap_errors
 from .deployment_files import build_record
 from .deployments import Deployment
-from .errors import ConfigError, DeploymentNotFound, ParameterError
+from .errors import ConfigError, DeploymentNotFound, EnvflowWarning, ParameterError
 from .flow_run import FlowRun
 from .jobs import SERIALIZER
 from .models import DeploymentRecord, RunRecord, RunState
@@ -69,6 +71,9 @@ class Client:
                     pipe.set(keys.source(record.source_digest), source)  # no expiry: in use again
                 pipe.set(keys.deployment(record.name), payload)
                 pipe.zadd(keys.DEPLOYMENTS, {record.name: record.created_at})
+                route = routing.route_key(record.env)
+                if route is not None:  # workers that have this env start listening for its runs
+                    pipe.hset(keys.ENVS, route, record.env.model_dump_json())
                 pipe.execute()
             if previous is not None and previous.source_digest != record.source_digest:
                 self._retire_source(previous.source_digest)
@@ -153,21 +158,37 @@ class Client:
 
         with wrap_errors(self.redis):
             paused = {n.decode() for n in self.redis.smembers(keys.PAUSED_QUEUES)}
-            names = {q.name for q in Queue.all(connection=self.redis, serializer=SERIALIZER)}
-            names |= {d.queue for d in self.deployments()} | paused
+            rq_names = {q.name for q in Queue.all(connection=self.redis, serializer=SERIALIZER)}
+            names = {routing.user_queue(n) for n in rq_names} | {d.queue for d in self.deployments()} | paused
             workers = Worker.all(connection=self.redis, serializer=SERIALIZER)
             out = []
             for name in sorted(names):
-                q = self.store.queue(name)
+                # A queue's runs wait in it and in its envs' sub-queues (envflow/routing.py).
+                parts = [self.store.queue(n) for n in rq_names if routing.user_queue(n) == name] or [self.store.queue(name)]
                 out.append({
                     "name": name,
-                    "queued": q.count,
-                    "running": q.started_job_registry.count,
-                    "scheduled": q.scheduled_job_registry.count,
+                    "queued": sum(q.count for q in parts),
+                    "running": sum(q.started_job_registry.count for q in parts),
+                    "scheduled": sum(q.scheduled_job_registry.count for q in parts),
                     "workers": sorted(w.name for w in workers if name in w.queue_names()),
                     "paused": name in paused,
                 })
         return out
+
+    def capable_workers(self, record: DeploymentRecord) -> list[str]:
+        """Live workers of the deployment's queue that have its env (all of the queue's, for no env)."""
+        route = routing.route_key(record.env)
+        with wrap_errors(self.redis):
+            if route is None:
+                members = self.redis.smembers(f"rq:workers:{record.queue}")
+                return sorted(m.decode().removeprefix("rq:worker:") for m in members)
+            return sorted(m.decode() for m in self.redis.zrangebyscore(keys.route(record.queue, route), time.time(), "+inf"))
+
+    def why_waiting(self, record: DeploymentRecord) -> str:
+        """What the workers of the deployment's queue have instead of its env, and why they lack it."""
+        route = routing.route_key(record.env)
+        with wrap_errors(self.redis):
+            return routing.waiting_reason(self.redis, record.queue, route) if route else "no worker serves its queue"
 
     def workers(self) -> list[dict[str, Any]]:
         """Live workers: name, host, state, queues, current run, and what each publishes (its warm processes)."""
@@ -206,7 +227,12 @@ class Client:
         merged = merge_parameters(record.parameter_spec, record.parameters, parameters, record.flow_name)
         with wrap_errors(self.redis):
             run_id = self.store.create(record, merged, timeout=timeout)
-        return FlowRun(self.store, run_id)
+            run = FlowRun(self.store, run_id)
+            route = routing.route_key(record.env)
+            if route is not None and not routing.capable(self.redis, record.queue, route):
+                run.waiting = routing.waiting_reason(self.redis, record.queue, route)
+                warnings.warn(EnvflowWarning(f"run {run.short_id}: {run.waiting}"), stacklevel=2)
+        return run
 
     def get_run(self, run_id: str) -> FlowRun:
         """A handle on a run, by id or unique id prefix."""

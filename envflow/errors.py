@@ -14,6 +14,10 @@ class EnvflowError(Exception):
     """Base class of every error envflow raises on purpose."""
 
 
+class EnvflowWarning(UserWarning):
+    """Something a user should know that is not an error: a run waits for a worker with its env, say."""
+
+
 class ConfigError(EnvflowError):
     """A setting or a deployment field is invalid."""
 

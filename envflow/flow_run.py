@@ -19,6 +19,7 @@ class FlowRun:
     def __init__(self, store: RunStore, run_id: str) -> None:
         self.store = store
         self.id = run_id
+        self.waiting: str | None = None  # at submit: why it waits (no live worker has its env)
 
     def __repr__(self) -> str:
         return f"FlowRun({self.id!r})"

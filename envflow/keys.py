@@ -17,7 +17,9 @@ Layout::
     envflow:paused                     set     paused deployment names
     envflow:queues:paused              set     paused queue names (workers start no runs from them)
     envflow:scheduler:<name>           string  "<host>" while that scheduler runs (expires without passes)
-    envflow:worker:<name>              string  JSON of what a live worker publishes: its warm processes (expires)
+    envflow:worker:<name>              string  JSON of what a live worker publishes: its envs, warm processes (expires)
+    envflow:envs                       hash    route key -> env spec JSON, of every env a deployment names
+    envflow:route:<queue>:<key>        zset    workers of <queue> that have the env <key> (score: when that lapses)
 
 Pub/sub channels::
 
@@ -61,6 +63,13 @@ def lease(run_id: str) -> str:
 
 def deployment_runs(name: str) -> str:
     return f"{PREFIX}runs:dep:{name}"
+
+
+ENVS = PREFIX + "envs"
+
+
+def route(queue: str, key: str) -> str:
+    return f"{PREFIX}route:{queue}:{key}"
 
 
 def worker(name: str) -> str:

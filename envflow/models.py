@@ -167,6 +167,8 @@ class RunRecord(BaseModel):
     retries: int = 0
     scheduled_for: float | None = None
     schedule: str | None = None
+    route: str | None = None  # the env a worker must have to take it (envflow/routing.py)
+    waiting: str | None = None  # why a PENDING run waits (no live worker has its env), when it does
 
     @classmethod
     def from_hash(cls, raw: dict[bytes, bytes] | dict[str, str]) -> RunRecord:

@@ -28,7 +28,7 @@ from .models import FINAL_STATES, Attempt, DeploymentRecord, RunRecord, RunState
 from .settings import Settings
 
 T = TypeVar("T")
-SCRIPT_NAMES = ("claim", "heartbeat", "append", "finish", "crash", "cancel")
+SCRIPT_NAMES = ("claim", "heartbeat", "append", "finish", "crash", "cancel", "unrunnable")
 
 
 def now_text(ts: float | None = None) -> str:
@@ -199,3 +199,8 @@ class RunScripts:
         return self._call("cancel", run_keys, args,
                           lambda r: CancelOutcome(_text(r[0]), _text(r[1]) if len(r) > 1 else ""))
 
+    def unrunnable(self, run_id: str, reason: str) -> Call[bool]:
+        """PENDING/SCHEDULED -> FAILED: no live worker has the run's env, and it waited long enough."""
+        args = [now_text(), reason, self.settings.history_ttl, self.settings.run_ttl]
+        return self._call("unrunnable", [keys.run(run_id), keys.PENDING_RUNS, keys.output(run_id)], args,
+                          lambda r: bool(int(r)))

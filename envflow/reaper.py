@@ -17,13 +17,13 @@ import logging
 import time
 
 from redis import Redis
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.job_lifecycle import record_job_failure
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 
-from . import keys
+from . import keys, routing
 from .jobs import SERIALIZER, Queues, RunJob
 from .protocol import RunScripts
 from .settings import Settings
@@ -54,7 +54,34 @@ class Reaper:
                 changed.append((raw.decode(), state))
         for run_id in self.rescue_pending():
             changed.append((run_id, "PENDING"))
+        for run_id in self.fail_unrunnable():
+            changed.append((run_id, "FAILED"))
         return changed
+
+    def fail_unrunnable(self, limit: int = 200) -> list[str]:
+        """FAIL the runs that waited ``ENVFLOW_ENV_WAIT`` seconds with no live worker that has their env."""
+        wait = self.settings.env_wait
+        if wait is None:
+            return []
+        failed = []
+        for raw in self.redis.zrangebyscore(keys.PENDING_RUNS, "-inf", time.time() - wait, start=0, num=limit):
+            run_id = raw.decode()
+            state, queue, route = (v.decode() if v else None for v in
+                                   self.redis.hmget(keys.run(run_id), "state", "queue", "route"))
+            if state != "PENDING" or not route or not queue or routing.capable(self.redis, queue, route):
+                continue
+            reason = (f"no worker with {route} took it within ENVFLOW_ENV_WAIT ({wait:g}s); "
+                      f"{routing.waiting_reason(self.redis, queue, route)}")
+            if self.scripts.unrunnable(run_id, reason).run():
+                job = self._job(run_id)
+                if job is not None:
+                    try:
+                        job.cancel()
+                    except InvalidJobOperation:
+                        pass
+                log.warning("run %s: %s", run_id[:8], reason)
+                failed.append(run_id)
+        return failed
 
     def reap_shared(self, holder: str) -> list[tuple[str, str]]:
         """One :meth:`reap` pass per ``reaper_interval`` cluster-wide, whoever calls it."""
@@ -70,7 +97,7 @@ class Reaper:
         skip_worker: str | None = None,
     ) -> str | None:
         """Reap one run if its attempt lost its worker; return the run's new state, else None."""
-        state, attempt, queue_name, worker = self.redis.hmget(keys.run(run_id), "state", "attempt", "queue", "worker")
+        state, attempt, worker = self.redis.hmget(keys.run(run_id), "state", "attempt", "worker")
         if state is None:
             self.redis.zrem(keys.ACTIVE_RUNS, run_id)
             return None
@@ -86,7 +113,7 @@ class Reaper:
             return None
         new_state = crashed.value
         if job is not None:
-            self._abandon_job(job, (queue_name or b"default").decode())
+            self._abandon_job(job, job.origin)  # the RQ queue it waited in (its env's sub-queue, say)
         log.warning("run %s attempt %s: %s -> %s", run_id[:8], attempt.decode(), reason, new_state)
         return new_state
 
@@ -129,14 +156,14 @@ class Reaper:
         rescued = []
         for raw in self.redis.zrangebyscore(keys.PENDING_RUNS, "-inf", cutoff, start=0, num=limit):
             run_id = raw.decode()
-            state, queue_name = self.redis.hmget(keys.run(run_id), "state", "queue")
+            state = self.redis.hget(keys.run(run_id), "state")
             if state not in (b"PENDING", b"SCHEDULED"):
                 self.redis.zrem(keys.PENDING_RUNS, run_id)
                 continue
             job = self._job(run_id)
             if job is None:
                 continue  # its record expired with the job: nothing left to run
-            queue = self.queues.get((queue_name or b"default").decode())
+            queue = self.queues.get(job.origin)
             if not self._stuck(job, queue):
                 continue
             with self.redis.pipeline() as pipe:

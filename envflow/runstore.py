@@ -17,7 +17,7 @@ from rq import Queue, Retry
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 
-from . import keys
+from . import keys, routing
 from .errors import RunNotFound
 from .jobs import RUN_FLOW, SERIALIZER, Queues, RunJob
 from .models import DeploymentRecord, RunRecord, RunState
@@ -67,6 +67,9 @@ def _new_record(
         "retries": deployment.retries,
         "spec": deployment.model_dump_json(),
     }
+    route = routing.route_key(deployment.env)
+    if route is not None:
+        fields["route"] = route
     if timeout is not None:
         fields["timeout"] = timeout
     if scheduled_for is not None:
@@ -118,7 +121,7 @@ class RunStore:
         pipe.zadd(keys.deployment_runs(deployment.name), {run_id: now})
         # Waiting runs are indexed by when they became due, for the reaper's stuck-job check.
         pipe.zadd(keys.PENDING_RUNS, {run_id: scheduled_for if delayed and scheduled_for else now})
-        queue = self.queue(deployment.queue)
+        queue = self.queue(routing.rq_queue(deployment.queue, fields.get("route")))
         job = self._job(queue, deployment, run_id)
         if delayed:
             assert scheduled_for is not None
@@ -150,7 +153,7 @@ class RunStore:
         raw = self.redis.hgetall(keys.run(run_id))
         if not raw:
             raise RunNotFound(f"no run {run_id}; list runs with `envflow run ls`")
-        return RunRecord.from_hash(raw)
+        return self.explain([RunRecord.from_hash(raw)])[0]
 
     def resolve_id(self, text: str) -> str:
         """A full run id from an id or a unique prefix of at least 4 characters.
@@ -194,7 +197,20 @@ class RunStore:
                     if state is None or record.state is state:
                         found.append(record)
             start += page - len(gone)
-        return found[:limit]
+        return self.explain(found[:limit])
+
+    def explain(self, records: list[RunRecord]) -> list[RunRecord]:
+        """Say why each waiting run waits, where no live worker of its queue has its env."""
+        reasons: dict[tuple[str, str], str | None] = {}
+        for record in records:
+            if record.state is not RunState.PENDING or record.route is None:
+                continue
+            where = (record.queue, record.route)
+            if where not in reasons:
+                waiting = not routing.capable(self.redis, *where)
+                reasons[where] = routing.waiting_reason(self.redis, *where) if waiting else None
+            record.waiting = reasons[where]
+        return records
 
     def state(self, run_id: str) -> RunState | None:
         """The run's state, or None when its record is gone."""

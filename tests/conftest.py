@@ -212,12 +212,13 @@ def envflow_command(*args: str) -> list[str]:
 def start_worker(env_vars: dict[str, str], workdir: Path, tmp_path: Path) -> Iterator:
     workers: list[WorkerProcess] = []
 
-    def start(*args: str, extra_env: dict[str, str] | None = None, wait_ready: bool = True) -> WorkerProcess:
+    def start(*args: str, extra_env: dict[str, str] | None = None, wait_ready: bool = True,
+              cwd: Path | None = None) -> WorkerProcess:
         log = tmp_path / f"worker-{len(workers)}.log"
         env = {**os.environ, **env_vars, **(extra_env or {})}
         handle = open(log, "wb")
         proc = subprocess.Popen(
-            envflow_command("worker", "start", *args), cwd=workdir, env=env, stdout=handle, stderr=subprocess.STDOUT
+            envflow_command("worker", "start", *args), cwd=cwd or workdir, env=env, stdout=handle, stderr=subprocess.STDOUT
         )
         worker = WorkerProcess(proc, log)
         workers.append(worker)

@@ -141,7 +141,7 @@ def test_bad_venv_fails_with_paths(client, start_worker, venv, workdir, kind):
     given = "missing-venv" if kind == "missing" else "plain"
     flow = write_flow(workdir, HELLO)
     name = deploy(client, flow, "hello", virtualenv=given)
-    start_worker()
+    start_worker(extra_env={"ENVFLOW_ENV_WAIT": "1"})  # no worker has it: the run waits, then fails saying why
     run = client.run(name)
     lines = [line.text for line in run.follow(timeout=30)]
     assert run.wait(30) is RunState.FAILED

@@ -98,7 +98,7 @@ def test_env_with_its_own_envflow_uses_it(client, start_worker, workdir, tmp_pat
 
 def test_env_errors_fail_the_run_clearly(client, start_worker, workdir):
     name = deploy(client, write_flow(workdir, PROBE), "probe", condaenv="no-such-env")
-    start_worker()
+    start_worker(extra_env={"ENVFLOW_ENV_WAIT": "1"})  # no worker has it: the run waits, then fails saying why
     run = client.run(name)
     assert run.wait(30) is RunState.FAILED
     record = run.record()

@@ -12,7 +12,8 @@ from .env_cli import python_version
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def deployment_preview(name: str, as_json: bool) -> None:
     """Show what a worker here would run for NAME, without running it: interpreter, working
-    directory, variables activation sets (secrets redacted), parameters."""
+    directory, variables activation sets (secrets redacted), parameters; and which live workers
+    can run it (those that have its env)."""
     import os
     from pathlib import Path
 
@@ -23,6 +24,9 @@ def deployment_preview(name: str, as_json: bool) -> None:
 
     client = get_client()
     record = client.get_deployment(name)
+    capable = client.capable_workers(record)
+    if not capable:
+        click.echo(f"no live worker can run it: {printable(client.why_waiting(record))}", err=True)
     prepared = EnvCache(client.settings).prepare(record.env, flow_base(os.environ, client.settings), record.env_vars)
     redactor = client.settings.redactor
     info = {
@@ -37,12 +41,14 @@ def deployment_preview(name: str, as_json: bool) -> None:
         "parameters": record.parameters,
         "preload": record.preload,
         "warm": record.warm,
+        "workers": capable,
     }
     if as_json:
         emit_json(info)
         return
     for key in ("deployment", "env", "python", "version", "working_directory", "flow"):
         click.echo(f"{key.replace('_', ' '):18} {printable(info[key])}")
+    click.echo(f"{'live workers':18} {printable(', '.join(capable) or 'none has its env')}")
     click.echo(f"{'parameters':18} {printable(info['parameters'])}")
     click.echo(f"{'preload':18} {printable(', '.join(record.preload) or '-')}{'  (warm from worker start)' if record.warm else ''}")
     click.echo("activation sets:")

@@ -44,11 +44,18 @@ def venv() -> None:
 
 @env.command("ls")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def env_ls(as_json: bool) -> None:
+@click.option("--all", "fleet", is_flag=True, help="The envs every live worker has (as deployments name them), "
+              "from what the workers advertise, instead of what a worker on this machine would find.")
+def env_ls(as_json: bool, fleet: bool) -> None:
     """The environments a worker here can run flows in: named conda envs, and venvs and conda
-    prefixes directly under the allowed roots (ENVFLOW_ENV_ROOTS), each with its Python version."""
+    prefixes directly under the allowed roots (ENVFLOW_ENV_ROOTS), each with its Python version.
+    With --all: which live worker has which env that deployments name."""
     from envflow.cli.base import emit_json, printable, table
     from envflow.settings import get_settings
+
+    if fleet:
+        _fleet_envs(as_json)
+        return
 
     from .environments import detect
     from .resolve import EnvResolver
@@ -76,6 +83,22 @@ def env_ls(as_json: bool) -> None:
         click.echo(f"no environments found (roots: {printable(roots)})", err=True)
         return
     table(["KIND", "NAME", "PATH", "PYTHON"], [[r["kind"], r["name"], r["path"], r["python"]] for r in rows])
+
+
+def _fleet_envs(as_json: bool) -> None:
+    from envflow.cli.base import emit_json, get_client, printable, table
+
+    rows = [{"worker": w["name"], "queues": w["queues"], "env": key, **info}
+            for w in get_client().workers() for key, info in sorted(w.get("envs", {}).items())]
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo("no live worker has an env that a deployment names", err=True)
+        return
+    table(["ENV", "WORKER", "QUEUES", "PATH", "PYTHON"],
+          [[printable(r["env"]), printable(r["worker"]), printable(",".join(r["queues"])), printable(r["path"]),
+            printable(r["python"])] for r in rows])
 
 
 @env.command("check")

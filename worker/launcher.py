@@ -105,10 +105,11 @@ class FlowProcess:
                 pass
 
     def discard(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        for kill in (os.killpg, os.kill):  # its group, and itself should it not lead one
+            try:
+                kill(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         self.proc.wait()
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:

@@ -16,6 +16,7 @@ import threading
 import redis
 from rq.scheduler import RQScheduler
 
+from envflow import routing
 from envflow.jobs import SERIALIZER
 from envflow.reaper import Reaper
 
@@ -32,6 +33,9 @@ class Maintenance:
         self.name = worker_name
         self.reaper = reaper
         self.presence = presence
+        self.connection = connection
+        self.queue_names = list(queue_names)
+        self.routes = presence.routes
         self.interval = reaper.settings.reaper_interval
         self.scheduler = RQScheduler(queue_names, connection=connection, interval=int(SCHEDULER_INTERVAL),
                                      logging_level="WARNING", serializer=SERIALIZER)
@@ -58,15 +62,21 @@ class Maintenance:
             tick += 1
             try:
                 self._schedule()
+                self.presence.refresh()
                 if tick % ticks_per_reap == 0 or wait < SCHEDULER_INTERVAL:
                     self.reaper.reap_shared(self.name)
-                    self.presence.refresh()
             except redis.exceptions.RedisError as e:
                 log.warning("background maintenance failed: %s; retrying", e)
             except Exception:
                 log.exception("background maintenance failed")
 
     def _schedule(self) -> None:
+        if self.presence.routes != self.routes:  # delayed runs of its envs wait in their sub-queues' registries
+            self.routes = self.presence.routes
+            self.scheduler.release_locks()
+            names = [*self.queue_names, *(routing.rq_queue(q, key) for q in self.queue_names for key in sorted(self.routes))]
+            self.scheduler = RQScheduler(names, connection=self.connection, interval=int(SCHEDULER_INTERVAL),
+                                         logging_level="WARNING", serializer=SERIALIZER)
         if self.scheduler.should_reacquire_locks:
             self.scheduler.acquire_locks()
         if self.scheduler.acquired_locks:

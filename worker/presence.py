@@ -1,8 +1,10 @@
 """What a worker tells the others about itself, refreshed by its maintenance thread.
 
-It publishes ``envflow:worker:<name>`` (JSON, expiring unless refreshed): its warm processes,
-their envs, preloads and memory (``envflow worker status`` reads it). It also keeps warm the envs
-of the ``warm=True`` deployments on its queues, from its start, and lets idle ones go.
+It resolves, on this machine, the envs deployments name (``envflow:envs``) and advertises those it
+has: in ``envflow:route:<queue>:<key>`` (the runs of those envs come to it, ``envflow/routing.py``)
+and in ``envflow:worker:<name>`` (JSON, expiring unless refreshed), with its warm processes, their
+envs, preloads and memory (``envflow worker status``). It keeps the envs of the ``warm=True``
+deployments on its queues warm from its start, and lets idle ones go.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from typing import Any
 from redis import Redis
 
 from envflow import keys
-from envflow.models import DeploymentRecord
+from envflow.models import DeploymentRecord, EnvSpec
 from envflow.settings import Settings
 
 from .env_cache import EnvCache
-from .environments import flow_base
+from .environments import flow_base, kind_for
 from .executor import warm_key
 from .warm import WarmPool
 
@@ -32,28 +34,74 @@ WARM_SCAN = 10.0  # seconds between looks for warm=True deployments
 class Presence:
     def __init__(self, name: str, queues: list[str], redis: Redis, settings: Settings, pool: WarmPool) -> None:
         self.name = name
-        self.queues = set(queues)
+        self.queues = list(queues)
         self.redis = redis
         self.settings = settings
         self.pool = pool
         self.env_cache = EnvCache(settings)  # its own: the run's thread uses the executor's
         self.base = flow_base(os.environ, settings)
-        self.ttl = max(int(settings.reaper_interval * 3), int(settings.lease_ttl), 1)
+        self.ttl = max(settings.reaper_interval * 3, settings.lease_ttl, 1.0)
+        self.routes: frozenset[str] = frozenset()  # the envs this worker takes runs of (read by its main thread)
+        self.envs: dict[str, dict[str, str]] = {}
+        self.missing: dict[str, str] = {}  # envs deployments name that this worker cannot run, and why
+        self._published_at = 0.0
         self._scanned_at = 0.0
         self._failed: set[str] = set()  # deployments whose env this worker could not prepare (said once)
 
     def refresh(self) -> None:
-        self.pool.tick()
-        if time.monotonic() - self._scanned_at >= WARM_SCAN:
-            self._scanned_at = time.monotonic()
-            self._keep_warm()
-        self.redis.set(keys.worker(self.name), json.dumps(self.describe()), ex=self.ttl)
+        """Look at the envs again; publish at once when they changed, else every reaper interval."""
+        envs = self._resolve()
+        changed = set(envs) != set(self.envs)
+        gone = set(self.envs) - set(envs)
+        self.envs, self.routes = envs, frozenset(envs)
+        now = time.monotonic()
+        if changed or now - self._published_at >= self.settings.reaper_interval:
+            self._published_at = now
+            self.pool.tick()
+            if now - self._scanned_at >= WARM_SCAN:
+                self._scanned_at = now
+                self._keep_warm()
+            self._publish(gone)
+
+    def _resolve(self) -> dict[str, dict[str, str]]:
+        found, missing = {}, {}
+        for raw_key, raw_spec in self.redis.hgetall(keys.ENVS).items():
+            try:
+                spec = EnvSpec.model_validate_json(raw_spec)
+                env = kind_for(spec).available(spec, self.env_cache.resolver)
+            except Exception as e:  # noqa: BLE001 - an env this worker does not have is not advertised; why is
+                missing[raw_key.decode()] = str(e)
+                continue
+            version = env.python_version()
+            found[raw_key.decode()] = {"path": str(env.prefix),
+                                       "python": ".".join(map(str, version)) if version else "?"}
+        self.missing = missing
+        return found
+
+    def _publish(self, gone: set[str]) -> None:
+        lapse = time.time() + self.ttl
+        with self.redis.pipeline(transaction=False) as pipe:
+            for queue in self.queues:
+                for key in self.envs:
+                    index = keys.route(queue, key)
+                    pipe.zadd(index, {self.name: lapse})
+                    pipe.zremrangebyscore(index, "-inf", time.time())  # dead workers' lapsed entries
+                    pipe.expire(index, int(self.ttl * 4) + 1)
+                for key in gone:
+                    pipe.zrem(keys.route(queue, key), self.name)
+            pipe.set(keys.worker(self.name), json.dumps(self.describe()), ex=int(self.ttl) + 1)
+            pipe.execute()
 
     def describe(self) -> dict[str, Any]:
-        return {"warm": self.pool.status(), "at": round(time.time(), 3)}
+        return {"envs": self.envs, "missing": self.missing, "warm": self.pool.status(), "at": round(time.time(), 3)}
 
     def remove(self) -> None:
-        self.redis.delete(keys.worker(self.name))
+        with self.redis.pipeline(transaction=False) as pipe:
+            for queue in self.queues:
+                for key in self.envs:
+                    pipe.zrem(keys.route(queue, key), self.name)
+            pipe.delete(keys.worker(self.name))
+            pipe.execute()
 
     def _keep_warm(self) -> None:
         names = [n.decode() for n in self.redis.zrange(keys.DEPLOYMENTS, 0, -1)]

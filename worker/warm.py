@@ -146,9 +146,12 @@ class ForkServer:
         """A child's exit status, as its parent reported it; -1 when the parent died without telling."""
         while pid not in self._exits:
             if not self.alive:
-                return -1 if not _exists(pid) or block else None
-            if self._read(REPLY_WAIT if block else 0.0) is None and not block:
-                return None
+                return -1 if block or not _exists(pid) else None
+            if self._read(REPLY_WAIT if block else 0.0) is None:
+                if not block:
+                    return None
+                if not _exists(pid):
+                    return -1  # gone, and its parent never said how
         return self._exits.pop(pid)
 
     def close(self) -> None:

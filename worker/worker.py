@@ -29,7 +29,7 @@ from rq.utils import now as rq_now
 from rq.utils import utcformat
 from rq.worker import SimpleWorker, WorkerStatus
 
-from envflow import keys
+from envflow import keys, routing
 from envflow.backoff import Backoff
 from envflow.jobs import SERIALIZER, RunJob, is_run_job
 from envflow.models import RunState
@@ -46,6 +46,7 @@ from .presence import Presence
 log = logging.getLogger("envflow.worker")
 
 PAUSED_POLL = 1.0  # seconds between checks while some of the worker's queues are paused
+ROUTE_POLL = 2  # seconds a dequeue waits before looking at the envs it serves again
 
 
 class FlowWorker(SimpleWorker):
@@ -74,6 +75,8 @@ class FlowWorker(SimpleWorker):
         self.maintenance = Maintenance(name, self.queue_names(), connection, self.reaper, self.presence)
         self._paused: set[str] = set()
         self._paused_checked_at = 0.0
+        self._base_queues = list(self.queues)  # the queues it was given; sub-queues of their envs join them
+        self._routes: frozenset[str] = frozenset()
 
     # Lifecycle
 
@@ -157,10 +160,23 @@ class FlowWorker(SimpleWorker):
             self._paused_checked_at = now
         return self._paused
 
+    def _follow_routes(self) -> None:
+        """Listen on the sub-queues of the envs this worker has (``envflow/routing.py``), as they change."""
+        routes = self.presence.routes
+        if routes == self._routes:
+            return
+        self._routes = routes
+        names = [routing.rq_queue(q.name, key) for q in self._base_queues for key in sorted(routes)]
+        self.queues = [*self._base_queues, *(self.queue_class(name, connection=self.connection,
+                                                               job_class=self.job_class, serializer=self.serializer)
+                                             for name in names)]
+        log.info("worker %s takes runs for %d env(s): %s", self.name, len(routes), ", ".join(sorted(routes)) or "-")
+
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         while True:
+            self._follow_routes()
             paused = self._paused_queues()
-            active = [q for q in self.queues if q.name not in paused]
+            active = [q for q in self.queues if routing.user_queue(q.name) not in paused]
             self._ordered_queues = active  # RQ's own list of the queues it dequeues from
             if not active:
                 if timeout is None:
@@ -171,9 +187,10 @@ class FlowWorker(SimpleWorker):
                     log.warning("worker %s: cannot reach Redis (%s); retrying", self.name, e)
                 time.sleep(PAUSED_POLL)  # a stop signal interrupts this (RQ raises StopRequested)
                 continue
-            if paused and timeout is not None:
-                # Come back regularly to notice a resumed queue.
-                result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time=int(PAUSED_POLL))
+            if timeout is not None:
+                # Come back regularly to notice a resumed queue, or envs that appeared or went.
+                result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time=int(PAUSED_POLL if paused
+                                                                                       else ROUTE_POLL))
                 if result is None:
                     continue
             else:
@@ -215,7 +232,7 @@ class FlowWorker(SimpleWorker):
         """Record the job as started, as RQ's ``prepare_execution`` and ``prepare_job_execution`` do,
         and claim its run, in one round trip."""
         ttl = self.get_heartbeat_ttl(job)
-        claim = self.scripts.claim(job.args[0], self.name, queue.name)
+        claim = self.scripts.claim(job.args[0], self.name, routing.user_queue(queue.name))
         with self.connection.pipeline() as pipe:
             execution = Execution.create(job, ttl, pipeline=pipe, worker_name=self.name)
             self.executions[execution.id] = execution

@@ -200,11 +200,20 @@ def run_(name: str, pairs: tuple[str, ...], params_json: str | None, follow: boo
     With --follow, the flow's stdout goes to stdout and its stderr to stderr, verbatim;
     envflow's own status lines go to stderr, marked with '»'.
     """
+    import warnings
+
+    from ..errors import EnvflowWarning
+
     client = get_client()
-    run = client.run(name, parse_params(pairs, params_json), timeout=timeout)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EnvflowWarning)  # said below, as a status line
+        run = client.run(name, parse_params(pairs, params_json), timeout=timeout)
     if not follow:
         click.echo(run.id)
         status(f"run {run.short_id} of {printable(name)} queued; follow it with `envflow run logs {run.short_id} --follow`")
-        return
-    status(f"run {run.short_id} of {printable(name)} queued; streaming its output (Ctrl-C to detach)")
-    sys.exit(follow_run(run))
+    else:
+        status(f"run {run.short_id} of {printable(name)} queued; streaming its output (Ctrl-C to detach)")
+    if run.waiting:
+        status(printable(run.waiting))
+    if follow:
+        sys.exit(follow_run(run))

@@ -73,7 +73,7 @@ def _say_if_trimmed(last: tuple[int, int] | None, entry: Entry) -> None:
     """Say where the history's caps dropped lines before ``entry`` (``last``: where the previous record ended)."""
     caps = "it keeps the newest ENVFLOW_HISTORY_MAX_LINES lines and ENVFLOW_HISTORY_MAX_BYTES bytes"
     if last is None:
-        if (entry.attempt, entry.seq) != (1, 0):
+        if (entry.attempt, entry.seq) not in ((1, 0), (0, 1)):  # 0-1: why a run that never started ended
             status(f"earlier output was dropped from the history ({caps})")
     elif entry.attempt == last[0] and entry.seq > last[1]:
         status(f"{entry.seq - last[1]} lines were dropped from the history here ({caps})")

@@ -47,7 +47,7 @@ def ls(deployment: str | None, state: str | None, limit: int, as_json: bool) -> 
         return
     rows = [
         [r.short_id, r.deployment, state_text(r.state.value), str(r.attempt), ago(r.created_at), _duration(r),
-         r.worker or "-"]
+         r.worker or (f"waiting for a worker with {r.route}" if r.waiting else "-")]
         for r in records
     ]
     table(["ID", "DEPLOYMENT", "STATE", "ATTEMPT", "CREATED", "DURATION", "WORKER"], rows)
@@ -70,6 +70,7 @@ def inspect_(run_id: str, as_json: bool) -> None:
         ("state", state_text(record.state.value)),
         ("parameters", json.dumps(record.parameters)),
         ("queue", record.queue),
+        *([("waiting", record.waiting)] if record.waiting else []),
         ("created", f"{ago(record.created_at)}  ({_ts(record.created_at)})"),
     ]
     if record.scheduled_for:

@@ -7,6 +7,7 @@ import random
 import signal
 import time
 
+from envflow import routing
 from envflow.models import RunState
 
 from ..conftest import deploy, make_conda_prefix
@@ -70,7 +71,10 @@ def test_killed_just_after_dequeue(client, start_worker, venv, work_flow, journa
     time.sleep(0.3)
     os.kill(worker.pid, signal.SIGSTOP)
     run = client.run(name, {"tag": "d"})
-    wait_until(lambda: client.redis.llen("rq:queue:default:intermediate"), 5, what="the job to be dequeued")
+    # A routed run waits in its env's sub-queue; a worker serving several queues pops it without an
+    # intermediate list (BLPOP), so dequeued means: gone from that queue, not yet claimed.
+    origin = f"rq:queue:{routing.rq_queue('default', routing.route_key(client.get_deployment(name).env))}"
+    wait_until(lambda: client.redis.llen(origin) == 0, 5, what="the job to be dequeued")
     worker.stop(signal.SIGKILL)
     assert run.state is RunState.PENDING and journal_events(journal) == []
     start_worker()

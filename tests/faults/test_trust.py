@@ -205,7 +205,8 @@ def test_refused_and_failed_jobs_call_nothing_of_the_job(client, start_worker, v
     client.redis.hset(f"rq:job:{run.id}", "webhooks", hooks)  # an attacker's addition to a real run's job
     client.resume_queue("default")
     assert run.wait(30) is RunState.FAILED
-    wait_until(lambda: client.redis.zscore("rq:failed:default", run.id) is not None, 10, what="RQ's failure record")
+    origin = client.redis.hget(f"rq:job:{run.id}", "origin").decode()  # its env's sub-queue of default
+    wait_until(lambda: client.redis.zscore(f"rq:failed:{origin}", run.id) is not None, 10, what="RQ's failure record")
     assert _Hits.hits == []
 
 

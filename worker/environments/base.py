@@ -77,6 +77,16 @@ class Environment(ABC):
         return inside.is_dir() if cls.marker.endswith("/") else inside.is_file()
 
     @classmethod
+    def available(cls, spec: EnvSpec, resolver: Locator) -> Environment:
+        """The env ``spec`` names, when a run of it can start on this worker (routing advertises it).
+
+        :raises EnvflowError: it cannot.
+        """
+        env = cls.locate(spec, resolver)
+        env.check_python()
+        return env
+
+    @classmethod
     @abstractmethod
     def locate(cls, spec: EnvSpec, resolver: Locator) -> Environment:
         """The environment ``spec`` names on this worker.

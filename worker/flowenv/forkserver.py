@@ -57,13 +57,21 @@ def threads():
 
 def serve(sock_fd):
     """A ready parent: set up once, then fork a run process per request until the worker goes away."""
+    import socket
+
+    sock = socket.socket(fileno=sock_fd)
+    try:
+        return _serve(sock)
+    except OSError:  # the worker went away mid-message: nothing to report to
+        return 0
+
+
+def _serve(sock):
     import array
+    import gc
     import select
     import socket
 
-    import gc
-
-    sock = socket.socket(fileno=sock_fd)
     setup(marshal.loads(sock.recv(1 << 20)))
     _make_undumpable(0)
     gc.freeze()  # children's collections leave the parent's objects alone: fewer pages copied on write
@@ -92,13 +100,15 @@ def _fork(sock, fds, wake_r, wake_w):
     stdout_fd, stderr_fd, control_fd, result_fd = fds
     sys.stdout.flush()
     sys.stderr.flush()
+    led_r, led_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         _signal.set_wakeup_fd(-1)
         _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
-        for fd in (wake_r, wake_w, sock.fileno()):
+        for fd in (wake_r, wake_w, sock.fileno(), led_r):
             os.close(fd)
         os.setsid()
+        os.close(led_w)  # it leads its own group now: the worker may signal the group by the pid it gets
         os.dup2(stdout_fd, 1)
         os.dup2(stderr_fd, 2)
         os.close(stdout_fd)
@@ -106,8 +116,10 @@ def _fork(sock, fds, wake_r, wake_w):
         _make_undumpable(1)
         _reseed()
         raise Forked(control_fd, result_fd)  # args: the run's pipes
-    for fd in fds:
+    for fd in (*fds, led_w):
         os.close(fd)
+    os.read(led_r, 1)  # EOF once the child has its session
+    os.close(led_r)
     sock.sendall(marshal.dumps({"pid": pid}, 2))
 
 

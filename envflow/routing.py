@@ -1,0 +1,73 @@
+"""Env-affinity routing: a run is taken only by a live worker that has its environment.
+
+A run whose deployment names an environment goes to a sub-queue of its queue, one per env:
+``<queue>@<digest of the env's route key>`` (``route_key``: ``venv:./venvs/x``, ``conda:gpu``, ...,
+the env as the deployment names it). Each worker resolves, on its own machine, the envs that
+deployments name (``envflow:envs``), and listens on the sub-queues of those it has, besides the
+queue itself (runs without an env). It advertises them in ``envflow:route:<queue>:<key>``, a set of
+worker names scored by when the advertisement lapses: a dead worker's lapses with its lease. A run
+with no live worker advertising its env waits, PENDING, and says why; RQ does the rest (a retry goes
+back to the sub-queue, so to a capable worker).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from typing import Any
+
+from redis import Redis
+
+from . import keys
+from .models import EnvKind, EnvSpec
+
+SUBQUEUE = "@"
+
+
+def route_key(spec: EnvSpec) -> str | None:
+    """The env as routing knows it (None: the worker's own, which every worker has)."""
+    if spec.kind is EnvKind.WORKER or not spec.value:
+        return None
+    if spec.kind is EnvKind.CONDA:
+        return f"conda:{spec.value}"
+    value = spec.value
+    prefix = "./" if not value.startswith(("/", "~")) else ""
+    kind = "venv" if spec.kind is EnvKind.VENV else "conda"
+    return f"{kind}:{prefix}{os.path.normpath(value)}"
+
+
+def rq_queue(queue: str, key: str | None) -> str:
+    """The RQ queue a run of ``queue`` for the env ``key`` waits in."""
+    if key is None:
+        return queue
+    return f"{queue}{SUBQUEUE}{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def user_queue(rq_name: str) -> str:
+    """The queue users name, of an RQ queue (a sub-queue's is its prefix)."""
+    return rq_name.partition(SUBQUEUE)[0]
+
+
+def capable(redis: Redis, queue: str, key: str) -> int:
+    """How many live workers of ``queue`` advertise the env ``key``."""
+    return int(redis.zcount(keys.route(queue, key), time.time(), "+inf"))
+
+
+def waiting_reason(redis: Redis, queue: str, key: str) -> str:
+    """Why a run for ``key`` waits: what the live workers of ``queue`` have instead, and why they lack it."""
+    names = sorted(k.decode().removeprefix("rq:worker:") for k in redis.smembers(f"rq:workers:{queue}"))
+    published = [json.loads(raw) for raw in (redis.mget([keys.worker(n) for n in names]) if names else []) if raw]
+    if not published:
+        return f"waiting for a worker with {key}; no worker serves queue {queue}"
+    have = sorted({env for info in published for env in info.get("envs", {})})
+    shown = ", ".join(have[:10]) + (", ..." if len(have) > 10 else "") if have else "no envs"
+    why = next((info["missing"][key] for info in published if key in info.get("missing", {})), None)
+    return f"waiting for a worker with {key}; workers on queue {queue} have: {shown}" + (f"; {why}" if why else "")
+
+
+def advertised(redis: Redis, names: list[str]) -> dict[str, dict[str, Any]]:
+    """What each worker advertises: env route key -> {path, python}."""
+    raws = redis.mget([keys.worker(n) for n in names]) if names else []
+    return {n: json.loads(raw).get("envs", {}) if raw else {} for n, raw in zip(names, raws)}

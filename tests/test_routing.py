@@ -1,0 +1,161 @@
+"""Env-affinity routing: a run is taken only by a live worker that has its env; with none, it waits
+and says why. Real workers with disjoint env roots, real venvs, real SIGKILLs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from collections import Counter
+
+import pytest
+
+from envflow.errors import EnvflowWarning
+from envflow.models import RunState
+
+from .conftest import deploy, envflow_command, write_flow
+from .faults.helpers import wait_until
+
+FLOWS = """
+    import os, sys, time
+    from envflow import flow
+
+    @flow
+    def where(seconds: float = 0, first_only: bool = False):
+        if not first_only or os.environ["ENVFLOW_RUN_ATTEMPT"] == "1":
+            time.sleep(seconds)
+        return {"worker_root": os.environ.get("ROOT_TAG"), "prefix": sys.prefix}
+"""
+
+
+def make_venv(path):
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
+    return path
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    """Two env roots, each holding one venv of its own."""
+    roots = {}
+    for side in ("a", "b"):
+        root = tmp_path / f"root-{side}"
+        root.mkdir()
+        make_venv(root / f"venv-{side}")
+        roots[side] = root
+    return roots
+
+
+def worker_for(start_worker, root, tag, **extra):
+    return start_worker(extra_env={"ENVFLOW_ENV_ROOTS": str(root), "ENVFLOW_PASS_ENV": "ROOT_TAG", "ROOT_TAG": tag,
+                                   **extra})
+
+
+def test_runs_go_only_to_the_worker_that_has_their_env(client, start_worker, workdir, fleet):
+    flows = write_flow(workdir, FLOWS)
+    names = {side: deploy(client, flows, "where", name=f"on-{side}", virtualenv=str(fleet[side] / f"venv-{side}"))
+             for side in ("a", "b")}
+    for side in ("a", "b"):
+        worker_for(start_worker, fleet[side], side)
+    runs = [(side, client.run(names[side])) for side in ("a", "b") * 50]
+    landed = Counter()
+    for side, run in runs:
+        result = run.result(timeout=60)
+        assert result["worker_root"] == side and result["prefix"] == str(fleet[side] / f"venv-{side}")
+        landed[side] += 1
+    assert landed == {"a": 50, "b": 50}
+    assert all(r.record().attempts[-1].error_type is None for _, r in runs)  # no "env not found" anywhere
+
+
+def test_a_run_waits_for_a_worker_with_its_env_and_says_why(client, start_worker, workdir, fleet, env_vars):
+    flows = write_flow(workdir, FLOWS)
+    name = deploy(client, flows, "where", name="lonely", virtualenv=str(fleet["b"] / "venv-b"))
+    worker_for(start_worker, fleet["a"], "a")  # has venv-a only
+    with pytest.warns(EnvflowWarning, match="waiting for a worker with venv:"):
+        run = client.run(name)
+    assert run.waiting and "workers on queue default have" in run.waiting
+    time.sleep(1.5)
+    record = run.record()
+    assert record.state is RunState.PENDING and "does not exist" not in (record.error or "")
+    assert record.waiting and f"venv:{fleet['b'] / 'venv-b'}" in record.waiting
+    env = {**os.environ, **env_vars}
+    shown = subprocess.run(envflow_command("run", "inspect", run.id), env=env, capture_output=True, text=True)
+    assert "waiting for a worker with venv:" in shown.stdout
+    listed = subprocess.run(envflow_command("run", "ls"), env=env, capture_output=True, text=True)
+    assert "waiting for a worker with venv:" in listed.stdout
+    submitted = subprocess.run(envflow_command("deployment", "run", name), env=env, capture_output=True, text=True)
+    assert "waiting for a worker with venv:" in submitted.stderr
+    worker_for(start_worker, fleet["b"], "b")  # a capable worker starts: it takes the waiting runs
+    assert run.result(timeout=60)["worker_root"] == "b"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EnvflowWarning)  # no warning once a worker has it
+        assert client.run(name).result(timeout=60)["worker_root"] == "b"
+
+
+def test_a_dead_workers_advertisement_lapses(client, start_worker, workdir, fleet):
+    flows = write_flow(workdir, FLOWS)
+    name = deploy(client, flows, "where", virtualenv=str(fleet["b"] / "venv-b"))
+    worker_for(start_worker, fleet["a"], "a")
+    capable = worker_for(start_worker, fleet["b"], "b")
+    assert client.run(name).result(timeout=60)["worker_root"] == "b"
+    client.pause_queue("default")
+    waiting = client.run(name)
+    capable.stop(signal.SIGKILL)
+    lapse = client.settings.lease_ttl + 3 * client.settings.reaper_interval + 2
+    wait_until(lambda: not client.capable_workers(client.get_deployment(name)), lapse, what="the advertisement to lapse")
+    client.resume_queue("default")
+    time.sleep(2)  # the remaining worker, which lacks the env, must not take it
+    record = waiting.record()
+    assert record.state is RunState.PENDING and record.waiting and "workers on queue default have" in record.waiting
+
+
+def test_an_env_deleted_from_disk_is_no_longer_advertised(client, start_worker, workdir, fleet):
+    flows = write_flow(workdir, FLOWS)
+    name = deploy(client, flows, "where", virtualenv=str(fleet["b"] / "venv-b"))
+    worker_for(start_worker, fleet["b"], "b")
+    assert client.run(name).result(timeout=60)["worker_root"] == "b"
+    shutil.rmtree(fleet["b"] / "venv-b")
+    record = client.get_deployment(name)
+    wait_until(lambda: not client.capable_workers(record), 5, what="the deleted env to stop being advertised")
+    with pytest.warns(EnvflowWarning, match="does not exist"):  # the worker says why it lacks it
+        client.run(name)
+
+
+def test_a_crashed_attempt_is_retried_by_a_capable_worker(client, start_worker, workdir, fleet):
+    flows = write_flow(workdir, FLOWS)
+    name = deploy(client, flows, "where", virtualenv=str(fleet["b"] / "venv-b"), retries=1)
+    worker_for(start_worker, fleet["a"], "a")
+    first = worker_for(start_worker, fleet["b"], "b")
+    run = client.run(name, {"seconds": 60, "first_only": True})
+    wait_until(lambda: run.state is RunState.RUNNING, 30, what="the run to start")
+    first.stop(signal.SIGKILL)
+    worker_for(start_worker, fleet["b"], "b-again")
+    assert run.result(timeout=90)["worker_root"] == "b-again"  # not "a", which lacks the env
+    assert [a.state for a in run.record().attempts] == ["CRASHED", "COMPLETED"]
+
+
+def test_relative_venv_paths_route_by_each_workers_directory(client, start_worker, workdir, tmp_path, env_vars):
+    flows = write_flow(workdir, FLOWS)
+    name = deploy(client, flows, "where", virtualenv="./venvs/rel")
+    here, there = tmp_path / "here", tmp_path / "there"
+    make_venv(here / "venvs" / "rel")
+    there.mkdir()
+    for directory, tag in ((here, "here"), (there, "there")):
+        start_worker(cwd=directory, extra_env={"ENVFLOW_ENV_ROOTS": str(directory), "ENVFLOW_PASS_ENV": "ROOT_TAG",
+                                               "ROOT_TAG": tag})
+    results = [client.run(name).result(timeout=60) for _ in range(6)]
+    assert {r["worker_root"] for r in results} == {"here"}
+    env = {**os.environ, **env_vars}
+    shown = subprocess.run(envflow_command("env", "ls", "--all"), env=env, capture_output=True, text=True, check=True)
+    assert "venv:./venvs/rel" in shown.stdout and str(here / "venvs" / "rel") in shown.stdout
+    listed = json.loads(subprocess.run(envflow_command("env", "ls", "--all", "--json"), env=env,
+                                       capture_output=True, text=True, check=True).stdout)
+    assert [r["env"] for r in listed] == ["venv:./venvs/rel"]
+    preview = subprocess.run(envflow_command("deployment", "preview", name), env=env, cwd=here,
+                             capture_output=True, text=True, check=True)
+    live = next(line for line in preview.stdout.splitlines() if line.startswith("live workers"))
+    assert len(live.split()[2:]) == 1  # one name: the worker in "here"; the one in "there" lacks the env
