@@ -68,7 +68,7 @@ class FlowWorker(SimpleWorker):
         self.predecessor = predecessor  # a dead worker that held this worker's slot (worker/identity.py)
         self.scripts = RunScripts(connection, settings)
         self.reaper = Reaper(connection, settings)
-        self.executor = Executor(name, settings, self.scripts, EnvCache(settings))
+        self.executor = Executor(name, settings, self.scripts, EnvCache(settings, redis=connection))
         self.maintenance = Maintenance(name, self.queue_names(), connection, self.reaper)
         self._paused: set[str] = set()
         self._paused_checked_at = 0.0
