@@ -113,7 +113,8 @@ class EnvSpec(BaseModel):
             parts = [*self.requirements]
             if self.requirements_digest:
                 parts.append(f"requirements file sha256:{self.requirements_digest[:12]}")
-            return f"requirements: {', '.join(parts) or 'none'} (python {self.python or 'of the worker'})"
+            base = f"python {self.python}" if self.python else "the worker's python"
+            return f"requirements: {', '.join(parts) or 'none'} ({base})"
         return "worker environment" if self.kind is EnvKind.WORKER else f"{self.kind.value}:{self.value}"
 
 

@@ -169,5 +169,7 @@ class Installer:
                 proc.stderr.close()
         code = proc.wait()
         if code != 0:
-            tail = errors.decode(errors="replace").strip() or f"no output, exit status {code}"
+            tail = errors.decode(errors="replace").strip()
+            starts = [i for i in (tail.find("error:"), tail.find("×")) if i >= 0]  # uv's error, not what led to it
+            tail = (tail[min(starts):] if starts else tail) or f"no output, exit status {code}"
             raise BuildFailed(f"uv {args[0]}{' ' + args[1] if args[0] == 'pip' else ''} failed: {tail}")

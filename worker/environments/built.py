@@ -180,8 +180,8 @@ class BuiltEnvironment(VenvEnvironment):
             event = "cancelled" if isinstance(e, BuildCancelled) else "failed"
             self.store.journal(self.key, event, error=str(e)[-500:])
             if isinstance(e, (BuildCancelled, BuildFailed)):
-                raise EnvActivationError(f"building {self.describe()} {'stopped' if event == 'cancelled' else 'failed'}"
-                                         f": {e}") from None
+                raise EnvActivationError(f"building env {self.key[:12]} ({self.spec}) "
+                                         f"{'stopped' if event == 'cancelled' else 'failed'}: {e}") from None
             raise
         seconds = time.monotonic() - started
         self.store.journal(self.key, "built", seconds=round(seconds, 3))
