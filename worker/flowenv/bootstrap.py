@@ -1,17 +1,18 @@
-"""Runs one flow inside its target environment. Stdlib-only, CPython 3.8+.
+"""Runs flows inside their target environment. Stdlib-only, CPython 3.8+.
 
-The worker starts ``<env python> -u -c STUB CONTROL_FD RESULT_FD SOURCE_FD`` in a new session;
-STUB reads this file's source from SOURCE_FD (a pipe the worker filled from its own memory)
-and runs it, so nothing a flow can write on disk decides what later runs execute. On
-CONTROL_FD the worker writes the run (a length line, then a marshal of the flow file's path
-and source, flow name, parameters, and envflow's ``flows.py`` source) and keeps the pipe
-open: when the worker dies the pipe reaches EOF and a watchdog thread kills the whole
-process group, so no flow outlives its worker. The outcome goes to RESULT_FD as one JSON
-object; stdout and stderr belong to the flow.
+The worker starts ``<env python> -u -c STUB MODE ... SOURCE_FD``; STUB runs this file's source,
+read from a sealed in-memory file (SOURCE_FD), so nothing a flow writes decides what later runs do.
 
-Every module imported here is paid for by every run, so this file imports only built-in
-modules up front; json, traceback and the like load only when a path needs them.
+``run CONTROL_FD RESULT_FD``: one run. CONTROL_FD brings a setup message (envflow's ``flows.py``
+source, the modules to preload; a process started ahead imports them while it waits), then the
+run; each a length line and a marshal. Its EOF (the worker died) makes a watchdog kill the process
+group. The outcome goes to RESULT_FD as JSON; stdout and stderr belong to the flow.
 
+``serve SOCKET_FD``: a ready parent. It sets up once, says whether it may fork (no threads), then
+forks a process per request, which starts a session and runs as ``run`` would with the request's
+pipes (SCM_RIGHTS); it reports each child's pid and exit status, and exits with the worker.
+
+Only built-in modules are imported up front: every cold run pays for each import here.
 Exit codes: 0 the flow returned, 1 the flow raised, 3 the flow could not be loaded.
 """
 
@@ -35,7 +36,7 @@ def read_exactly(fd, size):
     return data
 
 
-def read_spec(fd):
+def read_message(fd):
     header = b""
     while not header.endswith(b"\n"):
         header += read_exactly(fd, 1)
@@ -132,6 +133,7 @@ def install_envflow_shim(flows_path, flows_source):
 
 
 def load_flow(spec, flows):
+    """The flow the run names, from its file (the source given with the run, or the file at its path)."""
     path = spec["flow_file"]
     stem = os.path.splitext(os.path.basename(path))[0]
     name = stem if stem.isidentifier() and stem not in sys.modules else "__envflow_flow__"
@@ -205,36 +207,53 @@ def write_result(fd, outcome):
     os.close(fd)
 
 
-def main():
-    control_fd, result_fd = int(sys.argv[1]), int(sys.argv[2])
+SETUP_FAILED = []  # what did not import in setup: each run imports it again, and fails with it
+
+
+def setup(message):
+    """Install envflow's stand-in and import the preloads (a failure waits for the run to report it)."""
+    if sys.path and sys.path[0] == "":
+        del sys.path[0]  # `-c` put the worker's directory first; the flow's own goes there later
+    for name in ("envflow.flows", *(message.get("preload") or ())):
+        try:
+            if name == "envflow.flows":
+                install_envflow_shim(message["flows_path"], message["flows_source"])
+            else:
+                __import__(name)
+        except BaseException:  # noqa: B902 - reported by each run that needs it
+            SETUP_FAILED.append(name)
+
+
+def run(control_fd, result_fd):
+    """One run, the setup done: read the run, load the flow, call it, report the outcome."""
     for fd in (control_fd, result_fd):
         os.set_inheritable(fd, False)  # the flow's own child processes must not hold them
     try:
-        spec = read_spec(control_fd)
+        spec = read_message(control_fd)
     except (EOFError, ValueError) as e:
         sys.stderr.write("envflow bootstrap: {}\n".format(e))
         return EXIT_LOAD_ERROR
     start_watchdog(control_fd)
     _signal.signal(_signal.SIGTERM, on_sigterm)
 
-    # The flow sees itself as a script: its directory first on sys.path (where `-c` put the cwd).
-    flow_dir = os.path.dirname(os.path.abspath(spec["flow_file"]))
-    if sys.path and sys.path[0] == "":
-        sys.path[0] = flow_dir
-    else:
-        sys.path.insert(0, flow_dir)
+    # The flow sees itself as a script: its directory first on sys.path.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(spec["flow_file"])))
     sys.argv = [spec["flow_file"]]
-    # Per-run variables arrive with the run: the interpreter may have been started before it.
+    # Per-run variables arrive with the run: the interpreter was started, or forked, before it.
     os.environ.update(spec.get("environ") or {})
 
     try:
-        flows = install_envflow_shim(spec["flows_path"], spec["flows_source"])
-        flow = load_flow(spec, flows)
+        for name in SETUP_FAILED:
+            __import__(name)  # raises again, with its traceback, for this run
+        flow = load_flow(spec, sys.modules["envflow.flows"])
     except BaseException as e:  # noqa: B902 - report any load failure, SystemExit included
         print_user_traceback(e)
         write_result(result_fd, {"ok": False, "stage": "load", "error_type": type(e).__name__, "error": str(e)})
         return EXIT_LOAD_ERROR
+    return call_flow(flow, spec, result_fd)
 
+
+def call_flow(flow, spec, result_fd):
     try:
         value = flow.fn(**spec["parameters"])
     except SystemExit as e:
@@ -261,6 +280,117 @@ def main():
         data = data[os.write(result_fd, data):]
     os.close(result_fd)
     return 0
+
+
+class Forked(Exception):
+    """Raised in a child just forked, to leave the parent's serving loop before the run starts."""
+
+
+def threads():
+    """How many threads this process has, native ones too: they make forking unsafe."""
+    return len(os.listdir("/proc/self/task"))
+
+
+def serve(sock_fd):
+    """A ready parent: set up once, then fork a run process per request until the worker goes away."""
+    import array
+    import select
+    import socket
+
+    sock = socket.socket(fileno=sock_fd)
+    setup(marshal.loads(sock.recv(1 << 20)))
+    _make_undumpable(0)
+    sock.sendall(marshal.dumps({"ready": True, "threads": threads(), "failed": SETUP_FAILED, "pid": os.getpid()}, 2))
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    _signal.set_wakeup_fd(wake_w)
+    _signal.signal(_signal.SIGCHLD, lambda signum, frame: None)
+    while True:
+        ready = select.select([sock, wake_r], [], [])[0]
+        if wake_r in ready:
+            os.read(wake_r, 512)
+            _report_exits(sock)
+        if sock in ready:
+            fds = array.array("i")
+            data, ancdata, _, _ = sock.recvmsg(1024, socket.CMSG_SPACE(4 * fds.itemsize))
+            if not data:
+                return 0  # the worker went away
+            for level, kind, payload in ancdata:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+            _fork(sock, list(fds), wake_r, wake_w)
+
+
+def _fork(sock, fds, wake_r, wake_w):
+    stdout_fd, stderr_fd, control_fd, result_fd = fds
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        _signal.set_wakeup_fd(-1)
+        _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+        for fd in (wake_r, wake_w, sock.fileno()):
+            os.close(fd)
+        os.setsid()
+        os.dup2(stdout_fd, 1)
+        os.dup2(stderr_fd, 2)
+        os.close(stdout_fd)
+        os.close(stderr_fd)
+        _make_undumpable(1)
+        _reseed()
+        raise Forked(control_fd, result_fd)  # args: the run's pipes
+    for fd in fds:
+        os.close(fd)
+    sock.sendall(marshal.dumps({"pid": pid}, 2))
+
+
+def _report_exits(sock):
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        sock.sendall(marshal.dumps({"exit": pid, "status": code}, 2))
+
+
+def _reseed():
+    """Forked children share their parent's random state: draw new seeds, as a fresh process would."""
+    for name in ("random", "numpy.random"):
+        module = sys.modules.get(name)
+        if module is not None:
+            try:
+                module.seed()
+            except Exception:  # noqa: BLE001 - a module's own seeding is its business
+                pass
+
+
+def _make_undumpable(flag):
+    """The ready parent hides its memory from the runs it forks (same user); its children show theirs."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(4, flag, 0, 0, 0)  # PR_SET_DUMPABLE
+    except Exception:  # noqa: BLE001 - not Linux, or no ctypes in this env
+        pass
+
+
+def main():
+    mode = sys.argv[1]
+    if mode == "serve":
+        try:
+            return serve(int(sys.argv[2]))
+        except Forked as child:  # the serving loop's frames are gone: run as a fresh process would
+            return run(*child.args)
+    control_fd, result_fd = int(sys.argv[2]), int(sys.argv[3])
+    try:
+        setup(read_message(control_fd))
+    except (EOFError, ValueError) as e:
+        sys.stderr.write("envflow bootstrap: {}\n".format(e))
+        return EXIT_LOAD_ERROR
+    return run(control_fd, result_fd)
 
 
 if __name__ == "__main__":
