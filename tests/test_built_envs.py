@@ -226,6 +226,7 @@ def test_cancel_during_a_build_leaves_no_env_and_no_installer(client, start_work
 
 def test_eviction_by_size_skips_an_env_in_use(client, start_worker, env_vars, flows, store):
     env_vars["ENVFLOW_ENV_CACHE_MAX_BYTES"] = "1"  # every env a run does not hold is evicted after a build
+    env_vars["ENVFLOW_WARM_MAX"] = "0"  # no warm processes: a worker holds its latest run's env only
     holder = start_worker("--queue", "holder")
     start_worker("--queue", "builder")
     held = deploy(client, flows, "uses_alpha", name="held", requirements=["alpha"], queue="holder")
@@ -319,3 +320,19 @@ def test_index_credentials_never_reach_the_output(client, start_worker, env_vars
     assert "127.0.0.1:9" in shown and "s3cr3t" not in shown, shown
     assert all("s3cr3t" not in json.dumps(e) for e in store.history())
     assert "s3cr3t" not in Settings(pip_index_url=env_vars["ENVFLOW_PIP_INDEX_URL"]).redacted()["pip_index_url"]
+
+
+def test_a_process_holds_its_recent_envs_against_eviction(tmp_path):
+    store = EnvStore(tmp_path / "cache")
+    for i, key in enumerate(["k1", "k2", "k3"]):
+        (store.path(key)).mkdir(parents=True)
+        (store.path(key) / "envflow-env.json").write_text(json.dumps({"size": 1000}))
+        os.utime(store.path(key) / "envflow-env.json", (1000 + i, 1000 + i))
+    assert store.pin("k1", keep=2) and store.pin("k2", keep=2)
+    assert [e.key for e in store.evict(0)] == ["k3"]  # k1 and k2 are held
+    assert store.pin("k2", keep=2) and store.pin("k1", keep=2)  # reused: k1 is the most recent now
+    (store.path("k3")).mkdir()
+    (store.path("k3") / "envflow-env.json").write_text(json.dumps({"size": 1000}))
+    assert store.pin("k3", keep=2)  # lets go of k2, the least recently used of the three
+    assert [e.key for e in store.evict(0)] == ["k2"] and sorted(e.key for e in store.envs()) == ["k1", "k3"]
+    assert not store.pin("gone", keep=2)

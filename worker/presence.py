@@ -36,7 +36,7 @@ class Presence:
         self.redis = redis
         self.settings = settings
         self.pool = pool
-        self.env_cache = EnvCache(settings)  # its own: the run's thread uses the executor's
+        self.env_cache = EnvCache(settings, redis=redis)  # its own: the run's thread uses the executor's
         self.base = flow_base(os.environ, settings)
         self.ttl = max(int(settings.reaper_interval * 3), int(settings.lease_ttl), 1)
         self._scanned_at = 0.0

@@ -14,8 +14,8 @@ replicas of one host share)::
 
 Locks are ``flock`` locks on files in the cache directory, so they hold across processes and across
 containers that mount the same volume. A process keeps one descriptor per lock file (flock locks of
-two descriptors of one file conflict, even in one process), and holds a shared ``use`` lock on the
-env its latest run used (the env its next, warm interpreter comes from too).
+two descriptors of one file conflict, even in one process), and holds shared ``use`` locks on the
+envs it used most recently: its latest run's, and those its warm processes may come from.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import socket
 import stat
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ LOCK_POLL = 0.1  # seconds between tries for a build lock another process holds
 
 _registry_lock = threading.Lock()
 _fds: dict[str, int] = {}  # lock file -> this process's descriptor
-_pinned: dict[str, str] = {}  # cache dir -> the key this process holds a shared use lock on
+_pinned: dict[str, OrderedDict[str, None]] = {}  # cache dir -> keys this process holds use locks on, oldest first
 
 
 class BuildCancelled(Exception):
@@ -183,13 +184,17 @@ class EnvStore:
 
     # Using
 
-    def pin(self, key: str) -> bool:
-        """Hold ``key``'s shared use lock (eviction skips it) and let go of the env this process used
-        before; False when the env is gone (evicted meanwhile)."""
+    def pin(self, key: str, keep: int = 1) -> bool:
+        """Hold ``key``'s shared use lock, so eviction skips it, along with the ``keep - 1`` other envs this
+        process used most recently (its warm processes come from them); older ones are let go. False when
+        the env is gone (evicted meanwhile)."""
         with _registry_lock:
-            previous = _pinned.get(str(self.root))
-        if previous == key and self.exists(key):
-            return True
+            held = _pinned.setdefault(str(self.root), OrderedDict())
+            known = key in held
+            if known:
+                held.move_to_end(key)
+        if known:
+            return self.exists(key)
         self.ensure()
         fd = _fd(self._lock(key, "use"))
         fcntl.flock(fd, fcntl.LOCK_SH)  # an eviction holds it exclusively for a rename only
@@ -197,10 +202,15 @@ class EnvStore:
             fcntl.flock(fd, fcntl.LOCK_UN)
             return False
         with _registry_lock:
-            _pinned[str(self.root)] = key
-        if previous is not None and previous != key:
-            fcntl.flock(_fd(self._lock(previous, "use")), fcntl.LOCK_UN)
+            held[key] = None
+            dropped = [held.popitem(last=False)[0] for _ in range(max(len(held) - max(keep, 1), 0))]
+        for old in dropped:
+            fcntl.flock(_fd(self._lock(old, "use")), fcntl.LOCK_UN)
         return True
+
+    def _pinned_here(self, key: str) -> bool:
+        with _registry_lock:
+            return key in _pinned.get(str(self.root), ())
 
     def touch(self, key: str) -> None:
         """Record a use of ``key`` now (its metadata file's mtime)."""
@@ -230,9 +240,8 @@ class EnvStore:
         return sorted(found, key=lambda e: e.last_used)
 
     def _in_use(self, key: str) -> bool:
-        with _registry_lock:
-            if _pinned.get(str(self.root)) == key:
-                return True
+        if self._pinned_here(key):
+            return True
         path = self._lock(key, "use")
         if not path.exists():
             return False
@@ -244,9 +253,8 @@ class EnvStore:
 
     def remove(self, key: str) -> bool:
         """Evict ``key`` unless a run uses it (or this process pinned it); True when it was removed."""
-        with _registry_lock:
-            if _pinned.get(str(self.root)) == key:
-                return False
+        if self._pinned_here(key):
+            return False
         self.ensure()
         fd = os.open(self._lock(key, "use"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:

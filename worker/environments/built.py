@@ -124,7 +124,7 @@ class BuiltEnvironment(VenvEnvironment):
         reporter = progress or _Quiet()
         built = False
         for _ in range(3):
-            if self.store.exists(self.key) and self.store.pin(self.key):
+            if self.store.exists(self.key) and self.store.pin(self.key, self._kept()):
                 if built:
                     self._evict(reporter)
                 return
@@ -133,8 +133,12 @@ class BuiltEnvironment(VenvEnvironment):
                                  "ENVFLOW_ENV_CACHE_MAX_BYTES above the size of the envs in use")
 
     def touch(self) -> None:
-        if self.store.pin(self.key):
+        if self.store.pin(self.key, self._kept()):
             self.store.touch(self.key)
+
+    def _kept(self) -> int:
+        """How many built envs this process keeps from eviction: its run's, and one per warm process."""
+        return self.resolver.settings.warm_max + 1
 
     def _evict(self, reporter: Progress | _Quiet) -> None:
         for gone in self.store.evict(self.resolver.settings.env_cache_max_bytes):
