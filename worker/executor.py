@@ -51,6 +51,7 @@ class Executor:
         self.stops = StopRequest()
         self.sources = FlowSources(scripts.redis, settings.state_dir, worker_name)
         self.pool = WarmPool(settings.warm_max, settings.warm_idle)
+        self.last_key: tuple[Any, ...] | None = None
         self.base_environ = flow_base(os.environ, settings)  # the worker's environment never changes
 
     def execute(self, claimed: Claimed, on_heartbeat: HeartbeatHook | None = None) -> Outcome:
@@ -102,16 +103,21 @@ class Executor:
             writer.note(f"cannot start {python}: {e}")
             writer.flush_until_done()
             return Outcome(RunState.FAILED, error_type="SpawnError", error=f"cannot start {python}: {e}")
+        self.last_key = key
         try:
             flow.send(run_spec)
-            if not self.stops.shutdown_at:
-                self.pool.replenish(key)
             outcome = AttemptLoop(run_id, flow.proc, flow.result_r, writer, settings=self.settings, stops=self.stops,
                                   beat=beat, deadline=deadline).loop()
             outcome.start = flow.how
             return outcome
         finally:
             flow.close()
+
+    def prepare_next(self) -> None:
+        """Between runs (off every run's critical path): have the last run's key ready for the next one."""
+        if self.last_key is not None and not self.stops.shutdown_at:
+            self.pool.replenish(self.last_key)
+        self.last_key = None
 
     def _beat(self, run_id: str, attempt: int, on_heartbeat: HeartbeatHook | None) -> Callable[[], Beat]:
         """One heartbeat: renew the lease (and the hook's commands) in one round trip."""

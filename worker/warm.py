@@ -82,6 +82,7 @@ class ForkServer:
         self.ready = False
         self.alive = True
         self.threads = 0
+        self.next: FlowProcess | None = None  # a child forked ahead, waiting for its run
         self._exits: dict[int, int] = {}
 
     def poll_ready(self) -> bool:
@@ -151,6 +152,9 @@ class ForkServer:
         return self._exits.pop(pid)
 
     def close(self) -> None:
+        if self.next is not None:
+            self.next.discard()
+            self.next = None
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -198,6 +202,9 @@ class Ready:
                 self._fall_back(f"its preloaded modules started {self.server.threads - 1} thread(s), so forking "
                                 "is unsafe")
                 return None
+            flow, self.server.next = self.server.next, None
+            if flow is not None and flow.proc.poll() is None:
+                return flow
             try:
                 return self.server.fork(self.key)
             except OSError as e:
@@ -211,7 +218,11 @@ class Ready:
         return None
 
     def replenish(self) -> None:
-        if self.server is None and self.spare is None:
+        """Have the next run's process ready: a child forked ahead, or a spare started ahead."""
+        if self.server is not None:
+            if self.server.next is None and self.server.poll_ready() and self.server.threads <= 1:
+                self.server.next = self.server.fork(self.key)
+        elif self.spare is None:
             self.spare = spawn(self.python, self.variables, self.key, self.preload, how="spare")
 
     def _fall_back(self, reason: str) -> None:

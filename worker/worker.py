@@ -200,6 +200,7 @@ class FlowWorker(SimpleWorker):
         outcome = self.executor.execute(claim, on_heartbeat=lambda pipe: self._rq_heartbeat(job, execution, pipe))
         job.ended_at = rq_now()
         self._record(job, queue, execution, claim, outcome)
+        self.executor.prepare_next()
 
     def _refuse(self, job: Job, queue: Queue) -> None:
         log.error("refused job %s: its payload is not an envflow run; nothing was executed", job.id)
