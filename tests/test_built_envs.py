@@ -8,6 +8,7 @@ import os
 import subprocess
 import tarfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -15,9 +16,10 @@ import psutil
 import pytest
 
 from bench.wheelhouse import wheel_hash, write_wheel
-from envflow.models import RunState
+from envflow.models import EnvKind, EnvSpec, RunState
 from envflow.settings import Settings
 from envflow.worker.builds.cache import EnvStore
+from envflow.worker.env_cache import EnvCache
 
 from .conftest import deploy, envflow_command, write_flow
 from .test_environments import pyenv_python
@@ -199,11 +201,14 @@ def slow_sdist(directory: Path, marker: Path) -> None:
         archive.add(source, arcname="slowpkg-1.0")
 
 
-def test_cancel_during_a_build_leaves_no_env_and_no_installer(client, start_worker, flows, store, wheels, tmp_path):
+@pytest.mark.parametrize("stop", ["cancel", "timeout"])
+def test_a_stop_during_a_build_leaves_no_env_and_no_installer(client, start_worker, flows, store, wheels, tmp_path,
+                                                               stop):
     marker = tmp_path / "backend.pid"
     slow_sdist(wheels, marker)
     start_worker()
-    name = deploy(client, flows, "uses_alpha", requirements=["alpha", "slowpkg"])
+    timeout = 3 if stop == "timeout" else None  # the build counts toward the run's timeout
+    name = deploy(client, flows, "uses_alpha", requirements=["alpha", "slowpkg"], timeout=timeout)
     flow_run = client.run(name)
     deadline = time.monotonic() + RUN_TIMEOUT
     while not marker.exists() or not marker.read_text():  # the build is under way, uv's children started
@@ -212,8 +217,9 @@ def test_cancel_during_a_build_leaves_no_env_and_no_installer(client, start_work
     backend = psutil.Process(int(marker.read_text()))
     uv = [p for p in backend.parents() if p.name() == "uv"]
     assert uv, [p.name() for p in backend.parents()]
-    assert flow_run.cancel() == "requested"
-    assert flow_run.wait(RUN_TIMEOUT) is RunState.CANCELLED
+    if stop == "cancel":
+        assert flow_run.cancel() == "requested"
+    assert flow_run.wait(RUN_TIMEOUT) is (RunState.CANCELLED if stop == "cancel" else RunState.TIMED_OUT)
     for process in [backend, *uv]:
         try:
             assert process.wait(10) is not None or not process.is_running()
@@ -336,3 +342,30 @@ def test_a_process_holds_its_recent_envs_against_eviction(tmp_path):
     assert store.pin("k3", keep=2)  # lets go of k2, the least recently used of the three
     assert [e.key for e in store.evict(0)] == ["k2"] and sorted(e.key for e in store.envs()) == ["k1", "k3"]
     assert not store.pin("gone", keep=2)
+    (store.root / ".build-k9-dead").mkdir()  # left by a killed build
+    (store.root / ".locks" / "k9.build").touch()
+    store.evict(10**9)
+    assert not (store.root / ".build-k9-dead").exists()
+
+
+def test_two_threads_of_one_process_build_once(tmp_path, wheels):
+    """The worker's run thread and its warm-pool thread each have an EnvCache; flock does not part them."""
+    settings = Settings(state_dir=tmp_path / "state", env_cache=tmp_path / "cache", pip_find_links=str(wheels),
+                        pip_no_index=True)
+    spec = EnvSpec(kind=EnvKind.REQUIREMENTS, requirements=("alpha",))
+    results: list[object] = []
+
+    def prepare() -> None:
+        try:
+            results.append(EnvCache(settings).prepare(spec, dict(os.environ)).python)
+        except Exception as e:  # noqa: BLE001 - reported by the assertion below
+            results.append(e)
+
+    threads = [threading.Thread(target=prepare) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(RUN_TIMEOUT)
+    store = EnvStore(tmp_path / "cache")
+    assert len(results) == 2 and results[0] == results[1], results
+    assert len(builds(store)) == 1 and not leftovers(store)

@@ -43,6 +43,7 @@ LOCK_POLL = 0.1  # seconds between tries for a build lock another process holds
 
 _registry_lock = threading.Lock()
 _fds: dict[str, int] = {}  # lock file -> this process's descriptor
+_building: dict[int, threading.Lock] = {}  # a build lock's descriptor -> the lock of this process's threads
 _pinned: dict[str, OrderedDict[str, None]] = {}  # cache dir -> keys this process holds use locks on, oldest first
 
 
@@ -157,16 +158,23 @@ class EnvStore:
         """
         self.ensure()
         fd = _fd(self._lock(key, "build"))
-        if _try(fd, fcntl.LOCK_EX):
+        with _registry_lock:
+            threads = _building.setdefault(fd, threading.Lock())  # flock does not part threads of one process
+        owned = threads.acquire(blocking=False)
+        if owned and _try(fd, fcntl.LOCK_EX):
             return fd
         waiting()
         while not cancelled.wait(LOCK_POLL):
-            if _try(fd, fcntl.LOCK_EX):
+            owned = owned or threads.acquire(blocking=False)
+            if owned and _try(fd, fcntl.LOCK_EX):
                 return fd
+        if owned:
+            threads.release()
         raise BuildCancelled("stopped while waiting for another build of this env")
 
     def unlock_build(self, fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_UN)
+        _building[fd].release()
 
     def temp_dir(self, key: str) -> Path:
         """A fresh build directory beside the final one (the caller holds the build lock, so builds of
@@ -280,9 +288,25 @@ class EnvStore:
             if not env.in_use and self.remove(env.key):
                 total -= env.size
                 evicted.append(env)
-        for leftover in self.root.glob(".trash-*") if self.root.is_dir() else []:
-            remove_tree(leftover)  # a process killed while deleting
+        self._remove_leftovers()
         return evicted
+
+    def _remove_leftovers(self) -> None:
+        """Delete what killed processes left: envs half deleted, and builds nobody is running."""
+        if not self.root.is_dir():
+            return
+        for leftover in self.root.glob(".trash-*"):
+            remove_tree(leftover)
+        for build in self.root.glob(".build-*"):
+            lock = self._lock(build.name.split("-")[1], "build")
+            if not lock.exists():
+                continue
+            fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)  # not this process's descriptor: its builds hold theirs
+            try:
+                if _try(fd, fcntl.LOCK_EX):
+                    remove_tree(build)
+            finally:
+                os.close(fd)
 
     # The journal
 
