@@ -20,6 +20,7 @@ from typing import IO, Any, Protocol
 import envflow.flows
 
 BOOTSTRAP = Path(__file__).parent / "flowenv" / "bootstrap.py"
+FORKSERVER = Path(__file__).parent / "flowenv" / "forkserver.py"  # the serve mode, handed over with it
 FLOWS_PY = Path(envflow.flows.__file__)
 FLOWS_SOURCE = FLOWS_PY.read_text(encoding="utf-8")  # read once: what flows run never comes from a flow-writable file
 # Runs the bootstrap from SOURCE_FD (the last argument), read at its offset 0 so every process can share the fd.
@@ -28,9 +29,9 @@ STUB = ("import os,sys;f=int(sys.argv[-1]);s=os.pread(f,os.fstat(f).st_size,0);o
 
 
 def _sealed_source() -> int:
-    """The bootstrap's source, read once, in a sealed in-memory file: flows can neither change
-    the file on disk that later runs execute nor write to this copy."""
-    data = BOOTSTRAP.read_bytes()
+    """The bootstrap's source (its serve mode first), read once, in a sealed in-memory file: flows can
+    neither change the files on disk that later runs execute nor write to this copy."""
+    data = FORKSERVER.read_bytes() + b"\n" + BOOTSTRAP.read_bytes()
     fd = os.memfd_create("envflow-bootstrap", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     os.write(fd, data)
     fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)

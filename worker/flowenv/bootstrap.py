@@ -8,9 +8,7 @@ source, the modules to preload; a process started ahead imports them while it wa
 run; each a length line and a marshal. Its EOF (the worker died) makes a watchdog kill the process
 group. The outcome goes to RESULT_FD as JSON; stdout and stderr belong to the flow.
 
-``serve SOCKET_FD``: a ready parent. It sets up once, says whether it may fork (no threads), then
-forks a process per request, which starts a session and runs as ``run`` would with the request's
-pipes (SCM_RIGHTS); it reports each child's pid and exit status, and exits with the worker.
+``serve SOCKET_FD``: a ready parent of a warm pool (``forkserver.py``, handed over with this file).
 
 Only built-in modules are imported up front: every cold run pays for each import here.
 Exit codes: 0 the flow returned, 1 the flow raised, 3 the flow could not be loaded.
@@ -44,10 +42,19 @@ def read_message(fd):
 
 
 def start_watchdog(control_fd):
-    """Wait, in a thread, for the worker's end of the control pipe to close; then kill the
-    process group (this flow and everything it started). `_thread` is built in: no import cost."""
+    """A thread that reads the run from the control pipe and hands it over (``receive``), then waits
+    for the worker's end to close and kills the process group (this flow and all it started).
+    Started before the run comes, it costs the run nothing. `_thread` is built in: no import cost."""
+    arrived = _thread.allocate_lock()
+    arrived.acquire()
+    box = []
 
     def watch():
+        try:
+            box.append(read_message(control_fd))
+        except (EOFError, ValueError, OSError) as e:
+            box.append(e)
+        arrived.release()
         try:
             while os.read(control_fd, 4096):
                 pass
@@ -56,6 +63,12 @@ def start_watchdog(control_fd):
         os.killpg(0, _signal.SIGKILL)
 
     _thread.start_new_thread(watch, ())
+
+    def receive():
+        arrived.acquire()
+        return box[0]
+
+    return receive
 
 
 def on_sigterm(signum, frame):
@@ -224,17 +237,18 @@ def setup(message):
             SETUP_FAILED.append(name)
 
 
-def run(control_fd, result_fd):
+def run(control_fd, result_fd, forked=False):
     """One run, the setup done: read the run, load the flow, call it, report the outcome."""
     for fd in (control_fd, result_fd):
         os.set_inheritable(fd, False)  # the flow's own child processes must not hold them
-    try:
-        spec = read_message(control_fd)
-    except (EOFError, ValueError) as e:
-        sys.stderr.write("envflow bootstrap: {}\n".format(e))
-        return EXIT_LOAD_ERROR
-    start_watchdog(control_fd)
+    receive = start_watchdog(control_fd)
     _signal.signal(_signal.SIGTERM, on_sigterm)
+    if forked:
+        rehearse()
+    spec = receive()
+    if isinstance(spec, Exception):
+        sys.stderr.write("envflow bootstrap: {}\n".format(spec))
+        return EXIT_LOAD_ERROR
 
     # The flow sees itself as a script: its directory first on sys.path.
     sys.path.insert(0, os.path.dirname(os.path.abspath(spec["flow_file"])))
@@ -282,116 +296,13 @@ def call_flow(flow, spec, result_fd):
     return 0
 
 
-class Forked(Exception):
-    """Raised in a child just forked, to leave the parent's serving loop before the run starts."""
-
-
-def threads():
-    """How many threads this process has, native ones too: they make forking unsafe."""
-    return len(os.listdir("/proc/self/task"))
-
-
-def serve(sock_fd):
-    """A ready parent: set up once, then fork a run process per request until the worker goes away."""
-    import array
-    import select
-    import socket
-
-    import gc
-
-    sock = socket.socket(fileno=sock_fd)
-    setup(marshal.loads(sock.recv(1 << 20)))
-    _make_undumpable(0)
-    gc.freeze()  # children's collections leave the parent's objects alone: fewer pages copied on write
-    sock.sendall(marshal.dumps({"ready": True, "threads": threads(), "failed": SETUP_FAILED, "pid": os.getpid()}, 2))
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-    _signal.set_wakeup_fd(wake_w)
-    _signal.signal(_signal.SIGCHLD, lambda signum, frame: None)
-    while True:
-        ready = select.select([sock, wake_r], [], [])[0]
-        if wake_r in ready:
-            os.read(wake_r, 512)
-            _report_exits(sock)
-        if sock in ready:
-            fds = array.array("i")
-            data, ancdata, _, _ = sock.recvmsg(1024, socket.CMSG_SPACE(4 * fds.itemsize))
-            if not data:
-                return 0  # the worker went away
-            for level, kind, payload in ancdata:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-            _fork(sock, list(fds), wake_r, wake_w)
-
-
-def _fork(sock, fds, wake_r, wake_w):
-    stdout_fd, stderr_fd, control_fd, result_fd = fds
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        _signal.set_wakeup_fd(-1)
-        _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
-        for fd in (wake_r, wake_w, sock.fileno()):
-            os.close(fd)
-        os.setsid()
-        os.dup2(stdout_fd, 1)
-        os.dup2(stderr_fd, 2)
-        os.close(stdout_fd)
-        os.close(stderr_fd)
-        _make_undumpable(1)
-        _reseed()
-        raise Forked(control_fd, result_fd)  # args: the run's pipes
-    for fd in fds:
-        os.close(fd)
-    sock.sendall(marshal.dumps({"pid": pid}, 2))
-
-
-def _report_exits(sock):
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-        sock.sendall(marshal.dumps({"exit": pid, "status": code}, 2))
-
-
-def _reseed():
-    """Forked children share their parent's random state: draw new seeds, as a fresh process would."""
-    for name in ("random", "numpy.random"):
-        module = sys.modules.get(name)
-        if module is not None:
-            try:
-                module.seed()
-            except Exception:  # noqa: BLE001 - a module's own seeding is its business
-                pass
-
-
-PRCTL = []  # libc's prctl, looked up once by the ready parent
-
-
-def _make_undumpable(flag):
-    """The ready parent hides its memory from the runs it forks (same user); its children show theirs."""
-    try:
-        if not PRCTL:
-            import ctypes
-
-            PRCTL.append(ctypes.CDLL(None).prctl)
-        PRCTL[0](4, flag, 0, 0, 0)  # PR_SET_DUMPABLE
-    except Exception:  # noqa: BLE001 - not Linux, or no ctypes in this env
-        pass
-
-
 def main():
     mode = sys.argv[1]
     if mode == "serve":
         try:
             return serve(int(sys.argv[2]))
         except Forked as child:  # the serving loop's frames are gone: run as a fresh process would
-            return run(*child.args)
+            return run(*child.args, forked=True)
     control_fd, result_fd = int(sys.argv[2]), int(sys.argv[3])
     try:
         setup(read_message(control_fd))
