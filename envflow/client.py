@@ -10,7 +10,7 @@ from redis import Redis
 
 from . import keys
 from .connection import connect, wrap_errors
-from .deployment_files import build_record
+from .deployment_files import record_and_files
 from .deployments import Deployment
 from .errors import ConfigError, DeploymentNotFound, ParameterError
 from .flow_run import FlowRun
@@ -45,7 +45,7 @@ class Client:
         :param requirements: with a record: its requirements file's text (``env.requirements_digest``).
         """
         if isinstance(deployment, Deployment):
-            record, source, requirements = build_record(deployment, self.settings.queue)
+            record, source, requirements = record_and_files(deployment, self.settings.queue)
         else:
             record = deployment
         # The deployment's own parameters must suit the flow's annotations ("3" is stored as 3 for n: int).

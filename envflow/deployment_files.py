@@ -238,7 +238,13 @@ def read_requirements_file(deployment: Deployment) -> tuple[str, str] | None:
     return text, digest
 
 
-def build_record(deployment: Deployment, default_queue: str) -> tuple[DeploymentRecord, str, str | None]:
+def build_record(deployment: Deployment, default_queue: str) -> tuple[DeploymentRecord, str]:
+    """The stored record of a deployment and its flow file's source (see :func:`record_and_files`)."""
+    record, source, _ = record_and_files(deployment, default_queue)
+    return record, source
+
+
+def record_and_files(deployment: Deployment, default_queue: str) -> tuple[DeploymentRecord, str, str | None]:
     """The stored record of a deployment, its flow file's source and its requirements file's text.
 
     :raises DeploymentFileError: the flow file is missing or does not define the flow, or the

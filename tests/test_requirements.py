@@ -68,10 +68,10 @@ def test_requirements_file_is_read_beside_the_deployment_file(tmp_path):
     (tmp_path / "reqs" / "requirements.txt").write_text("alpha==1.0\n")
     (tmp_path / "d.yaml").write_text("- {name: a, flow_location: flows.py, requirements_file: reqs/requirements.txt}\n"
                                      "- {name: b, flow_location: flows.py, requirements_file: missing.txt}\n")
-    from envflow.deployment_files import build_record
+    from envflow.deployment_files import build_record, record_and_files
 
     good, missing = load_file(tmp_path / "d.yaml").deployments
-    record, _, text = build_record(good, "default")
+    record, _, text = record_and_files(good, "default")
     assert text == "alpha==1.0\n" and record.env.requirements_digest == read_file(text.encode())[1]
     with pytest.raises(DeploymentFileError, match=f"requirements_file: cannot read {tmp_path / 'missing.txt'}"):
         build_record(missing, "default")
