@@ -15,7 +15,8 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 # tini as PID 1 forwards SIGTERM to the worker (graceful stop) and reaps zombies; miniforge3
 # ships it, miniconda3 does not. The user has a fixed uid/gid so mounted venvs and volumes
-# get predictable ownership.
+# get predictable ownership; /var/lib/envflow/envs (built envs) belongs to it, so a named volume
+# mounted there starts out writable by the workers (Docker copies the directory's owner into it).
 # DL3008 (pin apt versions) is ignored: the two bases are different distros (Ubuntu, Debian),
 # so no apt version string fits both; the base image tag pins the release, and so tini's version.
 # hadolint ignore=DL3008
@@ -24,7 +25,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --gid 10001 envflow \
     && useradd --no-log-init --uid 10001 --gid 10001 --create-home --home-dir /home/envflow --shell /bin/bash envflow \
-    && install --directory --owner=10001 --group=10001 /var/lib/envflow \
+    && install --directory --owner=10001 --group=10001 /var/lib/envflow /var/lib/envflow/envs \
     && install --directory /project /venvs
 
 # Flow environments: every envs/*.yml becomes the conda env its `name:` says, from conda-forge

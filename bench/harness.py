@@ -81,6 +81,7 @@ class Harness:
         self.envflow_workers: list[Child] = []
         self.rq_workers: dict[str, list[Child]] = {"default": [], "simple": []}
         self.files = FlowFiles(root)
+        self.wheelhouse = root / "wheels"
         self._venv: Path | None = None
         self._client: Client | None = None
         self._deployed: dict[str, str] = {}
@@ -146,6 +147,10 @@ class Harness:
             "ENVFLOW_STATE_DIR": str(self.root / "state"),
             "ENVFLOW_ENV_ROOTS": os.pathsep.join(str(p.resolve()) for p in roots),
             "ENVFLOW_HISTORY_MAX_LINES": str(HISTORY_MAX_LINES),
+            # Built envs (the "built" case) install from a wheelhouse the case writes, offline.
+            "ENVFLOW_ENV_CACHE": str(self.root / "env-cache"),
+            "ENVFLOW_PIP_FIND_LINKS": str(self.wheelhouse),
+            "ENVFLOW_PIP_NO_INDEX": "1",
         }
 
     def settings(self, **overrides: object) -> Settings:

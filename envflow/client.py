@@ -12,7 +12,7 @@ from redis import Redis
 
 from . import keys, routing
 from .connection import connect, wrap_errors
-from .deployment_files import build_record
+from .deployment_files import record_and_files
 from .deployments import Deployment
 from .errors import ConfigError, DeploymentNotFound, EnvflowWarning, ParameterError
 from .flow_run import FlowRun
@@ -38,10 +38,16 @@ class Client:
 
     # Deployments
 
-    def create_deployment(self, deployment: Deployment | DeploymentRecord, source: str | None = None) -> DeploymentRecord:
-        """Register (or update) a deployment; its flow file's source is stored with it unless it uses path storage."""
+    def create_deployment(self, deployment: Deployment | DeploymentRecord, source: str | None = None,
+                          requirements: str | None = None) -> DeploymentRecord:
+        """Register (or update) a deployment; its flow file's source is stored with it unless it uses path
+        storage, and so is its requirements file (both content-addressed).
+
+        :param source: with a record: its flow file's source.
+        :param requirements: with a record: its requirements file's text (``env.requirements_digest``).
+        """
         if isinstance(deployment, Deployment):
-            record, source = build_record(deployment, self.settings.queue)
+            record, source, requirements = record_and_files(deployment, self.settings.queue)
         else:
             record = deployment
         # The deployment's own parameters must suit the flow's annotations ("3" is stored as 3 for n: int).
@@ -69,21 +75,31 @@ class Client:
             with self.redis.pipeline(transaction=True) as pipe:
                 if record.source_digest and source is not None:
                     pipe.set(keys.source(record.source_digest), source)  # no expiry: in use again
+                if record.env.requirements_digest and requirements is not None:
+                    pipe.set(keys.requirements(record.env.requirements_digest), requirements)
                 pipe.set(keys.deployment(record.name), payload)
                 pipe.zadd(keys.DEPLOYMENTS, {record.name: record.created_at})
                 route = routing.route_key(record.env)
                 if route is not None:  # workers that have this env start listening for its runs
                     pipe.hset(keys.ENVS, route, record.env.model_dump_json())
                 pipe.execute()
-            if previous is not None and previous.source_digest != record.source_digest:
-                self._retire_source(previous.source_digest)
+            if previous is not None:
+                self._retire(previous, record)
         return record
 
-    def _retire_source(self, digest: str | None) -> None:
-        """Let a flow source no deployment uses any more expire once runs that may still need it are gone."""
-        if digest is None or any(d.source_digest == digest for d in self.deployments()):
+    def _retire(self, previous: DeploymentRecord, current: DeploymentRecord | None = None) -> None:
+        """Let the flow source and requirements file ``previous`` stored, and no deployment uses any more,
+        expire once runs that may still need them are gone."""
+        kept = {current.source_digest, current.env.requirements_digest} if current is not None else set()
+        stale = [(digest, key) for digest, key in ((previous.source_digest, keys.source),
+                                                   (previous.env.requirements_digest, keys.requirements))
+                 if digest and digest not in kept]
+        if not stale:
             return
-        self.redis.expire(keys.source(digest), self.settings.run_ttl)
+        in_use = {d for r in self.deployments() for d in (r.source_digest, r.env.requirements_digest) if d}
+        for digest, key in stale:
+            if digest not in in_use:
+                self.redis.expire(key(digest), self.settings.run_ttl)
 
     def deployments(self) -> list[DeploymentRecord]:
         with wrap_errors(self.redis):
@@ -123,7 +139,7 @@ class Client:
                 pipe.zrem(keys.DEPLOYMENTS, name)
                 pipe.delete(keys.schedule_state(name))
                 pipe.execute()
-            self._retire_source(record.source_digest)
+            self._retire(record)
 
     def pause_deployment(self, name: str) -> None:
         """Stop the scheduler from creating runs of this deployment (on-demand runs still work)."""
@@ -210,6 +226,15 @@ class Client:
         if not record.source_digest:
             return None
         raw = self.redis.get(keys.source(record.source_digest))
+        return raw.decode("utf-8") if raw is not None else None
+
+    def requirements_text(self, record: DeploymentRecord) -> str | None:
+        """The requirements file stored with a deployment (None: it has none, or it is gone)."""
+        digest = record.env.requirements_digest
+        if not digest:
+            return None
+        with wrap_errors(self.redis):
+            raw = self.redis.get(keys.requirements(digest))
         return raw.decode("utf-8") if raw is not None else None
 
     # Runs

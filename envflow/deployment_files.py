@@ -207,13 +207,52 @@ def _load_yaml(path: Path) -> LoadedFile:
     return loaded
 
 
-def build_record(deployment: Deployment, default_queue: str) -> tuple[DeploymentRecord, str]:
-    """The stored record of a deployment, and its flow file's source.
+def _beside_definition(deployment: Deployment, given: str) -> Path:
+    """``given`` resolved against the directory of the file that defines the deployment."""
+    location = Path(given).expanduser()
+    if not location.is_absolute():
+        base = Path(deployment.defined_at.rsplit(":", 1)[0]).parent if ":" in deployment.defined_at else Path.cwd()
+        location = base / location
+    return location
 
-    :raises DeploymentFileError: the flow file is missing or does not define the flow.
+
+def read_requirements_file(deployment: Deployment) -> tuple[str, str] | None:
+    """The text of the deployment's ``requirements_file`` and its sha256, once every line is checked.
+
+    :raises DeploymentFileError: ``requirements_file: <path>:<line>: <what is wrong>``.
     """
     f = deployment.fields
     assert f is not None
+    if f.requirements_file is None:
+        return None
+    from .requirements import read_file
+
+    path = _beside_definition(deployment, f.requirements_file)
+    try:
+        text, digest = read_file(path.read_bytes())
+    except OSError as e:
+        raise DeploymentFileError(f"requirements_file: cannot read {path}: {e.strerror or e}") from None
+    except ValueError as e:
+        where = f"{path}:{str(e)[5:]}" if str(e).startswith("line ") else f"{path}: {e}"
+        raise DeploymentFileError(f"requirements_file: {where}") from None
+    return text, digest
+
+
+def build_record(deployment: Deployment, default_queue: str) -> tuple[DeploymentRecord, str]:
+    """The stored record of a deployment and its flow file's source (see :func:`record_and_files`)."""
+    record, source, _ = record_and_files(deployment, default_queue)
+    return record, source
+
+
+def record_and_files(deployment: Deployment, default_queue: str) -> tuple[DeploymentRecord, str, str | None]:
+    """The stored record of a deployment, its flow file's source and its requirements file's text.
+
+    :raises DeploymentFileError: the flow file is missing or does not define the flow, or the
+        requirements file is missing or holds a line the workers cannot install.
+    """
+    f = deployment.fields
+    assert f is not None
+    requirements = read_requirements_file(deployment)
     if f.flow is not None:
         file = inspect.getsourcefile(f.flow.fn)
         if file is None:
@@ -223,10 +262,7 @@ def build_record(deployment: Deployment, default_queue: str) -> tuple[Deployment
         flow_name, spec = f.flow.name, f.flow.parameter_spec()
     else:
         assert f.flow_location is not None
-        location = Path(f.flow_location).expanduser()
-        if not location.is_absolute():
-            base = Path(deployment.defined_at.rsplit(":", 1)[0]).parent if ":" in deployment.defined_at else Path.cwd()
-            location = base / location
+        location = _beside_definition(deployment, f.flow_location)
         try:
             path = location.resolve()
         except (OSError, RuntimeError) as e:  # RuntimeError: a symlink loop
@@ -243,7 +279,7 @@ def build_record(deployment: Deployment, default_queue: str) -> tuple[Deployment
         flow_storage=f.flow_storage,
         source_digest=digest if f.flow_storage == "source" else None,
         flow_path=str(path),
-        env=f.env_spec,
+        env=f.env_spec(requirements[1] if requirements else None),
         env_vars=f.env,
         parameters=f.parameters,
         parameter_spec=spec,
@@ -263,4 +299,4 @@ def build_record(deployment: Deployment, default_queue: str) -> tuple[Deployment
         created_at=now,
         updated_at=now,
     )
-    return record, source
+    return record, source, requirements[0] if requirements else None

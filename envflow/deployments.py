@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from . import flows
 from .errors import ConfigError, ParameterError
 from .flows import is_flow
-from .models import EnvSpec
+from .models import EnvKind, EnvSpec
 from .parameters import ensure_json
 from .schedules import Cron, Interval
 
@@ -51,6 +51,9 @@ class DeploymentFields(BaseModel):
     flow_storage: Literal["source", "path"] = "source"
     condaenv: str | None = None
     virtualenv: str | None = None
+    requirements: list[str] | None = None
+    requirements_file: str | None = None
+    python: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
     parameters: dict[str, Any] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
@@ -88,10 +91,29 @@ class DeploymentFields(BaseModel):
             raise ValueError(f"invalid queue name {value!r}: use letters, digits, '-', '_' and '.'")
         return value
 
-    @field_validator("flow_location", "flow_name", "condaenv", "virtualenv", "description")
+    @field_validator("flow_location", "flow_name", "condaenv", "virtualenv", "description", "requirements_file",
+                     "python")
     @classmethod
     def _check_text(cls, value: str | None) -> str | None:
         return value if value is None else check_text(value, "the value")
+
+    @field_validator("requirements")
+    @classmethod
+    def _check_requirements(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        from .requirements import normalize_all
+
+        for item in value:
+            check_text(item, f"requirement {item!r}")
+        return list(normalize_all(value))
+
+    @field_validator("python")
+    @classmethod
+    def _check_python(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("name the base interpreter: a conda env name, a path or a version such as '3.12'")
+        return value
 
     @field_validator("tags")
     @classmethod
@@ -131,15 +153,23 @@ class DeploymentFields(BaseModel):
     def _check_combinations(self) -> DeploymentFields:
         if self.condaenv and self.virtualenv:
             raise ValueError("give condaenv or virtualenv, not both (virtualenv is for venv and virtualenv directories)")
+        built = [n for n in ("requirements", "requirements_file", "python") if getattr(self, n) is not None]
+        existing = [n for n in ("condaenv", "virtualenv") if getattr(self, n)]
+        if built and existing:
+            raise ValueError(f"give {' and '.join(built)} (an env the workers build) or {existing[0]} (an env that "
+                             "exists), not both")
         if self.flow is None and not self.flow_location:
             raise ValueError("give the flow (flow=my_flow) or the file it is in (flow_location='flows.py')")
         if self.flow is not None and not is_flow(self.flow):
             raise ValueError(f"flow must be a function decorated with @flow, got {self.flow!r}")
         return self
 
-    @property
-    def env_spec(self) -> EnvSpec:
-        return EnvSpec.from_fields(condaenv=self.condaenv, virtualenv=self.virtualenv)
+    def env_spec(self, requirements_digest: str | None = None) -> EnvSpec:
+        """The env spec; ``requirements_digest`` is the sha256 of ``requirements_file``'s content, once read."""
+        if self.requirements is None and self.requirements_file is None and self.python is None:
+            return EnvSpec.from_fields(condaenv=self.condaenv, virtualenv=self.virtualenv)
+        return EnvSpec(kind=EnvKind.REQUIREMENTS, requirements=tuple(self.requirements or ()),
+                       requirements_digest=requirements_digest, python=self.python)
 
     @property
     def schedules(self) -> list[Cron | Interval]:
@@ -193,6 +223,10 @@ class Deployment:
         ``"path"`` makes workers open ``flow_location`` themselves (for flows importing a mounted project).
     :param condaenv: a named conda env, or a conda prefix path (starting with ``/``, ``~`` or ``.``).
     :param virtualenv: a venv or virtualenv directory. Relative paths resolve against the worker's directory.
+    :param requirements: PEP 508 requirements of a venv the workers build (with uv) once per host and reuse.
+    :param requirements_file: a requirements file (relative to the deployment file), stored with the deployment.
+    :param python: the built venv's base interpreter: a conda env name, a path, or a version ("3.12") found on
+        the worker (default: the worker's own Python).
     :param env: variables set for the flow, after the environment's activation.
     :param parameters: default parameters, overridable per run.
     :param stream_output: echo the flow's lines in the worker's log too (the caller's stream is always kept).

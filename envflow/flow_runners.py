@@ -17,6 +17,9 @@ class SubprocessFlowRunner(BaseModel):
 
     condaenv: str | None = None
     virtualenv: str | None = None
+    requirements: list[str] | None = None  # a venv the workers build (see Deployment)
+    requirements_file: str | None = None  # relative to the deployment file
+    python: str | None = None  # the built venv's base interpreter
     stream_output: bool = True
     env: dict[str, str] = Field(default_factory=dict)
     preload: list[str] = Field(default_factory=list)

@@ -5,6 +5,7 @@ Layout::
     envflow:deployment:<flow>/<name>   string  JSON of the deployment record
     envflow:deployments                zset    deployment names (score: creation time)
     envflow:source:<sha256>            string  a flow file's source, content-addressed
+    envflow:requirements:<sha256>      string  a deployment's requirements file, content-addressed
     envflow:run:<id>                   hash    the run record (see envflow/runstore.py, envflow/protocol.py)
     envflow:run:<id>:out               stream  output history; entry id "<attempt>-<first line seq>"
     envflow:run:<id>:lease             string  "<worker>" while an attempt runs; expires without heartbeats
@@ -46,6 +47,10 @@ def deployment(name: str) -> str:
 
 def source(digest: str) -> str:
     return f"{PREFIX}source:{digest}"
+
+
+def requirements(digest: str) -> str:
+    return f"{PREFIX}requirements:{digest}"
 
 
 def run(run_id: str) -> str:

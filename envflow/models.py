@@ -36,6 +36,7 @@ class EnvKind(str, Enum):
     CONDA = "conda"  # a named conda env
     CONDA_PREFIX = "conda-prefix"  # a conda env given by its prefix path
     VENV = "venv"  # a venv or virtualenv directory
+    REQUIREMENTS = "requirements"  # a venv each worker host builds from requirements, once, and caches
 
 
 # The CLI's spec prefixes, and the deployment field each stands for.
@@ -43,21 +44,48 @@ SPEC_PREFIXES = {"venv": "virtualenv", "virtualenv": "virtualenv", "conda": "con
 
 
 class EnvSpec(BaseModel):
-    """The environment a deployment's runs use, as the user wrote it."""
+    """The environment a deployment's runs use, as the user wrote it.
+
+    A built env (kind ``requirements``) carries everything a worker needs to build it: the
+    normalized requirements, the digest of the requirements file stored with the deployment
+    (``envflow:requirements:<sha256>``) and the base interpreter's spec.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     kind: EnvKind = EnvKind.WORKER
     value: str | None = None
+    requirements: tuple[str, ...] = ()  # normalized PEP 508 requirements, sorted
+    requirements_digest: str | None = None  # sha256 of the requirements file's content
+    python: str | None = None  # base interpreter: a conda env name, a path or a version (None: the worker's)
 
     @classmethod
-    def from_fields(cls, condaenv: str | None = None, virtualenv: str | None = None) -> EnvSpec:
-        """Interpret the ``condaenv=``/``virtualenv=`` fields of a deployment.
+    def from_fields(
+        cls,
+        condaenv: str | None = None,
+        virtualenv: str | None = None,
+        *,
+        requirements: list[str] | tuple[str, ...] | None = None,
+        requirements_digest: str | None = None,
+        python: str | None = None,
+    ) -> EnvSpec:
+        """Interpret the env fields of a deployment.
 
         A ``condaenv`` starting with ``/``, ``~`` or ``.`` is a prefix path, anything else a name.
+        ``requirements``, a requirements file's digest or ``python`` ask for a built env.
         """
         if condaenv and virtualenv:
             raise ValueError("give condaenv or virtualenv, not both")
+        if requirements or requirements_digest or python:
+            if condaenv or virtualenv:
+                raise ValueError(
+                    "give requirements/requirements_file/python (an env the workers build) or condaenv/virtualenv "
+                    "(an env that exists), not both"
+                )
+            from .requirements import normalize_all
+
+            return cls(kind=EnvKind.REQUIREMENTS, requirements=normalize_all(tuple(requirements or ())),
+                       requirements_digest=requirements_digest, python=python)
         if virtualenv:
             return cls(kind=EnvKind.VENV, value=virtualenv)
         if condaenv:
@@ -81,6 +109,12 @@ class EnvSpec(BaseModel):
         return cls(kind=EnvKind.CONDA, value=text)
 
     def __str__(self) -> str:
+        if self.kind is EnvKind.REQUIREMENTS:
+            parts = [*self.requirements]
+            if self.requirements_digest:
+                parts.append(f"requirements file sha256:{self.requirements_digest[:12]}")
+            base = f"python {self.python}" if self.python else "the worker's python"
+            return f"requirements: {', '.join(parts) or 'none'} ({base})"
         return "worker environment" if self.kind is EnvKind.WORKER else f"{self.kind.value}:{self.value}"
 
 

@@ -2,7 +2,8 @@
 
 A run whose deployment names an environment goes to a sub-queue of its queue, one per env:
 ``<queue>@<digest of the env's route key>`` (``route_key``: ``venv:./venvs/x``, ``conda:gpu``, ...,
-the env as the deployment names it). Each worker resolves, on its own machine, the envs that
+the env as the deployment names it; ``build:<python>`` for envs built from requirements, which any
+worker able to build from that interpreter can run). Each worker resolves, on its own machine, the envs that
 deployments name (``envflow:envs``), and listens on the sub-queues of those it has, besides the
 queue itself (runs without an env). It advertises them in ``envflow:route:<queue>:<key>``, a set of
 worker names scored by when the advertisement lapses: a dead worker's lapses with its lease. A run
@@ -28,6 +29,8 @@ SUBQUEUE = "@"
 
 def route_key(spec: EnvSpec) -> str | None:
     """The env as routing knows it (None: the worker's own, which every worker has)."""
+    if spec.kind is EnvKind.REQUIREMENTS:  # any worker that can build it from that base interpreter
+        return f"build:{spec.python or ''}"
     if spec.kind is EnvKind.WORKER or not spec.value:
         return None
     if spec.kind is EnvKind.CONDA:

@@ -70,11 +70,33 @@ class Settings(BaseSettings):
         Path("~/.cache/envflow"), description="Worker-local state: flow source cache, worker name locks."
     )
     log_level: str = Field("INFO", description="Log level of the worker and scheduler.")
+    env_cache: Path | None = Field(
+        None, description="Where workers keep the envs they build from requirements (default: <state dir>/envs); "
+        "worker replicas of one host may share it."
+    )
+    env_cache_max_bytes: int = Field(
+        20 * 1024**3, ge=0, description="Built envs beyond this total size are evicted, least recently used first."
+    )
+    pip_index_url: str | None = Field(None, description="The package index built envs install from (default: uv's).")
+    pip_extra_index_url: str | None = Field(None, description="More package indexes (space-separated).")
+    pip_find_links: str | None = Field(None, description="Directories or pages of wheels (space-separated).")
+    pip_no_index: bool = Field(False, description="Ignore every index: install from ENVFLOW_PIP_FIND_LINKS only.")
 
     @field_validator("state_dir")
     @classmethod
     def _expand_state_dir(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @property
+    def env_cache_dir(self) -> Path:
+        """Where built envs live: ``ENVFLOW_ENV_CACHE``, else ``<state dir>/envs``."""
+        return (self.env_cache or self.state_dir / "envs").expanduser()
+
+    @model_validator(mode="after")
+    def _default_env_cache(self) -> Settings:
+        if self.env_cache is None:  # shown by `envflow config` as the directory it is
+            self.env_cache = self.state_dir / "envs"
+        return self
 
     @model_validator(mode="after")
     def _private_redis_password(self) -> Settings:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
+
+from envflow.models import DeploymentRecord
 
 from .env_cli import python_version
 
@@ -18,6 +22,7 @@ def deployment_preview(name: str, as_json: bool) -> None:
     from pathlib import Path
 
     from envflow.cli.base import emit_json, get_client, printable
+    from envflow.models import EnvKind
 
     from .env_cache import EnvCache
     from .environments import flow_base
@@ -27,7 +32,10 @@ def deployment_preview(name: str, as_json: bool) -> None:
     capable = client.capable_workers(record)
     if not capable:
         click.echo(f"no live worker can run it: {printable(client.why_waiting(record))}", err=True)
-    prepared = EnvCache(client.settings).prepare(record.env, flow_base(os.environ, client.settings), record.env_vars)
+    if record.env.kind is EnvKind.REQUIREMENTS and not _show_built(client, record, as_json):
+        return
+    prepared = EnvCache(client.settings, redis=client.redis).prepare(
+        record.env, flow_base(os.environ, client.settings), record.env_vars)
     redactor = client.settings.redactor
     info = {
         "deployment": record.name,
@@ -58,6 +66,37 @@ def deployment_preview(name: str, as_json: bool) -> None:
         click.echo("deployment env (applied last):")
         for k, v in info["env_vars"].items():
             click.echo(f"  {printable(k)}={printable(v)}")
+
+
+def _show_built(client: Any, record: DeploymentRecord, as_json: bool) -> bool:
+    """What ``preview`` says of an env the workers build: what it installs, its key and whether this host
+    has it. True when it is built here (the preview goes on to its activation); it is never built here."""
+    from envflow.cli.base import emit_json, printable
+
+    from .environments.built import BuiltEnvironment
+    from .resolve import EnvResolver
+
+    env = BuiltEnvironment.locate(record.env, EnvResolver(client.settings, redis=client.redis))
+    assert isinstance(env, BuiltEnvironment)
+    text = client.requirements_text(record)
+    info = {"deployment": record.name, "env": str(record.env), "base python": f"{env.base.path} ({env.base.version_text})",
+            "requirements": list(record.env.requirements),
+            "requirements file": [ln.strip() for ln in (text or "").splitlines() if ln.strip()],
+            "built env": f"{env.key[:12]} at {env.prefix}", "built here": env.store.exists(env.key)}
+    if info["built here"]:
+        if not as_json:
+            click.echo(f"{'built env':18} {printable(info['built env'])}")
+        return True
+    if as_json:
+        emit_json(info)
+        return False
+    for key, value in info.items():
+        if key == "built here":
+            continue
+        shown = ", ".join(value) if isinstance(value, list) else value
+        click.echo(f"{key:18} {printable(shown if shown != '' else '-')}")
+    click.echo(printable(f"not built on this host yet: its first run builds it, or `envflow env build {record.name}`"))
+    return False
 
 
 @click.command("execute")

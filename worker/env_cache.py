@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from redis import Redis
+
 from envflow.models import EnvSpec
 from envflow.settings import Settings
 
@@ -53,9 +55,10 @@ class _Entry:
 
 
 class EnvCache:
-    def __init__(self, settings: Settings, resolver: EnvResolver | None = None) -> None:
+    def __init__(self, settings: Settings, resolver: EnvResolver | None = None, redis: Redis | None = None) -> None:
+        """:param redis: where built envs read the requirements files stored with deployments."""
         self.settings = settings
-        self.resolver = resolver or EnvResolver(settings)
+        self.resolver = resolver or EnvResolver(settings, redis=redis)
         self._entries: dict[EnvSpec, _Entry] = {}
         self.misses = 0
 
@@ -65,7 +68,10 @@ class EnvCache:
         """``prepare(spec)`` when the activation is cached and its env unchanged (a few stat calls,
         no shell); None when it must be computed again."""
         entry = self._entries.get(spec)
-        if entry is None or fingerprint(entry.environment.watched_paths()) != entry.stamp:
+        if entry is None:
+            return None
+        entry.environment.touch()  # before the check: a built env held by a run is not evicted after it
+        if fingerprint(entry.environment.watched_paths()) != entry.stamp:
             return None
         return self._prepared(entry, base, extra)
 

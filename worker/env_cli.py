@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 
@@ -47,16 +49,18 @@ def venv() -> None:
 @click.option("--all", "fleet", is_flag=True, help="The envs every live worker has (as deployments name them), "
               "from what the workers advertise, instead of what a worker on this machine would find.")
 def env_ls(as_json: bool, fleet: bool) -> None:
-    """The environments a worker here can run flows in: named conda envs, and venvs and conda
-    prefixes directly under the allowed roots (ENVFLOW_ENV_ROOTS), each with its Python version.
+    """The environments a worker here can run flows in: named conda envs, venvs and conda prefixes
+    directly under the allowed roots (ENVFLOW_ENV_ROOTS), each with its Python version, and the envs
+    built from requirements in this host's cache (ENVFLOW_ENV_CACHE), with size and last use.
     With --all: which live worker has which env that deployments name."""
-    from envflow.cli.base import emit_json, printable, table
+    from envflow.cli.base import ago, emit_json, printable, table
     from envflow.settings import get_settings
+
+    from .built_cli import built_rows, size_text
 
     if fleet:
         _fleet_envs(as_json)
         return
-
     from .environments import detect
     from .resolve import EnvResolver
 
@@ -74,7 +78,8 @@ def env_ls(as_json: bool, fleet: bool) -> None:
                 found[real] = {"kind": kind.label, "name": "-", "path": str(child)}
     for item in found.values():
         item["python"] = python_version(f"{item['path']}/bin/python")
-    rows = sorted(found.values(), key=lambda i: (i["kind"], i["path"]))
+    rows: list[dict[str, Any]] = sorted(found.values(), key=lambda i: (i["kind"], i["path"]))
+    rows += reversed(built_rows(resolver.settings))  # most recently used first
     if as_json:
         emit_json(rows)
         return
@@ -82,7 +87,32 @@ def env_ls(as_json: bool, fleet: bool) -> None:
         roots = ":".join(map(str, resolver.allowed_roots()))
         click.echo(f"no environments found (roots: {printable(roots)})", err=True)
         return
-    table(["KIND", "NAME", "PATH", "PYTHON"], [[r["kind"], r["name"], r["path"], r["python"]] for r in rows])
+    table(["KIND", "NAME", "PATH", "PYTHON", "SIZE", "LAST USED"],
+          [[r["kind"], r["name"], r["path"], r["python"], size_text(r["size"]) if "size" in r else "-",
+            (ago(r["last_used"]) + (" (in use)" if r["in_use"] else "")) if "last_used" in r else "-"] for r in rows])
+
+
+@env.command("build")
+@click.argument("deployment")
+def env_build(deployment: str) -> None:
+    """Build DEPLOYMENT's env (requirements, python) in this host's env cache, as its first run would:
+    for images and CI, so that no run waits for it. Does nothing when it is built already."""
+    from .built_cli import build
+
+    build(deployment)
+
+
+@env.command("prune")
+@click.option("--all", "everything", is_flag=True, help="Evict every built env that no run uses.")
+@click.option("--max-bytes", type=int, help="Evict down to this size (default: ENVFLOW_ENV_CACHE_MAX_BYTES).")
+def env_prune(everything: bool, max_bytes: int | None) -> None:
+    """Evict built envs, least recently used first, down to the cache's size limit; envs that runs
+    use now are kept."""
+    from envflow.settings import get_settings
+
+    from .built_cli import prune
+
+    prune(get_settings(), everything, max_bytes)
 
 
 def _fleet_envs(as_json: bool) -> None:
@@ -139,32 +169,23 @@ def env_check(spec: str, as_json: bool) -> None:
 
 @venv.command("create")
 @click.argument("path", type=click.Path())
-@click.option("--python", "python", help="A conda env name or an interpreter path (default: this Python).")
+@click.option("--python", "python",
+              help="A conda env name, an interpreter path or a version such as 3.12 (default: this Python).")
 @click.option("-r", "--requirements", type=click.Path(exists=True, dir_okay=False), help="pip install -r this file.")
 def venv_create(path: str, python: str | None, requirements: str | None) -> None:
     """Make a venv at PATH with an interpreter this machine (container) has, so it keeps working when
     the directory is mounted into every worker."""
     import subprocess
-    import sys
     from pathlib import Path
 
     from envflow.cli.base import printable
     from envflow.errors import EnvActivationError
-    from envflow.models import EnvKind, EnvSpec
     from envflow.settings import get_settings
 
+    from .environments.interpreters import find_interpreter
     from .resolve import EnvResolver
 
-    interpreter = sys.executable
-    if python:
-        candidate = Path(python).expanduser()
-        if "/" in python or candidate.exists():
-            if not candidate.exists():
-                raise click.ClickException(f"no interpreter at {candidate}")
-            interpreter = str(candidate)
-        else:
-            env = EnvResolver(get_settings()).resolve(EnvSpec(kind=EnvKind.CONDA, value=python))
-            interpreter = str(env.python)
+    interpreter = str(find_interpreter(python, EnvResolver(get_settings())).path)
     target = Path(path).expanduser().resolve()
     if (target / "pyvenv.cfg").exists():
         raise click.ClickException(f"{printable(target)} is already a venv; remove it first to recreate it")

@@ -38,7 +38,7 @@ class Presence:
         self.redis = redis
         self.settings = settings
         self.pool = pool
-        self.env_cache = EnvCache(settings)  # its own: the run's thread uses the executor's
+        self.env_cache = EnvCache(settings, redis=redis)  # its own: the run's thread uses the executor's
         self.base = flow_base(os.environ, settings)
         self.ttl = max(settings.reaper_interval * 3, settings.lease_ttl, 1.0)
         self.routes: frozenset[str] = frozenset()  # the envs this worker takes runs of (read by its main thread)

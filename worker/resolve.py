@@ -8,6 +8,7 @@ Every env must live under an allowed root (``ENVFLOW_ENV_ROOTS``) after followin
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -16,6 +17,9 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from redis import Redis
+
+from envflow import keys
 from envflow.errors import EnvActivationError, EnvNotFound
 from envflow.models import EnvSpec
 from envflow.settings import Settings
@@ -29,11 +33,26 @@ CONDA_LIST_TTL = 30.0  # seconds a `conda env list` answer is reused
 class EnvResolver:
     """Resolves env specs for one worker (its settings, environment variables and directory)."""
 
-    def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> None:
+    def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None, cwd: Path | None = None,
+                 redis: Redis | None = None) -> None:
         self.settings = settings
         self.environ = dict(os.environ if environ is None else environ)
         self.cwd = (cwd or Path.cwd()).resolve()
+        self.redis = redis  # where requirements files stored with deployments are read
         self._conda_listing: tuple[float, dict[str, Path]] | None = None
+
+    def stored_requirements(self, digest: str) -> bytes:
+        """The requirements file stored under ``digest``, checked against it.
+
+        :raises EnvNotFound: it is missing (or this resolver has no Redis), or does not match.
+        """
+        raw = self.redis.get(keys.requirements(digest)) if self.redis is not None else None
+        if raw is None:
+            raise EnvNotFound(f"the requirements file (sha256 {digest[:12]}) is missing from Redis; register the "
+                              "deployment again with `envflow deployment create`")
+        if hashlib.sha256(raw).hexdigest() != digest:
+            raise EnvNotFound(f"the requirements file in Redis does not match its digest {digest[:12]}")
+        return raw
 
     # Where conda lives
 

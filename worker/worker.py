@@ -70,7 +70,7 @@ class FlowWorker(SimpleWorker):
         self.predecessor = predecessor  # a dead worker that held this worker's slot (worker/identity.py)
         self.scripts = RunScripts(connection, settings)
         self.reaper = Reaper(connection, settings)
-        self.executor = Executor(name, settings, self.scripts, EnvCache(settings))
+        self.executor = Executor(name, settings, self.scripts, EnvCache(settings, redis=connection))
         self.presence = Presence(name, self.queue_names(), connection, settings, self.executor.pool)
         self.maintenance = Maintenance(name, self.queue_names(), connection, self.reaper, self.presence)
         self._paused: set[str] = set()

@@ -29,6 +29,9 @@ class Sizes:
     activation_uncached: int
     peer_samples: int
     peer_runs: int
+    built_samples: int  # later runs of a built env, and of the same flow in a mounted venv
+    built_pip_runs: int  # runs that install into a fresh venv at their start
+    built_cold_builds: int  # cold builds, uv and pip each
 
 
 FULL = Sizes(
@@ -42,6 +45,9 @@ FULL = Sizes(
     activation_uncached=30,
     peer_samples=20,
     peer_runs=20,
+    built_samples=100,
+    built_pip_runs=8,
+    built_cold_builds=3,
 )
 QUICK = Sizes(
     dispatch_samples=12,
@@ -54,6 +60,9 @@ QUICK = Sizes(
     activation_uncached=5,
     peer_samples=3,
     peer_runs=3,
+    built_samples=10,
+    built_pip_runs=1,
+    built_cold_builds=1,
 )
 
 
@@ -73,7 +82,7 @@ class Result:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
-NAMES = ("activation", "dispatch", "latency", "streaming", "memory", "throughput", "warm")
+NAMES = ("activation", "dispatch", "latency", "streaming", "memory", "throughput", "warm", "built")
 
 
 def load(name: str) -> Callable[[Context], Result]:

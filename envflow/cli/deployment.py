@@ -12,7 +12,7 @@ import click
 from .. import schedules
 from ..deployment_files import load_file
 from ..errors import EnvflowError, ParameterError, QueueError
-from ..models import DeploymentRecord
+from ..models import DeploymentRecord, EnvKind
 from ..parameters import TextParameter
 from .base import ago, emit_json, fail, fields, get_client, printable, problem, status, table
 from .follow import EXIT_CODES_HELP, follow_run
@@ -40,6 +40,21 @@ def next_run(record: DeploymentRecord, now: float | None = None) -> float | None
 
 def describe_env(record: DeploymentRecord) -> str:
     return str(record.env)
+
+
+def built_env_rows(client: Any, record: DeploymentRecord) -> list[tuple[str, str]]:
+    """``inspect``'s rows for an env the workers build: its base interpreter and what it installs."""
+    if record.env.kind is not EnvKind.REQUIREMENTS:
+        return []
+    rows = [("python", record.env.python or "the worker's"),
+            ("requirements", ", ".join(record.env.requirements) or "-")]
+    digest = record.env.requirements_digest
+    if digest:
+        text = client.requirements_text(record)
+        lines = [line.strip() for line in (text or "").splitlines() if line.strip() and not line.startswith("#")]
+        shown = "; ".join(lines) if text is not None else "missing from Redis: create the deployment again"
+        rows.append(("requirements file", f"sha256:{digest[:12]}: {shown}"))
+    return rows
 
 
 @deployment.command("create")
@@ -110,6 +125,9 @@ def inspect_(name: str, as_json: bool) -> None:
     upcoming = sorted(t for s in record.schedules for t in schedules.upcoming(s, now, 3))
     data: dict[str, Any] = {**record.model_dump(exclude={"env_vars"}), "env_vars": redact_env(record),
                             "paused": paused, "next_runs": upcoming[:3]}
+    built = built_env_rows(client, record)
+    if built:
+        data["requirements_file"] = client.requirements_text(record)
     if as_json:
         emit_json(data)
         return
@@ -118,6 +136,7 @@ def inspect_(name: str, as_json: bool) -> None:
         ("flow", f"{record.flow_name}  ({record.flow_path})"),
         ("storage", record.flow_storage + (f" sha256:{record.source_digest[:12]}" if record.source_digest else "")),
         ("env", describe_env(record)),
+        *built,
         ("queue", record.queue),
         ("parameters", json.dumps(record.parameters)),
         ("signature", ", ".join(p["name"] + (f": {p['annotation']}" if p.get("annotation") else "")

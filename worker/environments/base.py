@@ -16,6 +16,7 @@ from typing import ClassVar, Protocol
 
 from envflow.errors import EnvActivationError
 from envflow.models import EnvKind, EnvSpec
+from envflow.settings import Settings
 
 from .shell import Delta
 
@@ -37,12 +38,18 @@ class Locator(Protocol):
     """What a kind needs from the worker's resolver (``resolve.py``) to find its envs."""
 
     environ: dict[str, str]
+    settings: Settings
+    cwd: Path
 
     def locate_directory(self, spec: EnvSpec, kind: type[Environment]) -> Path: ...
 
     def named_conda(self, name: str) -> Path: ...
 
+    def named_envs(self) -> dict[str, Path]: ...
+
     def real_root(self) -> Path | None: ...
+
+    def stored_requirements(self, digest: str) -> bytes: ...  # a deployment's requirements file, checked
 
 _KINDS: list[type[Environment]] = []
 
