@@ -204,7 +204,7 @@ async def _plain(send: Callable[[Message], Awaitable[None]], status: int, text: 
 async def _login_needed(scope: Scope, send: Callable[[Message], Awaitable[None]]) -> None:
     """Pages send the browser to the login page; everything else (POSTs, streams, /metrics) gets 401."""
     accept = _header(scope, b"accept") or ""
-    if scope.get("method") == "GET" and "text/html" in accept:
+    if scope.get("method") == "GET" and "text/html" in accept and _header(scope, b"authorization") is None:
         target = scope.get("path", "/")
         if scope.get("query_string"):
             target += "?" + scope["query_string"].decode("latin-1")

@@ -87,5 +87,5 @@ def environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters.update(ts=timestamp, ago=ago, secs=seconds, json=json_text, redact=redact_text)
-    env.globals.update(states=STATES, error_text=error_text, run_duration=run_duration)
+    env.globals.update(states=STATES, error_text=error_text, run_duration=run_duration, RUNNING=RunState.RUNNING)
     return env

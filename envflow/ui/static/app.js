@@ -40,9 +40,26 @@
     const status = document.getElementById("output-status");
     const trimmed = document.getElementById("output-trimmed");
     let pending = [];
-    let hidden = 0;
+    let hidden = 0;  // lines dropped from the page
+    let shown = 0;  // lines in the page
     let scheduled = false;
     let ended = false;
+
+    function countLines(items) {
+      return items.filter(function (item) { return !item.note; }).length;
+    }
+
+    // Keep in `pending` only its newest `keep` lines (and the notes among them).
+    function dropOldest() {
+      let lines = 0;
+      let cut = pending.length;
+      while (cut > 0 && lines < keep) {
+        cut -= 1;
+        if (!pending[cut].note) lines += 1;
+      }
+      hidden += countLines(pending.slice(0, cut));
+      pending = pending.slice(cut);
+    }
 
     function note(text, cls) {
       pending.push({ note: text, cls: cls });
@@ -50,11 +67,7 @@
     }
 
     function schedule() {
-      if (pending.length > 2 * keep) {
-        const drop = pending.length - keep;
-        hidden += pending.slice(0, drop).filter(function (item) { return !item.note; }).length;
-        pending = pending.slice(drop);
-      }
+      if (pending.length > 2 * keep) dropOldest();
       if (!scheduled) {
         scheduled = true;
         requestAnimationFrame(flush);
@@ -89,14 +102,20 @@
     function flush() {
       scheduled = false;
       const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
-      const batch = pending.length > keep ? pending.slice(pending.length - keep) : pending;
-      hidden += pending.length - batch.length;
+      dropOldest();
+      const batch = pending;
       pending = [];
       const fragment = document.createDocumentFragment();
-      for (const item of batch) fragment.append(row(item));
+      for (const item of batch) {
+        fragment.append(row(item));
+        if (!item.note) shown += 1;
+      }
       box.append(fragment);
-      while (box.childElementCount > keep) {
-        if (box.firstElementChild.classList.contains("line")) hidden += 1;
+      while (shown > keep && box.firstElementChild) {
+        if (box.firstElementChild.classList.contains("line")) {
+          shown -= 1;
+          hidden += 1;
+        }
         box.firstElementChild.remove();
       }
       if (hidden > 0) {
