@@ -11,6 +11,7 @@
 
 (function () {
   const REFRESH_MS = 3000;
+  const PER_FRAME = 500;
   const FINAL = new Set(["COMPLETED", "FAILED", "CANCELLED", "CRASHED", "TIMED_OUT"]);
 
   function refresher(el) {
@@ -81,21 +82,8 @@
         div.textContent = "» " + item.note;
         return div;
       }
-      div.className = "line " + item.k + (item.p ? " partial" : "");
-      const tag = document.createElement("span");
-      tag.className = "tag tag-" + item.k;
-      tag.textContent = item.k === "e" ? "err" : "out";
-      const text = document.createElement("span");
-      text.className = "text";
-      text.textContent = item.t;
-      div.append(tag, text);
-      if (item.p) {
-        const mark = document.createElement("span");
-        mark.className = "tag tag-p";
-        mark.title = "no newline: the line goes on in the next one";
-        mark.textContent = "⏎";
-        div.append(mark);
-      }
+      div.className = "line " + item.k + (item.p ? " partial" : "");  // tags come from the stylesheet
+      div.textContent = item.t;
       return div;
     }
 
@@ -103,8 +91,10 @@
       scheduled = false;
       const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
       dropOldest();
-      const batch = pending;
-      pending = [];
+      // At most PER_FRAME rows a frame, so the page answers between frames however fast lines come.
+      const batch = pending.slice(0, PER_FRAME);
+      pending = pending.slice(batch.length);
+      if (pending.length) schedule();
       const fragment = document.createDocumentFragment();
       for (const item of batch) {
         fragment.append(row(item));
