@@ -288,7 +288,9 @@ def test_ui_serves_runs_and_metrics_on_loopback(stack: Stack, flows: dict) -> No
     auth = {"Authorization": f"Bearer {stack.ui_token}"}
     with urllib.request.urlopen(urllib.request.Request(base + "/metrics", headers=auth), timeout=10) as response:
         metrics = response.read().decode()
-    assert 'envflow_workers{queue="default"} 1.0' in metrics and "envflow_runs_running" in metrics
+    workers = float(len(stack.worker_names()))
+    assert f'envflow_workers{{queue="default"}} {workers}' in metrics and "envflow_runs_running" in metrics
+    assert f'envflow_runs_total{{deployment="{deployment}",state="COMPLETED"}} 1.0' in metrics
     with urllib.request.urlopen(urllib.request.Request(f"{base}/runs/{run.id}/output.txt", headers=auth),
                                 timeout=10) as response:
         assert response.read().decode() == "tick 0\ntick 1\n"
