@@ -17,6 +17,7 @@ Layout::
     envflow:paused                     set     paused deployment names
     envflow:queues:paused              set     paused queue names (workers start no runs from them)
     envflow:scheduler:<name>           string  "<host>" while that scheduler runs (expires without passes)
+    envflow:worker:<name>              string  JSON of what a live worker publishes: its warm processes (expires)
 
 Pub/sub channels::
 
@@ -60,6 +61,10 @@ def lease(run_id: str) -> str:
 
 def deployment_runs(name: str) -> str:
     return f"{PREFIX}runs:dep:{name}"
+
+
+def worker(name: str) -> str:
+    return f"{PREFIX}worker:{name}"
 
 
 def scheduler(name: str) -> str:
