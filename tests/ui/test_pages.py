@@ -122,3 +122,17 @@ def test_pause_and_resume(client, flows_file, venv, session):
     assert client.queues()[0]["paused"]
     session.post("/queues/default/resume")
     assert not client.queues()[0]["paused"]
+
+
+def test_workers_page_shows_each_workers_warm_processes(client, start_worker, flows_file, venv, session):
+    name = deploy(client, flows_file, "hello", virtualenv=str(venv), warm=True)
+    worker = start_worker()
+    assert client.run(name).wait(30) is RunState.COMPLETED
+
+    def warm_row() -> str:
+        page = session.get("/workers").text
+        row = next((r for r in page.split("<tr>") if worker_name(worker) in r), "")
+        return row if f"venv:{venv}</span>" in row and " fork, " in row else ""
+
+    row = wait_for(warm_row, "the worker's ready process on the Workers page")
+    assert re.search(r"fork, \d+ MiB", row)
