@@ -9,6 +9,7 @@ has its own thread per stream (``stream.py``).
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,9 +84,12 @@ def ui_of(request: Request) -> UI:
     return request.app.state.ui  # type: ignore[no-any-return]
 
 
+LOCAL_PATH = re.compile(r"/(?![/\\])[!-~]*")  # printable ASCII, no spaces or controls a browser would drop
+
+
 def local_path(target: str | None, default: str) -> str:
     """``target`` if it is a path on this site (no scheme, no host, no ``//``), else ``default``."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    if target and LOCAL_PATH.fullmatch(target) and "\\" not in target:
         return target
     return default
 

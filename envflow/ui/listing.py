@@ -30,10 +30,16 @@ def recent_runs(client: Client, deployment: str | None = None, state: str | None
     :raises DeploymentNotFound: ``deployment`` is not registered.
     :raises ValueError: ``state`` is not a run state.
     """
+    records = recent_records(client, deployment, state, limit)
+    return [RunRow(r, env) for r, env in zip(records, run_envs(client, [r.id for r in records]))]
+
+
+def recent_records(client: Client, deployment: str | None = None, state: str | None = None,
+                   limit: int = 50) -> list[RunRecord]:
+    """The newest run records (no envs), as :func:`recent_runs` selects them."""
     if deployment:
         client.get_deployment(deployment)
-    records = client.runs(deployment or None, RunState(state) if state else None, max(1, min(limit, MAX_LIMIT)))
-    return [RunRow(r, env) for r, env in zip(records, run_envs(client, [r.id for r in records]))]
+    return client.runs(deployment or None, RunState(state) if state else None, max(1, min(limit, MAX_LIMIT)))
 
 
 def run_envs(client: Client, run_ids: list[str]) -> list[str]:

@@ -35,6 +35,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, disable_cre
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from redis import Redis
+from redis.exceptions import RedisError
 
 from .. import keys
 from ..client import Client
@@ -70,19 +71,31 @@ class RunTracker:
                                   "its first start.", buckets=DISPATCH_BUCKETS, registry=registry)
         self.open: dict[str, _Open] = {}
         self.seen: dict[str, float] = {}  # ids created within LOOKBACK of the cursor, already taken
-        self.cursor = time.time()
-        with redis.pipeline(transaction=True) as pipe:  # one snapshot: what is in flight, what is not new
-            pipe.zrangebyscore(keys.RUNS, self.cursor - LOOKBACK, "+inf", withscores=True)
+        self.started = self.cursor = time.time()
+        self.ready = False
+        try:
+            self._start()
+        except RedisError:  # Redis not up yet: the first scrape that reaches it starts the count
+            pass
+
+    def _start(self) -> None:
+        """One snapshot: the runs in flight (followed to their end) and those created just before the
+        start that are not (never counted)."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrangebyscore(keys.RUNS, self.started - LOOKBACK, self.started, withscores=True)
             pipe.zrange(keys.ACTIVE_RUNS, 0, -1)
             pipe.zrange(keys.PENDING_RUNS, 0, -1)
             recent, active, pending = pipe.execute()
         self.seen = {i.decode(): score for i, score in recent}
         self.open.update({i.decode(): _Open(started_seen=True) for i in active})
         self.open.update({i.decode(): _Open(started_seen=False) for i in pending})
+        self.ready = True
 
     def update(self) -> None:
         """Take the runs created since the last update, and count those that have ended."""
         with self.lock:
+            if not self.ready:
+                self._start()
             self._take_new()
             self._check_open()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
@@ -15,9 +16,10 @@ from ..errors import DeploymentNotFound, EnvflowError
 from ..flow_run import FlowRun
 from ..models import DeploymentRecord
 from ..output import Entry, dropped_before
+from ..redaction import redact_text
 from . import fleet, forms
 from .app import see_other, ui_of
-from .listing import recent_runs
+from .listing import recent_records, recent_runs
 from .stream import EventStream
 from .strip import strip_svg
 from .views import STATES
@@ -104,7 +106,7 @@ def run_output_text(request: Request) -> Response:
 
 def _deployment_view(ui, record: DeploymentRecord, paused: set[str], now: float, runs: int) -> dict:  # type: ignore[no-untyped-def]
     upcoming = sorted(t for s in record.schedules for t in schedules.upcoming(s, now, NEXT_SLOTS))[:NEXT_SLOTS]
-    recent = [row.record for row in recent_runs(ui.client, record.name, None, runs)]
+    recent = recent_records(ui.client, record.name, None, runs)
     return {
         "record": record,
         "paused": record.name in paused,
@@ -159,8 +161,8 @@ def metrics(request: Request) -> Response:
 
     try:
         body = ui_of(request).metrics.scrape()
-    except EnvflowError as e:
-        return PlainTextResponse(f"{e}\n", status_code=503)
+    except (EnvflowError, RedisError) as e:
+        return PlainTextResponse(f"cannot read the metrics: {redact_text(str(e))}\n", status_code=503)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 

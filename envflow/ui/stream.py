@@ -167,12 +167,13 @@ class EventStream:
     async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]],
                        send: Callable[[Any], Awaitable[None]]) -> None:
         bridge = Bridge(asyncio.get_running_loop())
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-store"),
-            (b"x-accel-buffering", b"no")]})
+        # Started first: from here on the thread alone gives the stream's slot back, whatever happens.
         threading.Thread(target=self._produce, args=(bridge,), name="envflow-ui-stream", daemon=True).start()
         watcher = asyncio.ensure_future(_until_disconnect(receive, bridge))
         try:
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-store"),
+                (b"x-accel-buffering", b"no")]})
             while (batch := await bridge.get_batch()) is not None:
                 await send({"type": "http.response.body", "body": batch.encode(), "more_body": True})
             if not bridge.closed.is_set():

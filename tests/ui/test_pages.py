@@ -136,3 +136,15 @@ def test_workers_page_shows_each_workers_warm_processes(client, start_worker, fl
 
     row = wait_for(warm_row, "the worker's ready process on the Workers page")
     assert re.search(r"fork, \d+ MiB", row)
+
+
+def test_form_values_go_back_unchanged(client, start_worker, flows_file, venv, session):
+    """A deployment value with a newline keeps it through the form: an unchanged field changes nothing."""
+    name = deploy(client, flows_file, "hello", virtualenv=str(venv), parameters={"name": "two\nlines"})
+    page = session.get(f"/deployments/{name}").text
+    assert '<textarea name="p:name" rows="3">two\nlines</textarea>' in page
+    started = session.post(f"/deployments/{name}/run", {"p:name": "two\nlines"})
+    assert client.get_run(started.location.rsplit("/", 1)[1]).record().parameters == {"name": "two\nlines"}
+    bad = session.post(f"/deployments/{name}/run", {"p:name": "<b>\n", "p:times": "x"})
+    assert bad.status == 400 and '<textarea name="p:name" rows="3">&lt;b&gt;\n</textarea>' in bad.text
+    assert 'name="p:times" value="x"' in bad.text
