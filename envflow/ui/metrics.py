@@ -127,7 +127,7 @@ class RunTracker:
             return
         with self.redis.pipeline(transaction=False) as pipe:
             for run_id, _ in changed:
-                pipe.hmget(keys.run(run_id), "deployment", "created_at", "scheduled_for", "transitions")
+                pipe.hmget(keys.run(run_id), ["deployment", "created_at", "scheduled_for", "transitions"])
             details = pipe.execute()
         for (run_id, state), fields in zip(changed, details):
             self._observe(run_id, state, fields)
