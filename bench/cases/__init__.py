@@ -73,7 +73,7 @@ class Result:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
-NAMES = ("activation", "dispatch", "latency", "streaming", "memory", "throughput", "ui")
+NAMES = ("activation", "dispatch", "latency", "streaming", "memory", "throughput", "warm", "ui")
 
 
 def load(name: str) -> Callable[[Context], Result]:
