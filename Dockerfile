@@ -37,10 +37,12 @@ RUN printf 'channels:\n  - conda-forge\nchannel_priority: strict\nnotify_outdate
     && conda clean -afy \
     && find /opt/conda -follow -type f \( -name '*.a' -o -name '*.js.map' \) -delete
 
-# envflow's dependencies (from pyproject.toml), in a venv so pip never touches conda's base env.
+# envflow's dependencies and its ui extra (the web UI's: Starlette, uvicorn, Jinja2,
+# prometheus_client), from pyproject.toml, in a venv so pip never touches conda's base env.
+# Workers and the scheduler never import the ui extra; only `envflow ui` does.
 COPY pyproject.toml /usr/local/src/envflow/
 RUN /opt/conda/bin/python -m venv /opt/envflow \
-    && /opt/conda/bin/python -c 'import sys, tomllib; print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))' \
+    && /opt/conda/bin/python -c 'import sys, tomllib; p = tomllib.load(open(sys.argv[1], "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["ui"]))' \
         /usr/local/src/envflow/pyproject.toml > /tmp/requirements.txt \
     && /opt/envflow/bin/pip install --no-cache-dir --disable-pip-version-check -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .connection import wrap_errors
@@ -37,17 +37,31 @@ class FlowRun:
         """The full run record: state history, attempts, result, error."""
         return self.store.get(self.id)
 
-    def _follower(self) -> OutputFollower:
+    def _follower(self, on_idle: Callable[[], bool] | None = None) -> OutputFollower:
+        def idle() -> bool:
+            return (on_idle is not None and on_idle()) or self._check_alive()
+
         return OutputFollower(
             self.store.redis,
             self.id,
-            on_idle=self._check_alive,
+            on_idle=idle,
             idle_interval=max(self.store.settings.heartbeat_interval, 0.5),
         )
 
-    def records(self, timeout: float | None = None) -> Iterator[Record]:
-        """Every output entry and attempt end, in order, from the start until the run ends."""
-        return self._follower().records(timeout)
+    def records(
+        self,
+        timeout: float | None = None,
+        *,
+        after: tuple[int, int] | None = None,
+        on_idle: Callable[[], bool] | None = None,
+    ) -> Iterator[Record]:
+        """Every output entry and attempt end, in order, from the start until the run ends.
+
+        :param after: resume after the record with this ``(attempt, seq)`` (a reader that reconnects).
+        :param on_idle: also called while the output is quiet (every heartbeat interval); returning True
+            stops the iteration once the history is read, raising stops it at once.
+        """
+        return self._follower(on_idle).records(timeout, after)
 
     def follow(self, timeout: float | None = None) -> Iterator[OutputLine]:
         """Yield the run's output lines (stdout and stderr, each tagged) until the run ends.

@@ -81,6 +81,19 @@ class Settings(BaseSettings):
     pip_extra_index_url: str | None = Field(None, description="More package indexes (space-separated).")
     pip_find_links: str | None = Field(None, description="Directories or pages of wheels (space-separated).")
     pip_no_index: bool = Field(False, description="Ignore every index: install from ENVFLOW_PIP_FIND_LINKS only.")
+    ui_host: str = Field(
+        "127.0.0.1", description="Address `envflow ui` binds; anything but loopback needs ENVFLOW_UI_TOKEN."
+    )
+    ui_port: int = Field(8080, ge=1, le=65535, description="Port `envflow ui` listens on.")
+    ui_token: str = Field(
+        "",
+        description="Token the web UI asks for, and /metrics takes as a Bearer token (16+ characters); "
+        "without one the UI serves loopback only.",
+    )
+    ui_page_lines: int = Field(
+        5000, ge=100, le=1_000_000, description="Output lines a run's page keeps; older ones are offered as a download."
+    )
+    ui_max_streams: int = Field(64, ge=1, description="Live output streams the web UI serves at once.")
 
     @field_validator("state_dir")
     @classmethod

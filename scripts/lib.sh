@@ -1,4 +1,5 @@
-# Shared by scripts/test and scripts/demo: find Python >= 3.10, make .venv, get redis-server.
+# Shared by scripts/test and scripts/demo: find Python >= 3.10, make .venv, get redis-server (and
+# Chromium for the UI's browser tests).
 
 find_python() {
   for candidate in "${PYTHON:-}" python3.13 python3.12 python3.11 python3.10 python3; do
@@ -38,4 +39,17 @@ ensure_redis_server() {
   fi
   echo "redis-server is missing: install it (sudo apt-get install redis-server / brew install redis) and rerun" >&2
   return 1
+}
+
+# Debian's chromium and chromium-driver, for the UI's browser tests (tests/ui/test_browser.py).
+# Installed when root; otherwise those tests skip and say why.
+ensure_chromium() {
+  command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing chromium and chromium-driver from Debian's archive (browser tests)..." >&2
+    apt-get update -qq >/dev/null &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+    command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 && return 0
+  fi
+  echo "chromium/chromedriver not installed: the UI's browser tests will skip (as root, apt-get install chromium chromium-driver)" >&2
 }

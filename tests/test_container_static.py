@@ -95,6 +95,8 @@ DOCKERFILE_CASES: list[tuple[str, Callable[[checks.Dockerfile], list[str]], tupl
     ("envflow not in flow envs", checks.check_envflow_installed,
      ("WORKDIR /project", "RUN /opt/conda/envs/py38/bin/pip install --no-cache-dir envflow==0.1.0\nWORKDIR /project"),
      "flow env"),
+    ("ui extra in the image", checks.check_envflow_installed,
+     (' + p["optional-dependencies"]["ui"]', ""), "ui extra"),
     ("source after dependencies", checks.check_layer_order,
      ("COPY envs/ /usr/local/share/envflow/envs/",
       "COPY envflow/ /usr/local/src/envflow/envflow/\nCOPY envs/ /usr/local/share/envflow/envs/"),
@@ -187,6 +189,7 @@ _DELETE = object()
 COMPOSE_CASES: list[tuple[str, Callable[..., list[str]], Callable[[dict[str, Any]], None], str]] = [
     ("redis port on loopback", checks.check_ports_loopback, _set("services.redis.ports", ["6379:6379"]),
      "all interfaces"),
+    ("ui port on loopback", checks.check_ports_loopback, _set("services.ui.ports", ["8080:8080"]), "all interfaces"),
     ("dashboard port on loopback", checks.check_ports_loopback,
      _set("services.dashboard.ports", [{"target": 9181, "published": "9181"}]), "all interfaces"),
     ("redis pinned", checks.check_redis, _set("services.redis.image", "redis:latest"), "not pinned"),
@@ -220,6 +223,12 @@ COMPOSE_CASES: list[tuple[str, Callable[..., list[str]], Callable[[dict[str, Any
     ("no conda run", checks.check_no_conda_run,
      _set("services.worker.command", ["conda", "run", "-n", "base", "envflow", "worker", "start"]), "conda run"),
     ("dashboard optional", checks.check_dashboard, _set("services.dashboard.profiles", _DELETE), "--profile"),
+    ("ui token from the environment", checks.check_ui, _set("services.ui.environment.ENVFLOW_UI_TOKEN", "changeme"),
+     "ENVFLOW_UI_TOKEN"),
+    ("ui healthcheck", checks.check_ui, _set("services.ui.healthcheck", _DELETE), "--check"),
+    ("ui command", checks.check_ui, _set("services.ui.command", ["envflow", "worker", "start"]), "envflow ui"),
+    ("ui depends on healthy redis", checks.check_depends_on_redis, _set("services.ui.depends_on", ["redis"]),
+     "ui does not depend"),
 ]
 
 
@@ -367,7 +376,7 @@ def test_docs_commands_match_compose(text: str, complete: bool) -> None:
     assert set(named + scaled) <= services, sorted(set(named + scaled) - services)
     profiles = {p for s in compose()["services"].values() for p in s.get("profiles", [])}
     assert set(re.findall(r"--profile (\w+)", text)) <= profiles
-    mentioned = set(re.findall(r"\b((?:ENVFLOW|REDIS|DASHBOARD)_[A-Z_]+)", text))
+    mentioned = set(re.findall(r"\b((?:ENVFLOW|REDIS|DASHBOARD|UI)_[A-Z_]+)", text))
     mentioned = {m for m in mentioned if not m.startswith("ENVFLOW_TEST_")}  # the container suite's own knobs
     variables = set(re.findall(r"(?<!\$)\$\{([A-Z_]+)", COMPOSE_TEXT))  # $${...} is the container's own
     from envflow.settings import Settings

@@ -82,7 +82,7 @@ class Result:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
-NAMES = ("activation", "dispatch", "latency", "streaming", "memory", "throughput", "warm", "built")
+NAMES = ("activation", "dispatch", "latency", "streaming", "memory", "throughput", "warm", "built", "ui")
 
 
 def load(name: str) -> Callable[[Context], Result]:

@@ -10,7 +10,7 @@ import click
 
 from ..flow_run import FlowRun
 from ..models import RunState
-from ..output import AttemptEnd, Entry
+from ..output import AttemptEnd, Entry, dropped_before
 from ..redaction import redact_text
 from .base import printable, state_text, status
 
@@ -71,14 +71,9 @@ def follow_run(run: FlowRun, *, interactive_cancel: bool = True) -> int:
 
 def _say_if_trimmed(last: tuple[int, int] | None, entry: Entry) -> None:
     """Say where the history's caps dropped lines before ``entry`` (``last``: where the previous record ended)."""
-    caps = "it keeps the newest ENVFLOW_HISTORY_MAX_LINES lines and ENVFLOW_HISTORY_MAX_BYTES bytes"
-    if last is None:
-        if (entry.attempt, entry.seq) not in ((1, 0), (0, 1)):  # 0-1: why a run that never started ended
-            status(f"earlier output was dropped from the history ({caps})")
-    elif entry.attempt == last[0] and entry.seq > last[1]:
-        status(f"{entry.seq - last[1]} lines were dropped from the history here ({caps})")
-    elif entry.attempt > last[0] and entry.seq > 0:
-        status(f"the first {entry.seq} lines of attempt {entry.attempt} were dropped from the history ({caps})")
+    dropped = dropped_before(last, entry)
+    if dropped is not None:
+        status(dropped)
 
 
 def exit_code(state: RunState, run: FlowRun) -> int:

@@ -21,6 +21,7 @@ COMMANDS = {
     "agent": ("envflow.worker.cli:agent", "Alias of `envflow worker` (the reference tool's `agent start`)."),
     "scheduler": ("envflow.scheduler.cli:scheduler", "Run the scheduler service."),
     "up": ("envflow.cli.up:up", "The whole stack in one terminal, for development."),
+    "ui": ("envflow.ui.cli:ui", "Serve the web UI (runs, live output, deployments, workers) and /metrics."),
     "config": ("envflow.cli.config:config", "Show the effective settings (ENVFLOW_* variables), secrets redacted."),
 }
 

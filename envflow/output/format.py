@@ -73,6 +73,23 @@ class AttemptEnd:
 
 Record = Entry | AttemptEnd
 
+CAPS = "it keeps the newest ENVFLOW_HISTORY_MAX_LINES lines and ENVFLOW_HISTORY_MAX_BYTES bytes"
+
+
+def dropped_before(previous: tuple[int, int] | None, entry: Entry) -> str | None:
+    """What a reader shows where the history's caps dropped lines before ``entry``; None where none were.
+
+    :param previous: where the record read before ``entry`` ended (its ``next_id``); None at the start.
+    """
+    if previous is None:
+        if (entry.attempt, entry.seq) not in ((1, 0), (0, 1)):  # 0-1: why a run that never started ended
+            return f"earlier output was dropped from the history ({CAPS})"
+    elif entry.attempt == previous[0] and entry.seq > previous[1]:
+        return f"{entry.seq - previous[1]} lines were dropped from the history here ({CAPS})"
+    elif entry.attempt > previous[0] and entry.seq > 0:
+        return f"the first {entry.seq} lines of attempt {entry.attempt} were dropped from the history ({CAPS})"
+    return None
+
 
 def entry_fields(seq: int, code: str, partial: bool, n: int, block: str) -> list[str]:
     """An entry as ``append.lua`` takes it: first line seq, stream, partial, line count, data."""

@@ -61,12 +61,16 @@ class OutputFollower:
         self.ended: AttemptEnd | None = None
         self.ended_attempt: int | None = None  # attempt of the last end record seen
 
-    def records(self, timeout: float | None = None) -> Iterator[Record]:
-        """Yield every record in order; stop after the final end record (or ``timeout`` seconds)."""
+    def records(self, timeout: float | None = None, after: tuple[int, int] | None = None) -> Iterator[Record]:
+        """Yield every record in order; stop after the final end record (or ``timeout`` seconds).
+
+        :param after: resume after the record with this ``(attempt, seq)``: only later records are yielded.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         pubsub = self._subscribe()
+        self.last = after
         try:
-            yield from self._accept_all(self._history_after(None))
+            yield from self._accept_all(self._history_after(after))
             while self.ended is None:
                 if deadline is not None and time.monotonic() >= deadline:
                     return

@@ -242,6 +242,8 @@ def check_envflow_installed(df: Dockerfile, pyproject: dict[str, Any]) -> list[s
                      r"|conda install [^&;|]*envflow", ins.value):
             problems.append(f"line {ins.line}: installs into a flow env by hand; list packages in envs/*.yml "
                             "(and never envflow: flows run without it)")
+    if not any('["optional-dependencies"]["ui"]' in i.value for i in df.final.all("RUN")):
+        problems.append("the image does not install envflow's ui extra (the ui service runs `envflow ui`)")
     cmd = exec_form(df.final.last("CMD").value) if df.final.last("CMD") else None
     if not cmd or cmd[0] != "envflow":
         problems.append("CMD does not run the envflow console script")
@@ -388,7 +390,7 @@ def check_redis(compose: dict[str, Any]) -> list[str]:
 def check_depends_on_redis(compose: dict[str, Any]) -> list[str]:
     problems = []
     services = _services(compose)
-    for name in ("scheduler", "worker", *(["dashboard"] if "dashboard" in services else [])):
+    for name in ("scheduler", "worker", *(n for n in ("ui", "dashboard") if n in services)):
         depends = (services.get(name) or {}).get("depends_on") or {}
         if not isinstance(depends, dict) or (depends.get("redis") or {}).get("condition") != "service_healthy":
             problems.append(f"{name} does not depend on redis being healthy")
@@ -465,6 +467,26 @@ def check_no_conda_run(compose: dict[str, Any]) -> list[str]:
     return [f"{name}: {key} uses `conda run`, which does not forward SIGTERM"
             for name, service in _services(compose).items() for key in ("command", "entrypoint")
             if uses_conda_run(_argv(service.get(key)).split())]
+
+
+def check_ui(compose: dict[str, Any]) -> list[str]:
+    """The web UI: `envflow ui`, its token from the environment, a port, the UI's own healthcheck."""
+    ui = _services(compose).get("ui")
+    if ui is None:
+        return ["no ui service"]
+    problems = []
+    if _argv(ui.get("command")).split()[:2] != ["envflow", "ui"]:
+        problems.append("ui command must be exec-form `envflow ui`")
+    raw = ui.get("environment") or {}
+    token = str(raw.get("ENVFLOW_UI_TOKEN", "")) if isinstance(raw, dict) else ""
+    if "${ENVFLOW_UI_TOKEN" not in token:
+        problems.append("ui does not take ENVFLOW_UI_TOKEN from the environment (.env): in its container it "
+                        "binds beyond loopback, which needs the token")
+    if "envflow ui --check" not in _argv((ui.get("healthcheck") or {}).get("test")):
+        problems.append("ui has no `envflow ui --check` healthcheck")
+    if not ui.get("ports"):
+        problems.append("ui publishes no port")
+    return problems
 
 
 def check_dashboard(compose: dict[str, Any]) -> list[str]:

@@ -106,7 +106,7 @@ def stack(built: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
         stack.wait_for_workers(1)
         yield stack
     finally:
-        for service in ("scheduler", "worker", "venvs"):
+        for service in ("scheduler", "worker", "venvs", "ui"):
             sys.stderr.write(f"--- {service} log (last lines)\n{stack.logs(service)[-6000:]}\n")
         stack.down()
 

@@ -1,7 +1,7 @@
 """compose.yaml as the container suite runs it: the project's file plus the suite's override
 (tests/container/compose.host.yaml: host networking, local images) plus any files named in
-ENVFLOW_TEST_COMPOSE_FILES (``:``-separated), under a private project name, a free Redis port,
-a random password and its own venvs directory.
+ENVFLOW_TEST_COMPOSE_FILES (``:``-separated), under a private project name, free Redis and UI
+ports, a random password and UI token, and its own venvs directory.
 
 ``python -m tests.container.stack build`` builds the image exactly as the suite does
 (scripts/test-container runs it as its own step, so the build is timed apart from the tests).
@@ -72,6 +72,8 @@ class Stack:
         self.project_dir = project_dir
         self.password = secrets.token_hex(16)
         self.port = free_port()
+        self.ui_port = free_port()
+        self.ui_token = secrets.token_hex(24)
         self.extra_env = env or {}
         if venvs is True:
             self.venvs = workdir / "venvs"
@@ -101,6 +103,8 @@ class Stack:
             **os.environ,
             "REDIS_PASSWORD": self.password,
             "REDIS_PORT": str(self.port),
+            "UI_PORT": str(self.ui_port),
+            "ENVFLOW_UI_TOKEN": self.ui_token,
             "ENVFLOW_IMAGE": IMAGE,
             "ENVFLOW_PROJECT_DIR": str(self.project_dir),
             **self.extra_env,

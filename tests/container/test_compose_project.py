@@ -70,7 +70,7 @@ def test_fresh_clone_up_build_works_the_first_time(built: Stack, docker_client, 
         assert dangling_envflow_images(docker_client) <= before, "a build left an untagged copy of the image"
         up.send_signal(signal.SIGINT)  # Ctrl-C
         assert up.wait(timeout=120) is not None
-        for service in ("redis", "scheduler", "worker"):
+        for service in ("redis", "scheduler", "worker", "ui"):
             assert stack.containers(service) == [], f"{service} still runs after Ctrl-C"
         worker = stack.containers("worker", all=True)[0]
         assert worker.attrs["State"]["ExitCode"] == 0, worker.attrs["State"]
@@ -89,7 +89,7 @@ def test_one_service_builds_the_image(built: Stack) -> None:
     services = config["services"]
     envflow = {name for name, s in services.items() if s.get("image") == IMAGE}
     builders = {name for name, s in services.items() if s.get("build")}
-    assert {"scheduler", "worker", "venvs"} <= envflow
+    assert {"scheduler", "worker", "venvs", "ui"} <= envflow
     assert builders == {"worker"}, f"services that build: {sorted(builders)}"
 
 

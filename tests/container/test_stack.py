@@ -1,7 +1,8 @@
 """`docker compose up` of compose.yaml, end to end on one stack, in file order: the examples it
 registers, a flow in each baked conda env and in a venv made through the `venvs` service, live
 output on the host, three workers running thirty flows, a worker killed mid-run, Redis restarted
-mid-run, a graceful `docker compose stop`, the containers' user, PID 1, mounts and health, and `down`."""
+mid-run, the web UI on loopback, a graceful `docker compose stop`, the containers' user, PID 1, mounts and
+health, and `down`."""
 
 from __future__ import annotations
 
@@ -245,7 +246,7 @@ def test_redis_restart_mid_run_loses_nothing(stack: Stack, flows: dict) -> None:
 def test_containers_user_pid1_mounts_and_health(stack: Stack) -> None:
     """uid 10001, tini as PID 1, project and venvs read-only, the host's network, healthchecks healthy."""
     deadline = time.monotonic() + 150
-    services = ("redis", "scheduler", "worker")
+    services = ("redis", "scheduler", "worker", "ui")
     while True:
         containers = [c for s in services for c in stack.containers(s)]
         health = {c.name: c.attrs["State"].get("Health", {}).get("Status") for c in containers}
@@ -260,6 +261,42 @@ def test_containers_user_pid1_mounts_and_health(stack: Stack) -> None:
         assert not mounts["/project"]["RW"] and not mounts["/venvs"]["RW"], mounts
         assert container.exec_run(["touch", "/venvs/x"]).exit_code != 0
         assert container.attrs["HostConfig"]["NetworkMode"] == "host"
+
+
+def test_ui_serves_runs_and_metrics_on_loopback(stack: Stack, flows: dict) -> None:
+    """The ui service: `envflow ui` on the host's loopback (the override), asking for its token."""
+    import urllib.error
+    import urllib.request
+
+    base = f"http://127.0.0.1:{stack.ui_port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=5) as response:
+                assert response.read() == b"ok\n"
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the ui service does not answer:\n{stack.logs('ui')[-4000:]}") from None
+            time.sleep(1)
+    deployment = deploy(stack, flows, "ticker", "ui-ticker", condaenv="py312")
+    run = stack.client().run(deployment, {"n": 2, "every": 0.1})
+    assert run.wait(120) is RunState.COMPLETED, run.record()
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(urllib.request.Request(base + "/metrics"), timeout=10)
+    assert refused.value.code == 401
+    auth = {"Authorization": f"Bearer {stack.ui_token}"}
+    with urllib.request.urlopen(urllib.request.Request(base + "/metrics", headers=auth), timeout=10) as response:
+        metrics = response.read().decode()
+    workers = float(len(stack.worker_names()))
+    assert f'envflow_workers{{queue="default"}} {workers}' in metrics and "envflow_runs_running" in metrics
+    assert f'envflow_runs_total{{deployment="{deployment}",state="COMPLETED"}} 1.0' in metrics
+    with urllib.request.urlopen(urllib.request.Request(f"{base}/runs/{run.id}/output.txt", headers=auth),
+                                timeout=10) as response:
+        assert response.read().decode() == "tick 0\ntick 1\n"
+    for container in stack.containers("ui"):
+        assert container.attrs["HostConfig"]["NetworkMode"] == "host"
+        assert container.exec_run(["id", "-u"]).output.decode().strip() == "10001"
 
 
 def test_compose_stop_lets_the_running_flow_finish(stack: Stack, flows: dict) -> None:

@@ -38,6 +38,7 @@ def test_crashed_run_with_retries_runs_again_never_concurrently(client, start_wo
     first = start_worker()
     run = client.run(name, {"tag": "r", "seconds": 2})
     wait_until(lambda: journal_events(journal), 20, what="the first attempt to start")
+    assert next(run.follow(timeout=20)).text == "started r"  # recorded before the kill, which may come any time
     first.stop(signal.SIGKILL)
     start_worker()
     assert run.wait(60) is RunState.COMPLETED
