@@ -14,7 +14,6 @@ from .deployment_files import build_record
 from .deployments import Deployment
 from .errors import ConfigError, DeploymentNotFound, ParameterError
 from .flow_run import FlowRun
-from .jobs import SERIALIZER
 from .models import DeploymentRecord, RunRecord, RunState
 from .parameters import check_types, merge_parameters
 from .runstore import RunStore
@@ -82,11 +81,7 @@ class Client:
 
     def deployments(self) -> list[DeploymentRecord]:
         with wrap_errors(self.redis):
-            names = [n.decode() for n in self.redis.zrange(keys.DEPLOYMENTS, 0, -1)]
-            raws = self.redis.mget([keys.deployment(n) for n in names]) if names else []
-        return sorted(
-            (DeploymentRecord.model_validate_json(r) for r in raws if r is not None), key=lambda d: d.name
-        )
+            return self.store.queries.deployments()
 
     def get_deployment(self, name: str) -> DeploymentRecord:
         """The deployment ``flow-name/deployment-name``.
@@ -133,7 +128,7 @@ class Client:
 
     def paused_deployments(self) -> set[str]:
         with wrap_errors(self.redis):
-            return {n.decode() for n in self.redis.smembers(keys.PAUSED_DEPLOYMENTS)}
+            return self.store.queries.paused_deployments()
 
     # Queues
 
@@ -148,26 +143,8 @@ class Client:
 
     def queues(self) -> list[dict[str, Any]]:
         """Every queue envflow or RQ knows: queued and running counts, workers, paused."""
-        from rq import Queue
-        from rq.worker import Worker
-
         with wrap_errors(self.redis):
-            paused = {n.decode() for n in self.redis.smembers(keys.PAUSED_QUEUES)}
-            names = {q.name for q in Queue.all(connection=self.redis, serializer=SERIALIZER)}
-            names |= {d.queue for d in self.deployments()} | paused
-            workers = Worker.all(connection=self.redis, serializer=SERIALIZER)
-            out = []
-            for name in sorted(names):
-                q = self.store.queue(name)
-                out.append({
-                    "name": name,
-                    "queued": q.count,
-                    "running": q.started_job_registry.count,
-                    "scheduled": q.scheduled_job_registry.count,
-                    "workers": sorted(w.name for w in workers if name in w.queue_names()),
-                    "paused": name in paused,
-                })
-        return out
+            return self.store.queries.queues()
 
     def flow_source(self, record: DeploymentRecord) -> str | None:
         if not record.source_digest:

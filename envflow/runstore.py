@@ -1,7 +1,8 @@
 """Run records in Redis: creating runs (record + RQ job in one transaction), reading and listing them.
 
-A run is the hash ``envflow:run:<id>``; its state changes only through the Lua scripts in
-``envflow/lua`` so that each transition is atomic and fenced by the attempt number.
+A run is the hash ``envflow:run:<id>`` (its fields: ``run_hash.py``); its state changes only
+through the Lua scripts in ``envflow/lua`` so that each transition is atomic and fenced by the
+attempt number. Listings go through ``queries.py``.
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ from rq import Queue, Retry
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 
-from . import keys
+from . import indexes, keys, run_hash
 from .errors import RunNotFound
 from .jobs import RUN_FLOW, SERIALIZER, Queues, RunJob
 from .models import DeploymentRecord, RunRecord, RunState
 from .protocol import RunScripts, now_text
+from .queries import Queries
 from .reaper import Reaper
-from .run_ids import MIN_PREFIX, is_run_id, is_run_id_prefix, new_run_id
+from .run_ids import new_run_id
 from .settings import Settings
+from .states import CODES
 
 FINISHED_JOB_TTL = 60  # seconds a finished RQ job stays visible (dashboards); the run record stays longer
 
@@ -42,31 +45,29 @@ def retry_intervals(retries: int, delays: list[float]) -> list[int]:
 
 
 def _new_record(
-    run_id: str,
     deployment: DeploymentRecord,
+    spec_digest: str,
     parameters: dict[str, Any],
-    now: float,
+    created_at: str,
     state: RunState,
     timeout: float | None,
     scheduled_for: float | None,
     schedule: str | None,
 ) -> dict[str, Any]:
-    """The fields of a new run's hash (the deployment snapshotted in ``spec``)."""
+    """The fields of a new run's hash (layout: ``run_hash.py``; the deployment as a snapshot reference)."""
     fields: dict[str, Any] = {
-        "id": run_id,
         "deployment": deployment.name,
         "flow_name": deployment.flow_name,
         "queue": deployment.queue,
         "state": state.value,
-        "parameters": json.dumps(parameters),
-        "created_at": now_text(now),
-        "updated_at": now_text(now),
+        "created_at": created_at,
         "attempt": 0,
-        "transitions": json.dumps([[state.value, round(now, 6), 0]]),
-        "attempts": "[]",
+        "transitions": f"{CODES[state]}0/0",
         "retries": deployment.retries,
-        "spec": deployment.model_dump_json(),
+        "spec": run_hash.spec_field(spec_digest),
     }
+    if parameters:
+        fields["parameters"] = json.dumps(parameters, separators=(",", ":"))
     if timeout is not None:
         fields["timeout"] = timeout
     if scheduled_for is not None:
@@ -85,6 +86,7 @@ class RunStore:
         self.scripts = RunScripts(redis, settings)
         self.queues = Queues(redis)
         self.reaper = Reaper(redis, settings, self.scripts, self.queues)
+        self.queries = Queries(redis)
 
     def queue(self, name: str) -> Queue:
         """The RQ queue of that name."""
@@ -107,15 +109,21 @@ class RunStore:
         """
         run_id = run_id or new_run_id()
         now = time.time()
+        created_at = now_text(now)
         delayed = scheduled_for is not None and scheduled_for > now + 0.5
-        fields = _new_record(run_id, deployment, parameters, now, RunState.SCHEDULED if delayed else RunState.PENDING,
+        state = RunState.SCHEDULED if delayed else RunState.PENDING
+        spec = deployment.model_dump_json()
+        digest = run_hash.spec_digest(spec)
+        fields = _new_record(deployment, digest, parameters, created_at, state,
                              timeout if timeout is not None else deployment.timeout, scheduled_for, schedule)
         pipe = pipeline if pipeline is not None else self.redis.pipeline(transaction=True)
         if not pipe.explicit_transaction:
             pipe.multi()  # RQ's enqueue expects a pipeline already in MULTI once commands are queued
+        # The deployment as this run was created with it, shared by every run of that version; kept a
+        # run ttl after the last run created or started with it.
+        pipe.set(keys.spec(digest), spec, ex=self.settings.run_ttl)
         pipe.hset(keys.run(run_id), mapping=fields)
-        pipe.zadd(keys.RUNS, {run_id: now})
-        pipe.zadd(keys.deployment_runs(deployment.name), {run_id: now})
+        indexes.add(pipe, run_id, deployment.name, state, float(created_at))
         # Waiting runs are indexed by when they became due, for the reaper's stuck-job check.
         pipe.zadd(keys.PENDING_RUNS, {run_id: scheduled_for if delayed and scheduled_for else now})
         queue = self.queue(deployment.queue)
@@ -150,51 +158,15 @@ class RunStore:
         raw = self.redis.hgetall(keys.run(run_id))
         if not raw:
             raise RunNotFound(f"no run {run_id}; list runs with `envflow run ls`")
-        return RunRecord.from_hash(raw)
+        return RunRecord.from_hash(raw, run_id)
 
     def resolve_id(self, text: str) -> str:
-        """A full run id from an id or a unique prefix of at least 4 characters.
-
-        :raises RunNotFound: ``text`` is not shaped like a run id (32 lowercase hex characters) or a
-            prefix of one, or no single run matches it.
-        """
-        if not is_run_id_prefix(text):
-            raise RunNotFound(f"no run {text!r}: a run id is 32 hex characters (0-9, a-f); give it or at least "
-                              f"{MIN_PREFIX} of its first characters")
-        if is_run_id(text) and self.redis.exists(keys.run(text)):
-            return text
-        matches = [m.decode() for m, _ in self.redis.zscan_iter(keys.RUNS, match=f"{text}*", count=1000)]
-        matches = [m for m in matches if self.redis.exists(keys.run(m))]
-        if not matches:
-            raise RunNotFound(f"no run starts with {text!r}; list runs with `envflow run ls`")
-        if len(matches) > 1:
-            shown = ", ".join(sorted(matches)[:5])
-            raise RunNotFound(f"{text!r} matches {len(matches)} runs ({shown}...); give more characters")
-        return matches[0]
+        """A full run id from an id or a unique prefix of at least 4 characters (see ``Queries.resolve_id``)."""
+        return self.queries.resolve_id(text)
 
     def list(self, deployment: str | None = None, state: RunState | None = None, limit: int = 20) -> list[RunRecord]:
         """Newest runs first, optionally of one deployment and/or in one state."""
-        index = keys.deployment_runs(deployment) if deployment else keys.RUNS
-        found: list[RunRecord] = []
-        start, page = 0, max(limit * 2, 50)
-        while len(found) < limit:
-            ids = [i.decode() for i in self.redis.zrevrange(index, start, start + page - 1)]
-            if not ids:
-                break
-            with self.redis.pipeline(transaction=False) as pipe:
-                for run_id in ids:
-                    pipe.hgetall(keys.run(run_id))
-                hashes = pipe.execute()
-            gone = [run_id for run_id, raw in zip(ids, hashes) if not raw]
-            if gone:
-                self.redis.zrem(index, *gone)  # records expired (run_ttl): drop them from the index
-            for raw in hashes:
-                if raw:
-                    record = RunRecord.from_hash(raw)
-                    if state is None or record.state is state:
-                        found.append(record)
-            start += page - len(gone)
-        return found[:limit]
+        return self.queries.run_records(deployment, state, limit).runs
 
     def state(self, run_id: str) -> RunState | None:
         """The run's state, or None when its record is gone."""
