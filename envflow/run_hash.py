@@ -16,8 +16,9 @@ error, large parameters) makes that hash a hashtable, about 1 KB more. So:
   ``created_at``; trailing nulls left out);
 - ``spec`` is ``{"ref": <digest>}``: the deployment snapshot is stored once per version
   (``envflow:spec:<digest>``); fields given beside ``ref`` override the snapshot's;
-- empty values are not stored, and neither is what the key or other fields already say (the
-  id; ``updated_at``, the last transition's time).
+- empty values and defaults (``attempt`` 0, ``retries`` 0, ``parameters`` ``{}``) are not stored,
+  and neither is what the key or other fields already say (the id; ``updated_at``, the last
+  transition's time; ``flow_name``, the start of ``deployment``).
 
 Records written before this layout (JSON transitions and attempt objects, ``id``, ``updated_at``,
 the whole deployment inline in ``spec``) are read as they are.
@@ -29,7 +30,7 @@ import hashlib
 import json
 from typing import Any
 
-from .states import BY_CODE, CODES, RunState
+from .states import BY_CODE, RunState
 
 # What a listing row needs (``queries.RunSummary``): read with one HMGET per run.
 SUMMARY_FIELDS = ("deployment", "state", "attempt", "created_at", "worker", "attempt_started_at", "transitions",
@@ -92,6 +93,7 @@ def decode(raw: dict[bytes, bytes] | dict[str, str], run_id: str | None = None) 
     h = texts(raw)
     data: dict[str, Any] = {k: h[k] for k in SCALARS if h.get(k, "") != ""}
     data["id"] = run_id or h["id"]
+    data.setdefault("flow_name", flow_of(h.get("deployment", "")))
     created = float(h["created_at"])
     data["transitions"] = transitions(h.get("transitions", ""), created)
     data["attempts"] = attempts(h.get("attempts", ""), created)
@@ -123,6 +125,11 @@ def summary(run_id: str, values: list[bytes | None]) -> dict[str, Any] | None:
     }
 
 
+def flow_of(deployment: str) -> str:
+    """The flow of a deployment named ``<flow>/<name>``."""
+    return deployment.partition("/")[0]
+
+
 def spec_digest(spec_json: str) -> str:
     """The digest a deployment snapshot is stored under: 128 bits of its sha256, in hex."""
     return hashlib.sha256(spec_json.encode()).hexdigest()[:32]
@@ -143,7 +150,3 @@ def spec_json(field: str, snapshot: str | None) -> str | None:
     merged = json.loads(snapshot)
     merged.update({k: v for k, v in inline.items() if k != "ref"})
     return json.dumps(merged)
-
-
-def code(state: RunState) -> str:
-    return CODES[state]

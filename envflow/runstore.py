@@ -29,7 +29,10 @@ from .run_ids import new_run_id
 from .settings import Settings
 from .states import CODES
 
-FINISHED_JOB_TTL = 60  # seconds a finished RQ job stays visible (dashboards); the run record stays longer
+# RQ's job of a run that completed is deleted at once: nothing of RQ's needs it (envflow sets no
+# dependents, results or repeats) and the run record holds the outcome. One that failed (or was
+# cancelled, timed out, crashed) stays this many seconds in RQ's failed registry, for dashboards.
+FAILED_JOB_TTL = 60
 
 
 def retry_intervals(retries: int, delays: list[float]) -> list[int]:
@@ -57,15 +60,16 @@ def _new_record(
     """The fields of a new run's hash (layout: ``run_hash.py``; the deployment as a snapshot reference)."""
     fields: dict[str, Any] = {
         "deployment": deployment.name,
-        "flow_name": deployment.flow_name,
         "queue": deployment.queue,
         "state": state.value,
         "created_at": created_at,
-        "attempt": 0,
         "transitions": f"{CODES[state]}0/0",
-        "retries": deployment.retries,
         "spec": run_hash.spec_field(spec_digest),
     }
+    if deployment.flow_name != run_hash.flow_of(deployment.name):
+        fields["flow_name"] = deployment.flow_name
+    if deployment.retries:
+        fields["retries"] = deployment.retries
     if parameters:
         fields["parameters"] = json.dumps(parameters, separators=(",", ":"))
     if timeout is not None:
@@ -141,18 +145,19 @@ class RunStore:
         retry = None
         if deployment.retries:
             retry = Retry(max=deployment.retries, interval=retry_intervals(deployment.retries, deployment.retry_delay))
-        return queue.create_job(  # type: ignore[return-value]
+        job = queue.create_job(
             RUN_FLOW,
             args=[run_id],
             job_id=run_id,
             timeout=-1,  # envflow enforces run timeouts itself, with the cancel kill path
-            # Finished jobs expire instead of being deleted: RQ's delete costs several round
-            # trips per job, an expiry none. The run record holds the result.
-            result_ttl=FINISHED_JOB_TTL,
-            failure_ttl=self.settings.run_ttl,
-            description=f"{deployment.name} run {run_id}",
+            result_ttl=0,
+            failure_ttl=FAILED_JOB_TTL,
             retry=retry,
         )
+        # No description: the job's id is the run's, and a ninth field would double the size of the
+        # job hash's table in Redis (RQ would otherwise describe it by its call).
+        job.description = None
+        return job  # type: ignore[return-value]
 
     def get(self, run_id: str) -> RunRecord:
         raw = self.redis.hgetall(keys.run(run_id))

@@ -12,8 +12,22 @@ from envflow.models import RunRecord, RunState
 from envflow.output import AttemptEnd, Entry
 from envflow.output.format import PACK_MAX_ENTRIES
 from envflow.protocol import Claimed
+from envflow.runstore import FAILED_JOB_TTL
 
+from .conftest import deploy, write_flow
 from .helpers_runs import claim, drive, register
+
+FLOWS = """
+    from envflow import flow
+
+    @flow
+    def hello():
+        print("hello world")
+
+    @flow
+    def boom():
+        raise ValueError("boom")
+"""
 
 
 def test_a_finished_short_run_is_one_compact_hash_and_a_packed_history(client):
@@ -95,3 +109,19 @@ def test_a_record_written_before_this_layout_is_read_and_carried_on(client):
     assert [t[0] for t in record.transitions] == ["PENDING", "RUNNING", "COMPLETED"]
     assert record.updated_at == record.transitions[-1][1] and record.attempts[0].worker == "w1"
     assert client.runs(state="COMPLETED")[0].id == run_id
+
+
+def test_rq_keeps_a_completed_runs_job_no_longer_than_it_needs_it(client, start_worker, venv, workdir):
+    path = write_flow(workdir, FLOWS)
+    hello, boom = (deploy(client, path, flow, virtualenv=str(venv)) for flow in ("hello", "boom"))
+    pending = client.run(hello)
+    fields = client.redis.hgetall(f"rq:job:{pending.id}")
+    assert b"" not in fields.values() and len(fields) <= 8  # a job hash's table stays at 8 slots
+    start_worker()
+    assert pending.wait(30) is RunState.COMPLETED
+    failed = client.run(boom)
+    assert failed.wait(30) is RunState.FAILED
+    assert not client.redis.exists(f"rq:job:{pending.id}")
+    assert client.redis.zscore("rq:failed:default", failed.id) is not None
+    assert 0 < client.redis.ttl(f"rq:job:{failed.id}") <= FAILED_JOB_TTL
+    assert [line.text for line in pending.follow(timeout=5)] == ["hello world"]
