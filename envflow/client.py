@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import difflib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic_core import PydanticSerializationError
 from redis import Redis
 
 from . import keys
 from .connection import connect, wrap_errors
-from .deployment_files import build_record
-from .deployments import Deployment
 from .errors import ConfigError, DeploymentNotFound, ParameterError
 from .flow_run import FlowRun
 from .models import DeploymentRecord, RunRecord, RunState
 from .parameters import check_types, merge_parameters
 from .runstore import RunStore
 from .settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from .deployments import Deployment
 
 
 class Client:
@@ -37,6 +38,9 @@ class Client:
 
     def create_deployment(self, deployment: Deployment | DeploymentRecord, source: str | None = None) -> DeploymentRecord:
         """Register (or update) a deployment; its flow file's source is stored with it unless it uses path storage."""
+        from .deployment_files import build_record
+        from .deployments import Deployment
+
         if isinstance(deployment, Deployment):
             record, source = build_record(deployment, self.settings.queue)
         else:

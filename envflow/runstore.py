@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import time
 from datetime import datetime, timezone
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 from redis.client import Pipeline
@@ -24,10 +25,12 @@ from .jobs import RUN_FLOW, SERIALIZER, Queues, RunJob
 from .models import DeploymentRecord, RunRecord, RunState
 from .protocol import RunScripts, now_text
 from .queries import Queries
-from .reaper import Reaper
 from .run_ids import new_run_id
 from .settings import Settings
 from .states import CODES
+
+if TYPE_CHECKING:
+    from .reaper import Reaper
 
 # RQ's job of a run that completed is deleted at once: nothing of RQ's needs it (envflow sets no
 # dependents, results or repeats) and the run record holds the outcome. One that failed (or was
@@ -89,8 +92,14 @@ class RunStore:
         self.settings = settings
         self.scripts = RunScripts(redis, settings)
         self.queues = Queues(redis)
-        self.reaper = Reaper(redis, settings, self.scripts, self.queues)
         self.queries = Queries(redis)
+
+    @cached_property
+    def reaper(self) -> Reaper:
+        """Reaps this store's runs when their worker died (imported on first use: RQ's registries)."""
+        from .reaper import Reaper
+
+        return Reaper(self.redis, self.settings, self.scripts, self.queues)
 
     def queue(self, name: str) -> Queue:
         """The RQ queue of that name."""
