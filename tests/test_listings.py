@@ -125,3 +125,22 @@ def test_the_indexes_of_earlier_releases_are_taken_over(client):
     assert [x.id for x in client.runs(state="COMPLETED")] == [made[0]]
     assert not r.exists(keys.LEGACY_RUNS) and not r.keys(keys.LEGACY_DEPLOYMENT_RUNS_PREFIX + "*")
     assert r.get(VERSION_KEY) == b"2"
+
+
+def test_stats_tell_where_the_memory_goes(client, runs, env_vars):
+    import json
+    import os
+    import subprocess
+
+    from .conftest import envflow_command
+
+    done = subprocess.run(envflow_command("stats", "--json"), env={**os.environ, **env_vars}, capture_output=True,
+                          text=True, timeout=60, check=True)
+    found = json.loads(done.stdout)
+    kinds = {k["name"]: k for k in found["kinds"]}
+    assert set(kinds) == {"runs", "output", "indexes", "queues", "deployments"}
+    assert kinds["runs"]["items"] == len(runs) and kinds["runs"]["bytes"] > 0
+    assert kinds["output"]["items"] == 10  # the finished runs (packed), not the pending ones
+    # no worker took their jobs off the queue (the runs were driven through the scripts)
+    assert kinds["queues"]["items"] == len(runs) and kinds["deployments"]["items"] == 2
+    assert found["used_memory"] >= sum(k["bytes"] for k in kinds.values())

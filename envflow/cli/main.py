@@ -22,6 +22,7 @@ COMMANDS = {
     "scheduler": ("envflow.scheduler.cli:scheduler", "Run the scheduler service."),
     "up": ("envflow.cli.up:up", "The whole stack in one terminal, for development."),
     "config": ("envflow.cli.config:config", "Show the effective settings (ENVFLOW_* variables), secrets redacted."),
+    "stats": ("envflow.cli.stats:stats", "Redis's memory by kind: runs, output, indexes, queues, deployments."),
 }
 
 
