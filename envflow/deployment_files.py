@@ -250,6 +250,8 @@ def build_record(deployment: Deployment, default_queue: str) -> tuple[Deployment
         tags=f.tags,
         queue=f.queue or default_queue,
         stream_output=f.stream_output,
+        preload=f.preload,
+        warm=f.warm,
         timeout=f.timeout,
         retries=f.retries,
         retry_delay=delays,

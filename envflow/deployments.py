@@ -63,6 +63,16 @@ class DeploymentFields(BaseModel):
     missed_runs: Literal["skip", "run_once", "catch_up"] = "run_once"
     catch_up_limit: int = Field(10, ge=1)
     description: str | None = None
+    preload: list[str] = Field(default_factory=list)
+    warm: bool = False
+
+    @field_validator("preload")
+    @classmethod
+    def _check_preload(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not all(part.isidentifier() for part in name.split(".")):
+                raise ValueError(f"preload: {name!r} is not a module name (like 'pandas' or 'sklearn.ensemble')")
+        return value
 
     @field_validator("name")
     @classmethod
@@ -193,6 +203,9 @@ class Deployment:
         the last one repeats).
     :param schedule: a ``Cron``, an ``Interval``, or a list of them.
     :param missed_runs: after scheduler downtime: ``"skip"``, ``"run_once"`` (default) or ``"catch_up"``.
+    :param preload: modules imported ahead, in the env, by the worker's ready process for this deployment's
+        runs (``["pandas", "sklearn.ensemble"]``): a run starts with them imported.
+    :param warm: keep a ready process for this deployment's runs from worker start, not only after a run.
     """
 
     def __init__(self, **fields: Any) -> None:

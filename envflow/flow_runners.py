@@ -19,6 +19,8 @@ class SubprocessFlowRunner(BaseModel):
     virtualenv: str | None = None
     stream_output: bool = True
     env: dict[str, str] = Field(default_factory=dict)
+    preload: list[str] = Field(default_factory=list)
+    warm: bool = False
 
     def deployment_fields(self) -> dict[str, Any]:
         return self.model_dump(exclude_unset=True)

@@ -22,6 +22,7 @@ Layout::
     envflow:paused                     set     paused deployment names
     envflow:queues:paused              set     paused queue names (workers start no runs from them)
     envflow:scheduler:<name>           string  "<host>" while that scheduler runs (expires without passes)
+    envflow:worker:<name>              string  JSON of what a live worker publishes: its warm processes (expires)
 
 Pub/sub channels::
 
@@ -81,6 +82,10 @@ def packed_output(run_id: str) -> str:
 def state_index(state: str, deployment: str | None = None) -> str:
     """The runs in ``state`` (a ``RunState`` value), of every deployment or of one."""
     return f"{STATE_INDEX_PREFIX}{state}" if deployment is None else f"{STATE_INDEX_PREFIX}{state}:{deployment}"
+
+
+def worker(name: str) -> str:
+    return f"{PREFIX}worker:{name}"
 
 
 def scheduler(name: str) -> str:

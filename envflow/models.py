@@ -94,6 +94,8 @@ class DeploymentRecord(BaseModel):
     tags: list[str] = Field(default_factory=list)
     queue: str = "default"
     stream_output: bool = True
+    preload: list[str] = Field(default_factory=list)  # modules a ready process imports ahead
+    warm: bool = False  # ready from worker start
     timeout: float | None = None
     retries: int = 0
     retry_delay: list[float] = Field(default_factory=list)
@@ -118,6 +120,7 @@ class Attempt(BaseModel):
     error_type: str | None = None
     error: str | None = None
     reason: str | None = None
+    start: str | None = None  # how its process started: "fork" (from a ready process), "spare", "new"
 
 
 class RunRecord(BaseModel):

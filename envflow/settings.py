@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     secret_patterns: str = Field(
         DEFAULT_SECRET_PATTERNS, description="','-separated name globs whose values are redacted in output."
     )
+    warm_idle: float = Field(300.0, ge=0, description="Seconds an env stays warm on a worker after its last run.")
+    warm_max: int = Field(4, ge=0, description="Ready processes a worker keeps at most (0: no warm pool).")
     pass_env: str = Field(
         "",
         description="','-separated names (globs allowed) of the worker's own variables that flows also get, "

@@ -1,4 +1,4 @@
-"""Interpreters started one run ahead: reused only for an identical next run, never stale."""
+"""Ready processes of the warm pool: used only for their own key, never stale; cache pruning."""
 
 from __future__ import annotations
 
@@ -6,32 +6,29 @@ import sys
 import time
 
 from envflow.models import RunState
-from envflow.worker.launcher import Launcher
+from envflow.worker.warm import WarmPool
 
 from .conftest import deploy, write_flow
-from .faults.helpers import alive
+from .faults.helpers import alive, wait_until
 
 
-def test_warm_interpreter_is_used_only_for_the_same_key(venv):
-    launcher = Launcher()
+def test_a_ready_process_serves_only_its_own_key(venv):
+    pool = WarmPool(max_ready=4, idle=300)
     python, env = venv / "bin" / "python", {"PATH": "/usr/bin:/bin"}
-    first = launcher.launch(python, env, ("a",))
-    launcher.prepare_next(python, env, ("a",))
-    assert launcher.warm is None  # one run is not a pattern
-    second = launcher.launch(python, env, ("a",))
-    launcher.prepare_next(python, env, ("a",))
-    warm = launcher.warm
-    assert warm is not None and warm.proc.poll() is None
-    third = launcher.launch(python, env, ("a",))
-    assert third is warm and launcher.hits == 1
-    launcher.prepare_next(python, env, ("a",))
-    stale = launcher.warm
-    other = launcher.launch(python, {"PATH": "/bin"}, ("b",))
-    assert other is not stale and launcher.misses == 1
-    assert stale.proc.poll() is not None  # killed, not left waiting
-    for flow in (first, second, third, other):
+    first = pool.launch(python, env, ("a",), (), "venv:a")
+    assert first.how == "new"  # nothing was ready: started now, and the key made ready for the next run
+    wait_until(lambda: pool.entries[("a",)].server.poll_ready(), 20, what="the ready process")
+    second = pool.launch(python, env, ("a",), (), "venv:a")
+    assert second.how == "fork" and second.proc.pid != first.proc.pid
+    other = pool.launch(python, {"PATH": "/bin"}, ("b",), (), "venv:b")
+    assert other.how == "new"  # another key never gets a's process
+    server = pool.entries[("a",)].server.proc.pid
+    newer = pool.launch(python, env, ("a-changed-on-disk",), (), "venv:a")  # same env and variables, new stamps
+    assert newer.how == "new" and ("a",) not in pool.entries
+    wait_until(lambda: not alive(server), 10, what="the stale ready process to go")
+    for flow in (first, second, other, newer):
         flow.discard()
-    launcher.close()
+    pool.close()
 
 
 def test_a_package_installed_after_the_interpreter_started_is_seen(client, start_worker, workdir, tmp_path):
@@ -62,7 +59,7 @@ def test_a_package_installed_after_the_interpreter_started_is_seen(client, start
     assert client.run(name).result(timeout=30) == "installed"
     assert client.run(name).wait(30) is RunState.COMPLETED
     warm = worker_children(worker.pid)
-    assert warm  # the next run's interpreter, waiting
+    assert warm  # the env's ready process, waiting
     worker.stop()
     assert not any(alive(p) for p in warm)  # a stopping worker takes it down
 

@@ -87,6 +87,28 @@ def health(name: str | None) -> None:
     click.echo(printable(", ".join(f"{n}: {registered[n].get_state()}" for n in wanted)))
 
 
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(as_json: bool) -> None:
+    """Live workers: state, queues, current run, and their warm processes (env, preloads, memory)."""
+    from envflow.cli.base import emit_json, get_client, printable, table
+
+    workers = get_client().workers()
+    if as_json:
+        emit_json(workers)
+        return
+    if not workers:
+        click.echo("no live workers", err=True)
+        return
+    rows = []
+    for w in workers:
+        warm = [f"{p['env']}{' [' + ','.join(p['preload']) + ']' if p['preload'] else ''} {p['mode']} "
+                f"{p['rss'] / 2**20:.0f}MiB" for p in w.get("warm", [])]
+        rows.append([printable(w["name"]), printable(w["state"]), printable(",".join(w["queues"])),
+                     printable((w["run"] or "-")[:8]), printable("; ".join(warm) or "-")])
+    table(["WORKER", "STATE", "QUEUES", "RUN", "WARM"], rows)
+
+
 @click.group("worker")
 def worker() -> None:
     """Run workers."""
@@ -99,4 +121,5 @@ def agent() -> None:
 
 worker.add_command(start)
 worker.add_command(health)
+worker.add_command(status)
 agent.add_command(start)

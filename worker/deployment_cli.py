@@ -35,6 +35,8 @@ def deployment_preview(name: str, as_json: bool) -> None:
         "activation": redactor.mapping(dict(sorted(prepared.delta.items()))),
         "env_vars": redactor.mapping(record.env_vars),
         "parameters": record.parameters,
+        "preload": record.preload,
+        "warm": record.warm,
     }
     if as_json:
         emit_json(info)
@@ -42,6 +44,7 @@ def deployment_preview(name: str, as_json: bool) -> None:
     for key in ("deployment", "env", "python", "version", "working_directory", "flow"):
         click.echo(f"{key.replace('_', ' '):18} {printable(info[key])}")
     click.echo(f"{'parameters':18} {printable(info['parameters'])}")
+    click.echo(f"{'preload':18} {printable(', '.join(record.preload) or '-')}{'  (warm from worker start)' if record.warm else ''}")
     click.echo("activation sets:")
     for k, v in info["activation"].items():
         click.echo("  " + printable(f"{k}={v}" if v is not None else f"unset {k}"))

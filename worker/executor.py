@@ -11,14 +11,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from redis.client import Pipeline
 
-import envflow.flows
 from envflow.errors import EnvActivationError, EnvNotFound
-from envflow.models import RunState
+from envflow.models import DeploymentRecord, RunState
 from envflow.output.writer import OutputWriter, make_echo
 from envflow.protocol import Beat, Claimed, RunScripts
 from envflow.settings import Settings
@@ -26,18 +24,20 @@ from envflow.settings import Settings
 from .attempt import AttemptLoop
 from .env_cache import EnvCache, Prepared
 from .environments import flow_base
-from .launcher import Launcher
 from .outcome import Outcome
 from .prepare import Interrupted, prepare_env
 from .sources import FlowSources
 from .stops import Deadline, StopRequest
+from .warm import WarmPool
 
 log = logging.getLogger("envflow.worker")
 
-FLOWS_PY = Path(envflow.flows.__file__)
-FLOWS_SOURCE = FLOWS_PY.read_text(encoding="utf-8")  # read once: what flows run never comes from a flow-writable file
-
 HeartbeatHook = Callable[[Pipeline], None]
+
+
+def warm_key(prepared: Prepared, preload: tuple[str, ...]) -> tuple[Any, ...]:
+    """Everything that shapes a flow process before its run: interpreter, env stamps, variables, preloads."""
+    return (str(prepared.python), prepared.stamp, tuple(sorted(prepared.variables.items())), preload)
 
 
 class Executor:
@@ -50,7 +50,8 @@ class Executor:
         self.env_cache = env_cache
         self.stops = StopRequest()
         self.sources = FlowSources(scripts.redis, settings.state_dir, worker_name)
-        self.launcher = Launcher()
+        self.pool = WarmPool(settings.warm_max, settings.warm_idle)
+        self.last_key: tuple[Any, ...] | None = None
         self.base_environ = flow_base(os.environ, settings)  # the worker's environment never changes
 
     def execute(self, claimed: Claimed, on_heartbeat: HeartbeatHook | None = None) -> Outcome:
@@ -72,8 +73,6 @@ class Executor:
                 "flow_source": flow_source,
                 "flow_name": spec.flow_name,
                 "parameters": claimed.run.parameters,
-                "flows_path": str(FLOWS_PY),
-                "flows_source": FLOWS_SOURCE,
                 "environ": {"ENVFLOW_RUN_ID": run_id, "ENVFLOW_RUN_ATTEMPT": str(attempt)},
             }
         except Interrupted as stop:
@@ -82,7 +81,7 @@ class Executor:
             return stop.outcome
         except Exception as e:  # noqa: BLE001 - one run's bad input fails that run, never the worker
             return self._failed(writer, e)
-        return self._run(run_id, prepared, run_spec, writer, beat, deadline)
+        return self._run(run_id, prepared, spec, run_spec, writer, beat, deadline)
 
     def _failed(self, writer: OutputWriter, error: Exception) -> Outcome:
         message = str(error)
@@ -94,24 +93,31 @@ class Executor:
             kind = "FlowFileNotFound" if isinstance(error, OSError) else type(error).__name__
         return Outcome(RunState.FAILED, error_type=kind, error=message)
 
-    def _run(self, run_id: str, prepared: Prepared, run_spec: dict[str, Any], writer: OutputWriter,
-             beat: Callable[[], Beat], deadline: Deadline) -> Outcome:
-        python, variables = prepared.python, prepared.variables
-        key = (str(python), prepared.stamp, tuple(sorted(variables.items())))
+    def _run(self, run_id: str, prepared: Prepared, spec: DeploymentRecord, run_spec: dict[str, Any],
+             writer: OutputWriter, beat: Callable[[], Beat], deadline: Deadline) -> Outcome:
+        python, variables, preload = prepared.python, prepared.variables, tuple(spec.preload)
+        key = warm_key(prepared, preload)
         try:
-            flow = self.launcher.launch(python, variables, key)
+            flow = self.pool.launch(python, variables, key, preload, str(spec.env))
         except Exception as e:  # noqa: BLE001 - OSError, ValueError (a NUL in a variable), ...: the run fails
             writer.note(f"cannot start {python}: {e}")
             writer.flush_until_done()
             return Outcome(RunState.FAILED, error_type="SpawnError", error=f"cannot start {python}: {e}")
+        self.last_key = key
         try:
             flow.send(run_spec)
-            if not self.stops.shutdown_at:
-                self.launcher.prepare_next(python, variables, key)
-            return AttemptLoop(run_id, flow.proc, flow.result_r, writer, settings=self.settings, stops=self.stops,
-                               beat=beat, deadline=deadline).loop()
+            outcome = AttemptLoop(run_id, flow.proc, flow.result_r, writer, settings=self.settings, stops=self.stops,
+                                  beat=beat, deadline=deadline).loop()
+            outcome.start = flow.how
+            return outcome
         finally:
             flow.close()
+
+    def prepare_next(self) -> None:
+        """Between runs (off every run's critical path): have the last run's key ready for the next one."""
+        if self.last_key is not None and not self.stops.shutdown_at:
+            self.pool.replenish(self.last_key)
+        self.last_key = None
 
     def _beat(self, run_id: str, attempt: int, on_heartbeat: HeartbeatHook | None) -> Callable[[], Beat]:
         """One heartbeat: renew the lease (and the hook's commands) in one round trip."""

@@ -1,40 +1,37 @@
-"""Starting flow processes, one step ahead.
+"""Starting flow processes: the env's interpreter on the bootstrap, handed to it from worker memory.
 
-Every run gets a fresh interpreter of its environment, started on the bootstrap, which
-waits for the run on its control pipe before doing anything. An interpreter's start-up
-(~10 ms) dwarfs everything else a short run costs, so once two runs in a row used the
-same interpreter and environment, the launcher starts the next one right away: it waits,
-idle, while the current flow runs and the worker fetches the next run, and is used only
-if that run needs exactly the same interpreter, variables and unchanged env on disk.
-Otherwise it is killed. Nothing is shared between runs: each still has its own process.
+Every run gets a fresh process of its environment. A process started here (cold, or ahead of its
+run as a spare of the warm pool, ``warm.py``) gets its setup at once (envflow's ``flows.py``, the
+deployment's preload modules, which it imports while it waits) and its run when the run comes.
 """
 
 from __future__ import annotations
 
 import fcntl
-import logging
 import marshal
 import os
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Protocol
 
-log = logging.getLogger("envflow.worker")
+import envflow.flows
 
 BOOTSTRAP = Path(__file__).parent / "flowenv" / "bootstrap.py"
-MAX_WARM_AGE = 30.0  # seconds a started interpreter may wait for a run
-# Runs the bootstrap from SOURCE_FD (argv[3]), read at its offset 0 so every process can share the fd.
-STUB = ("import os,sys;f=int(sys.argv[3]);s=os.pread(f,os.fstat(f).st_size,0);os.close(f);"
+FORKSERVER = Path(__file__).parent / "flowenv" / "forkserver.py"  # the serve mode, handed over with it
+FLOWS_PY = Path(envflow.flows.__file__)
+FLOWS_SOURCE = FLOWS_PY.read_text(encoding="utf-8")  # read once: what flows run never comes from a flow-writable file
+# Runs the bootstrap from SOURCE_FD (the last argument), read at its offset 0 so every process can share the fd.
+STUB = ("import os,sys;f=int(sys.argv[-1]);s=os.pread(f,os.fstat(f).st_size,0);os.close(f);"
         "exec(compile(s,'envflow-bootstrap','exec'))")
 
 
 def _sealed_source() -> int:
-    """The bootstrap's source, read once, in a sealed in-memory file: flows can neither change
-    the file on disk that later runs execute nor write to this copy."""
-    data = BOOTSTRAP.read_bytes()
+    """The bootstrap's source (its serve mode first), read once, in a sealed in-memory file: flows can
+    neither change the files on disk that later runs execute nor write to this copy."""
+    data = FORKSERVER.read_bytes() + b"\n" + BOOTSTRAP.read_bytes()
     fd = os.memfd_create("envflow-bootstrap", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     os.write(fd, data)
     fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
@@ -44,9 +41,18 @@ def _sealed_source() -> int:
 BOOTSTRAP_FD = _sealed_source()
 
 
-def encode_spec(spec: dict[str, Any]) -> bytes:
-    """The run as the bootstrap reads it: a length line, then a marshal (version 2: any CPython 3 reads it)."""
-    data = marshal.dumps(spec, 2)
+def bootstrap_argv(python: Path, mode: str, *fds: int) -> list[str]:
+    return [str(python), "-u", "-c", STUB, mode, *map(str, fds), str(BOOTSTRAP_FD)]
+
+
+def setup_message(preload: tuple[str, ...]) -> dict[str, Any]:
+    """What a flow process sets up before its run: envflow's stand-in and the modules to preload."""
+    return {"flows_path": str(FLOWS_PY), "flows_source": FLOWS_SOURCE, "preload": list(preload)}
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """A message as the bootstrap reads it: a length line, then a marshal (version 2: any CPython 3 reads it)."""
+    data = marshal.dumps(message, 2)
     return b"%d\n" % len(data) + data
 
 
@@ -56,19 +62,37 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+class RunProcess(Protocol):
+    """What the attempt needs of a flow process: a ``subprocess.Popen``, or a child of a ready parent."""
+
+    pid: int
+    stdout: IO[bytes] | None
+    stderr: IO[bytes] | None
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+
+    def wait(self) -> int: ...
+
+
 @dataclass
 class FlowProcess:
-    """A started bootstrap: its process and the worker's ends of its control and result pipes."""
+    """A flow process and the worker's ends of its control and result pipes.
 
-    proc: subprocess.Popen
+    :param how: ``new`` (started for this run), ``spare`` (started ahead, preloads imported) or
+        ``fork`` (forked from a ready parent of its env).
+    """
+
+    proc: RunProcess
     control_w: int
     result_r: int
     key: tuple[Any, ...]
-    started: float
+    how: str = "new"
+    started: float = field(default_factory=time.monotonic)
 
     def send(self, spec: dict[str, Any]) -> None:
         try:
-            write_all(self.control_w, encode_spec(spec))
+            write_all(self.control_w, encode(spec))
         except BrokenPipeError:
             pass  # the interpreter died at once; its exit status tells why
 
@@ -93,9 +117,16 @@ class FlowProcess:
 
 
 def spawn(
-    python: Path, variables: dict[str, str], key: tuple[Any, ...], cwd: str | None = None, capture: bool = True
+    python: Path,
+    variables: dict[str, str],
+    key: tuple[Any, ...] = (),
+    preload: tuple[str, ...] = (),
+    *,
+    cwd: str | None = None,
+    capture: bool = True,
+    how: str = "new",
 ) -> FlowProcess:
-    """Start ``python`` on the bootstrap in a new session, waiting for its run.
+    """Start ``python`` on the bootstrap in a new session, set up and waiting for its run.
 
     :param capture: pipe the flow's stdout and stderr to the worker (else they are inherited).
     :raises OSError: the interpreter cannot be executed.
@@ -105,7 +136,7 @@ def spawn(
     result_r, result_w = os.pipe()
     try:
         proc = subprocess.Popen(
-            [str(python), "-u", "-c", STUB, str(control_r), str(result_w), str(BOOTSTRAP_FD)],
+            bootstrap_argv(python, "run", control_r, result_w),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if capture else None,
             stderr=subprocess.PIPE if capture else None,
@@ -121,40 +152,6 @@ def spawn(
     finally:
         os.close(control_r)
         os.close(result_w)
-    return FlowProcess(proc, control_w, result_r, key, time.monotonic())
-
-
-class Launcher:
-    """Hands out flow processes, keeping the next one started when runs repeat."""
-
-    def __init__(self) -> None:
-        self.warm: FlowProcess | None = None
-        self.last_key: tuple[Any, ...] | None = None
-        self.hits = 0
-        self.misses = 0
-
-    def launch(self, python: Path, variables: dict[str, str], key: tuple[Any, ...]) -> FlowProcess:
-        """A process for this run: the warm one when it matches, else a new one."""
-        warm, self.warm = self.warm, None
-        if warm is not None:
-            fresh = time.monotonic() - warm.started < MAX_WARM_AGE and warm.proc.poll() is None
-            if warm.key == key and fresh:
-                self.hits += 1
-                return warm
-            self.misses += 1
-            warm.discard()
-        return spawn(python, variables, key)
-
-    def prepare_next(self, python: Path, variables: dict[str, str], key: tuple[Any, ...]) -> None:
-        """Start the next run's interpreter now if the last two runs had this key."""
-        repeated, self.last_key = self.last_key == key, key
-        if repeated and self.warm is None:
-            try:
-                self.warm = spawn(python, variables, key)
-            except OSError as e:
-                log.debug("could not start an interpreter ahead of time: %s", e)
-
-    def close(self) -> None:
-        if self.warm is not None:
-            self.warm.discard()
-            self.warm = None
+    flow = FlowProcess(proc, control_w, result_r, key, how)
+    flow.send(setup_message(preload))  # a few kB: the pipe holds it until the bootstrap reads
+    return flow

@@ -14,7 +14,6 @@ from envflow.models import DeploymentRecord
 from envflow.settings import get_settings
 
 from .environments import flow_base
-from .executor import FLOWS_PY, FLOWS_SOURCE
 from .launcher import spawn
 
 
@@ -40,9 +39,9 @@ def execute_here(record: DeploymentRecord, source: str | None, parameters: dict[
         flow_file = flow_file_here(record, source, Path(scratch))
         env = {**flow_base(os.environ, get_settings()), **record.env_vars}
         # The bootstrap kills its own process group when it ends; spawn gives it a new one, never ours.
-        flow = spawn(Path(python), env, (), capture=False)
+        flow = spawn(Path(python), env, (), tuple(record.preload), capture=False)
         flow.send({"flow_file": str(flow_file), "flow_source": None, "flow_name": record.flow_name,
-                   "parameters": parameters, "flows_path": str(FLOWS_PY), "flows_source": FLOWS_SOURCE})
+                   "parameters": parameters})
         data = b""
         try:
             with os.fdopen(flow.result_r, "rb", closefd=False) as results:

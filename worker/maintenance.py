@@ -1,4 +1,5 @@
-"""A worker's background duties, in one daemon thread: RQ's scheduler and envflow's reaper.
+"""A worker's background duties, in one daemon thread: RQ's scheduler, envflow's reaper, and what the
+worker publishes about itself (``presence.py``).
 
 RQ's ``work(with_scheduler=True)`` forks its scheduler into a child process; if the
 worker is killed with SIGKILL that child lives on, still holding the worker's Redis
@@ -18,15 +19,19 @@ from rq.scheduler import RQScheduler
 from envflow.jobs import SERIALIZER
 from envflow.reaper import Reaper
 
+from .presence import Presence
+
 log = logging.getLogger("envflow.worker")
 
 SCHEDULER_INTERVAL = 1.0
 
 
 class Maintenance:
-    def __init__(self, worker_name: str, queue_names: list[str], connection: redis.Redis, reaper: Reaper) -> None:
+    def __init__(self, worker_name: str, queue_names: list[str], connection: redis.Redis, reaper: Reaper,
+                 presence: Presence) -> None:
         self.name = worker_name
         self.reaper = reaper
+        self.presence = presence
         self.interval = reaper.settings.reaper_interval
         self.scheduler = RQScheduler(queue_names, connection=connection, interval=int(SCHEDULER_INTERVAL),
                                      logging_level="WARNING", serializer=SERIALIZER)
@@ -41,6 +46,7 @@ class Maintenance:
         self.thread.join(timeout=5)
         try:
             self.scheduler.release_locks()
+            self.presence.remove()
         except redis.exceptions.RedisError:
             pass
 
@@ -54,6 +60,7 @@ class Maintenance:
                 self._schedule()
                 if tick % ticks_per_reap == 0 or wait < SCHEDULER_INTERVAL:
                     self.reaper.reap_shared(self.name)
+                    self.presence.refresh()
             except redis.exceptions.RedisError as e:
                 log.warning("background maintenance failed: %s; retrying", e)
             except Exception:

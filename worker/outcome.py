@@ -22,6 +22,7 @@ class Outcome:
     error_type: str | None = None
     error: str | None = None
     reason: str | None = None
+    start: str | None = None  # how the flow process started (launcher.FlowProcess.how)
     lost: bool = False  # the run was taken away from this attempt; record nothing
 
 
@@ -35,6 +36,6 @@ def ending(outcome: Outcome, n: int, worker: str, started_at: float, retry_in: f
     next_state = outcome.state if not retrying else (RunState.SCHEDULED if retry_in else RunState.PENDING)
     attempt = Attempt(n=n, worker=worker, started_at=started_at, ended_at=round(now, 6), state=outcome.state.value,
                       exit_code=outcome.exit_code, error_type=outcome.error_type, error=outcome.error,
-                      reason=outcome.reason)
+                      reason=outcome.reason, start=outcome.start)
     return Ending(attempt, next_state, outcome.result, outcome.result_error,
                   now + retry_in if retrying and retry_in else None)

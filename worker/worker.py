@@ -41,6 +41,7 @@ from .env_cache import EnvCache
 from .executor import Executor
 from .maintenance import Maintenance
 from .outcome import Outcome, ending
+from .presence import Presence
 
 log = logging.getLogger("envflow.worker")
 
@@ -69,7 +70,8 @@ class FlowWorker(SimpleWorker):
         self.scripts = RunScripts(connection, settings)
         self.reaper = Reaper(connection, settings)
         self.executor = Executor(name, settings, self.scripts, EnvCache(settings))
-        self.maintenance = Maintenance(name, self.queue_names(), connection, self.reaper)
+        self.presence = Presence(name, self.queue_names(), connection, settings, self.executor.pool)
+        self.maintenance = Maintenance(name, self.queue_names(), connection, self.reaper, self.presence)
         self._paused: set[str] = set()
         self._paused_checked_at = 0.0
 
@@ -93,12 +95,16 @@ class FlowWorker(SimpleWorker):
         pruned = self.executor.sources.prune()
         if pruned:
             log.info("removed %d cached flow files unused for two weeks", pruned)
+        try:
+            self.presence.refresh()  # warm=True deployments' envs start warming now
+        except redis.exceptions.RedisError as e:
+            log.warning("cannot publish this worker's state yet: %s", e)
         self.maintenance.start()
         log.info("worker %s ready on queue(s) %s", self.name, ", ".join(self.queue_names()))
 
     def teardown(self) -> None:
         self.maintenance.close()
-        self.executor.launcher.close()
+        self.executor.pool.close()
         super().teardown()
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
@@ -194,6 +200,7 @@ class FlowWorker(SimpleWorker):
         outcome = self.executor.execute(claim, on_heartbeat=lambda pipe: self._rq_heartbeat(job, execution, pipe))
         job.ended_at = rq_now()
         self._record(job, queue, execution, claim, outcome)
+        self.executor.prepare_next()
 
     def _refuse(self, job: Job, queue: Queue) -> None:
         log.error("refused job %s: its payload is not an envflow run; nothing was executed", job.id)

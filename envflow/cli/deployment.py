@@ -135,6 +135,8 @@ def inspect_(name: str, as_json: bool) -> None:
         ("timeout", f"{record.timeout:g}s" if record.timeout else "none"),
         ("retries", f"{record.retries}" + (f" (delay {record.retry_delay})" if record.retry_delay else "")),
         ("stream output", "yes" if record.stream_output else "no"),
+        ("preload", ", ".join(record.preload) or "-"),
+        ("warm", "from worker start" if record.warm else "after a run (ENVFLOW_WARM_IDLE)"),
         ("schedules", "; ".join(schedules.describe(s) for s in record.schedules) or "none"),
         ("missed runs", record.missed_runs if record.schedules else "-"),
         ("paused", "yes" if paused else "no"),

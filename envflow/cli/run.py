@@ -98,7 +98,11 @@ def inspect_(run_id: str, as_json: bool) -> None:
             detail = a.error or a.reason or ""
             click.echo(f"  #{a.n}  {state_text(a.state)}  {took}  on {printable(a.worker or '-')}"
                        f"{'  exit ' + str(a.exit_code) if a.exit_code is not None else ''}"
+                       f"{'  ' + STARTS.get(a.start or '', '') if a.start else ''}"
                        f"{'  ' + printable(redact_text(detail)) if detail else ''}")
+
+
+STARTS = {"fork": "(forked from a warm process)", "spare": "(in a process started ahead)", "new": "(cold start)"}
 
 
 def _ts(ts: float) -> str:

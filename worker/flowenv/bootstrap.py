@@ -1,17 +1,16 @@
-"""Runs one flow inside its target environment. Stdlib-only, CPython 3.8+.
+"""Runs flows inside their target environment. Stdlib-only, CPython 3.8+.
 
-The worker starts ``<env python> -u -c STUB CONTROL_FD RESULT_FD SOURCE_FD`` in a new session;
-STUB reads this file's source from SOURCE_FD (a pipe the worker filled from its own memory)
-and runs it, so nothing a flow can write on disk decides what later runs execute. On
-CONTROL_FD the worker writes the run (a length line, then a marshal of the flow file's path
-and source, flow name, parameters, and envflow's ``flows.py`` source) and keeps the pipe
-open: when the worker dies the pipe reaches EOF and a watchdog thread kills the whole
-process group, so no flow outlives its worker. The outcome goes to RESULT_FD as one JSON
-object; stdout and stderr belong to the flow.
+The worker starts ``<env python> -u -c STUB MODE ... SOURCE_FD``; STUB runs this file's source,
+read from a sealed in-memory file (SOURCE_FD), so nothing a flow writes decides what later runs do.
 
-Every module imported here is paid for by every run, so this file imports only built-in
-modules up front; json, traceback and the like load only when a path needs them.
+``run CONTROL_FD RESULT_FD``: one run. CONTROL_FD brings a setup message (envflow's ``flows.py``
+source, the modules to preload; a process started ahead imports them while it waits), then the
+run; each a length line and a marshal. Its EOF (the worker died) makes a watchdog kill the process
+group. The outcome goes to RESULT_FD as JSON; stdout and stderr belong to the flow.
 
+``serve SOCKET_FD``: a ready parent of a warm pool (``forkserver.py``, handed over with this file).
+
+Only built-in modules are imported up front: every cold run pays for each import here.
 Exit codes: 0 the flow returned, 1 the flow raised, 3 the flow could not be loaded.
 """
 
@@ -35,7 +34,7 @@ def read_exactly(fd, size):
     return data
 
 
-def read_spec(fd):
+def read_message(fd):
     header = b""
     while not header.endswith(b"\n"):
         header += read_exactly(fd, 1)
@@ -43,10 +42,19 @@ def read_spec(fd):
 
 
 def start_watchdog(control_fd):
-    """Wait, in a thread, for the worker's end of the control pipe to close; then kill the
-    process group (this flow and everything it started). `_thread` is built in: no import cost."""
+    """A thread that reads the run from the control pipe and hands it over (``receive``), then waits
+    for the worker's end to close and kills the process group (this flow and all it started).
+    Started before the run comes, it costs the run nothing. `_thread` is built in: no import cost."""
+    arrived = _thread.allocate_lock()
+    arrived.acquire()
+    box = []
 
     def watch():
+        try:
+            box.append(read_message(control_fd))
+        except (EOFError, ValueError, OSError) as e:
+            box.append(e)
+        arrived.release()
         try:
             while os.read(control_fd, 4096):
                 pass
@@ -55,6 +63,12 @@ def start_watchdog(control_fd):
         os.killpg(0, _signal.SIGKILL)
 
     _thread.start_new_thread(watch, ())
+
+    def receive():
+        arrived.acquire()
+        return box[0]
+
+    return receive
 
 
 def on_sigterm(signum, frame):
@@ -132,6 +146,7 @@ def install_envflow_shim(flows_path, flows_source):
 
 
 def load_flow(spec, flows):
+    """The flow the run names, from its file (the source given with the run, or the file at its path)."""
     path = spec["flow_file"]
     stem = os.path.splitext(os.path.basename(path))[0]
     name = stem if stem.isidentifier() and stem not in sys.modules else "__envflow_flow__"
@@ -205,36 +220,54 @@ def write_result(fd, outcome):
     os.close(fd)
 
 
-def main():
-    control_fd, result_fd = int(sys.argv[1]), int(sys.argv[2])
+SETUP_FAILED = []  # what did not import in setup: each run imports it again, and fails with it
+
+
+def setup(message):
+    """Install envflow's stand-in and import the preloads (a failure waits for the run to report it)."""
+    if sys.path and sys.path[0] == "":
+        del sys.path[0]  # `-c` put the worker's directory first; the flow's own goes there later
+    for name in ("envflow.flows", *(message.get("preload") or ())):
+        try:
+            if name == "envflow.flows":
+                install_envflow_shim(message["flows_path"], message["flows_source"])
+            else:
+                __import__(name)
+        except BaseException:  # noqa: B902 - reported by each run that needs it
+            SETUP_FAILED.append(name)
+
+
+def run(control_fd, result_fd, forked=False):
+    """One run, the setup done: read the run, load the flow, call it, report the outcome."""
     for fd in (control_fd, result_fd):
         os.set_inheritable(fd, False)  # the flow's own child processes must not hold them
-    try:
-        spec = read_spec(control_fd)
-    except (EOFError, ValueError) as e:
-        sys.stderr.write("envflow bootstrap: {}\n".format(e))
-        return EXIT_LOAD_ERROR
-    start_watchdog(control_fd)
+    receive = start_watchdog(control_fd)
     _signal.signal(_signal.SIGTERM, on_sigterm)
+    if forked:
+        rehearse()
+    spec = receive()
+    if isinstance(spec, Exception):
+        sys.stderr.write("envflow bootstrap: {}\n".format(spec))
+        return EXIT_LOAD_ERROR
 
-    # The flow sees itself as a script: its directory first on sys.path (where `-c` put the cwd).
-    flow_dir = os.path.dirname(os.path.abspath(spec["flow_file"]))
-    if sys.path and sys.path[0] == "":
-        sys.path[0] = flow_dir
-    else:
-        sys.path.insert(0, flow_dir)
+    # The flow sees itself as a script: its directory first on sys.path.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(spec["flow_file"])))
     sys.argv = [spec["flow_file"]]
-    # Per-run variables arrive with the run: the interpreter may have been started before it.
+    # Per-run variables arrive with the run: the interpreter was started, or forked, before it.
     os.environ.update(spec.get("environ") or {})
 
     try:
-        flows = install_envflow_shim(spec["flows_path"], spec["flows_source"])
-        flow = load_flow(spec, flows)
+        for name in SETUP_FAILED:
+            __import__(name)  # raises again, with its traceback, for this run
+        flow = load_flow(spec, sys.modules["envflow.flows"])
     except BaseException as e:  # noqa: B902 - report any load failure, SystemExit included
         print_user_traceback(e)
         write_result(result_fd, {"ok": False, "stage": "load", "error_type": type(e).__name__, "error": str(e)})
         return EXIT_LOAD_ERROR
+    return call_flow(flow, spec, result_fd)
 
+
+def call_flow(flow, spec, result_fd):
     try:
         value = flow.fn(**spec["parameters"])
     except SystemExit as e:
@@ -261,6 +294,22 @@ def main():
         data = data[os.write(result_fd, data):]
     os.close(result_fd)
     return 0
+
+
+def main():
+    mode = sys.argv[1]
+    if mode == "serve":
+        try:
+            return serve(int(sys.argv[2]))
+        except Forked as child:  # the serving loop's frames are gone: run as a fresh process would
+            return run(*child.args, forked=True)
+    control_fd, result_fd = int(sys.argv[2]), int(sys.argv[3])
+    try:
+        setup(read_message(control_fd))
+    except (EOFError, ValueError) as e:
+        sys.stderr.write("envflow bootstrap: {}\n".format(e))
+        return EXIT_LOAD_ERROR
+    return run(control_fd, result_fd)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,132 @@
+"""The ready parent of a warm pool (the bootstrap's ``serve`` mode). Stdlib-only, CPython 3.8+.
+
+This file is not a module of its own: the worker hands it to the env's interpreter together with
+``bootstrap.py`` (this one first, in one sealed in-memory file), so it uses the bootstrap's
+functions (``setup``, ``run``, ``to_json``) by name. ``serve`` sets up once, says whether it may
+fork (a preload that started threads makes forking unsafe), then forks a process per request:
+the child starts a session, takes the request's pipes (passed with SCM_RIGHTS) as its stdout,
+stderr, control and result, draws new random seeds, and leaves the serving loop (``Forked``) to run
+as a fresh process would. The parent reports each child's pid and exit status, and exits when
+the worker's end of the socket closes.
+"""
+
+import _signal
+import marshal
+import os
+import sys
+
+
+REHEARSAL = "from envflow import flow\n\n@flow\ndef rehearsal(n=1):\n    return {'n': n}\n"
+
+
+def rehearse():
+    """Load a throwaway flow while waiting for the run: a forked child's first compile and exec copy the
+    parent's pages they touch (copy on write), and this way that happens before the run, not in it."""
+    module = type(sys)("__envflow_rehearsal__")
+    flows = sys.modules.get("envflow.flows")
+    with flows.loading():
+        exec(compile(REHEARSAL, "<rehearsal>", "exec", dont_inherit=True), module.__dict__)
+    to_json(module.rehearsal.fn())
+
+
+class Forked(Exception):
+    """Raised in a child just forked, to leave the parent's serving loop before the run starts."""
+
+
+def threads():
+    """How many threads this process has, native ones too: they make forking unsafe."""
+    return len(os.listdir("/proc/self/task"))
+
+
+def serve(sock_fd):
+    """A ready parent: set up once, then fork a run process per request until the worker goes away."""
+    import array
+    import select
+    import socket
+
+    import gc
+
+    sock = socket.socket(fileno=sock_fd)
+    setup(marshal.loads(sock.recv(1 << 20)))
+    _make_undumpable(0)
+    gc.freeze()  # children's collections leave the parent's objects alone: fewer pages copied on write
+    sock.sendall(marshal.dumps({"ready": True, "threads": threads(), "failed": SETUP_FAILED, "pid": os.getpid()}, 2))
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    _signal.set_wakeup_fd(wake_w)
+    _signal.signal(_signal.SIGCHLD, lambda signum, frame: None)
+    while True:
+        ready = select.select([sock, wake_r], [], [])[0]
+        if wake_r in ready:
+            os.read(wake_r, 512)
+            _report_exits(sock)
+        if sock in ready:
+            fds = array.array("i")
+            data, ancdata, _, _ = sock.recvmsg(1024, socket.CMSG_SPACE(4 * fds.itemsize))
+            if not data:
+                return 0  # the worker went away
+            for level, kind, payload in ancdata:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+            _fork(sock, list(fds), wake_r, wake_w)
+
+
+def _fork(sock, fds, wake_r, wake_w):
+    stdout_fd, stderr_fd, control_fd, result_fd = fds
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        _signal.set_wakeup_fd(-1)
+        _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+        for fd in (wake_r, wake_w, sock.fileno()):
+            os.close(fd)
+        os.setsid()
+        os.dup2(stdout_fd, 1)
+        os.dup2(stderr_fd, 2)
+        os.close(stdout_fd)
+        os.close(stderr_fd)
+        _make_undumpable(1)
+        _reseed()
+        raise Forked(control_fd, result_fd)  # args: the run's pipes
+    for fd in fds:
+        os.close(fd)
+    sock.sendall(marshal.dumps({"pid": pid}, 2))
+
+
+def _report_exits(sock):
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        sock.sendall(marshal.dumps({"exit": pid, "status": code}, 2))
+
+
+def _reseed():
+    """Forked children share their parent's random state: draw new seeds, as a fresh process would."""
+    for name in ("random", "numpy.random"):
+        module = sys.modules.get(name)
+        if module is not None:
+            try:
+                module.seed()
+            except Exception:  # noqa: BLE001 - a module's own seeding is its business
+                pass
+
+
+PRCTL = []  # libc's prctl, looked up once by the ready parent
+
+
+def _make_undumpable(flag):
+    """The ready parent hides its memory from the runs it forks (same user); its children show theirs."""
+    try:
+        if not PRCTL:
+            import ctypes
+
+            PRCTL.append(ctypes.CDLL(None).prctl)
+        PRCTL[0](4, flag, 0, 0, 0)  # PR_SET_DUMPABLE
+    except Exception:  # noqa: BLE001 - not Linux, or no ctypes in this env
+        pass
