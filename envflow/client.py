@@ -156,6 +156,8 @@ class Client:
 
         from rq.worker import Worker
 
+        from .jobs import SERIALIZER
+
         with wrap_errors(self.redis):
             workers = sorted(Worker.all(connection=self.redis, serializer=SERIALIZER), key=lambda w: w.name)
             published = self.redis.mget([keys.worker(w.name) for w in workers]) if workers else []

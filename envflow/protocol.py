@@ -149,10 +149,11 @@ class Ending:
 
     def attempt_fields(self) -> list[str]:
         """The attempt as ``finish.lua`` takes it: worker, started, ended, state, exit code, error type,
-        error, reason."""
+        error, reason, how its process started."""
         a = self.attempt
         return [a.worker, "" if a.started_at is None else now_text(a.started_at), now_text(a.ended_at), a.state,
-                "" if a.exit_code is None else str(a.exit_code), a.error_type or "", a.error or "", a.reason or ""]
+                "" if a.exit_code is None else str(a.exit_code), a.error_type or "", a.error or "", a.reason or "",
+                a.start or ""]
 
 
 def _claim_reply(run_id: str) -> Callable[[list[Any]], Claimed | NotClaimed]:

@@ -12,8 +12,8 @@ error, large parameters) makes that hash a hashtable, about 1 KB more. So:
   (``states.CODES``), microseconds since ``created_at``, the attempt number
   (``P0/0,R2982/1,C19679/1``);
 - ``attempts`` is a JSON array with one array per ended attempt,
-  ``[n, worker, started µs, ended µs, code, exit_code, error_type, error, reason]`` (times since
-  ``created_at``; trailing nulls left out);
+  ``[n, worker, started µs, ended µs, code, exit_code, error_type, error, reason, start]`` (times
+  since ``created_at``; trailing nulls left out);
 - ``spec`` is ``{"ref": <digest>}``: the deployment snapshot is stored once per version
   (``envflow:spec:<digest>``); fields given beside ``ref`` override the snapshot's;
 - empty values and defaults (``attempt`` 0, ``retries`` 0, ``parameters`` ``{}``) are not stored,
@@ -39,7 +39,8 @@ SUMMARY_FIELDS = ("deployment", "state", "attempt", "created_at", "worker", "att
 SCALARS = ("deployment", "flow_name", "queue", "state", "created_at", "attempt", "worker", "exit_code",
            "result_error", "error_type", "error", "reason", "cancel_requested_at", "timeout", "retries",
            "scheduled_for", "schedule")
-ATTEMPT_FIELDS = ("n", "worker", "started_at", "ended_at", "state", "exit_code", "error_type", "error", "reason")
+ATTEMPT_FIELDS = ("n", "worker", "started_at", "ended_at", "state", "exit_code", "error_type", "error", "reason",
+                  "start")
 
 
 def _text(value: bytes | str) -> str:

@@ -37,6 +37,6 @@ def drive(client: Client, run_id: str, lines: list[str] | None = None, state: Ru
     attempt = Attempt(n=claimed.attempt, worker=worker, started_at=claimed.started_at, ended_at=round(time.time(), 6),
                       state=state.value, exit_code=0 if state is RunState.COMPLETED else 1,
                       error_type=None if state is RunState.COMPLETED else "ValueError",
-                      error=None if state is RunState.COMPLETED else "boom")
+                      error=None if state is RunState.COMPLETED else "boom", start="new")
     ending = Ending(attempt, state, result="null" if state is RunState.COMPLETED else None)
     assert client.store.scripts.finish(run_id, ending).run()

@@ -44,6 +44,7 @@ def test_a_finished_short_run_is_one_compact_hash_and_a_packed_history(client):
     assert [t[0] for t in record.transitions] == ["PENDING", "RUNNING", "COMPLETED"]
     assert record.transitions[0][1] == record.created_at and record.updated_at == record.transitions[-1][1]
     assert record.attempts[0].state == "COMPLETED" and record.attempts[0].worker == "w1"
+    assert record.attempts[0].start == "new" and record.attempts[0].error is None
     assert record.attempts[0].started_at == record.entered(RunState.RUNNING)
     assert record.exit_code == 0 and record.has_result and record.result is None
     records = list(client.get_run(run_id).records(timeout=5))

@@ -54,20 +54,21 @@ local function transition(key, state, now, attempt)
 end
 
 -- Append an ended attempt to the run's attempts.
--- a: {n, worker, started, ended, state, exit_code, error_type, error, reason}, numbers as text.
+-- a: {n, worker, started, ended, state, exit_code, error_type, error, reason, start}, numbers as text.
 local function add_attempt(key, a)
   local f = redis.call('HMGET', key, 'attempts', 'created_at')
   if f[1] and string.sub(f[1], 1, 2) == '[{' then  -- a record written before the compact layout
     append_json(key, 'attempts', cjson.encode({n = tonumber(a.n), worker = a.worker or '',
       started_at = tonumber(a.started or '0'), ended_at = tonumber(a.ended), state = a.state,
-      exit_code = tonumber(a.exit_code or ''), error_type = a.error_type, error = a.error, reason = a.reason}))
+      exit_code = tonumber(a.exit_code or ''), error_type = a.error_type, error = a.error, reason = a.reason,
+      start = a.start}))
     return
   end
   local parts = {a.n, cjson.encode(a.worker or ''), since(f[2], a.started), since(f[2], a.ended),
                  '"' .. CODE[a.state] .. '"'}
-  local tail = {a.exit_code, a.error_type, a.error, a.reason}
+  local tail = {a.exit_code, a.error_type, a.error, a.reason, a.start}
   local last = 0
-  for i = 1, 4 do if tail[i] and tail[i] ~= '' then last = i end end
+  for i = 1, 5 do if tail[i] and tail[i] ~= '' then last = i end end
   for i = 1, last do
     local v = tail[i]
     if not v or v == '' then
