@@ -28,6 +28,12 @@ TRIM_INTERVAL = 60.0  # seconds between trims, cluster-wide
 TRIM_BUDGET = 20_000  # index entries one trim examines at most (it goes on at the next)
 MIGRATE_BUDGET = 20_000  # legacy index entries moved per pass
 PAGE = 1000
+# A sorted set that grew keeps its larger encoding when it shrinks: a trim rebuilds an index left
+# with at most LISTPACK_ENTRIES entries (Redis's default zset-max-listpack-entries, under which a
+# fresh one is a compact listpack), or using COMPACT_SLACK times what ENTRY_BYTES an entry would take.
+LISTPACK_ENTRIES = 128
+COMPACT_SLACK = 4
+ENTRY_BYTES = 150
 VERSION_KEY = keys.PREFIX + "indexes:version"
 VERSION = "2"  # the state indexes; "1" (no key) was envflow:runs and envflow:runs:dep:<name>
 
@@ -96,7 +102,24 @@ class IndexMaintenance:
             removed, kept, examined = removed + len(gone), kept + len(ids) - len(gone), examined + len(ids)
             if len(ids) < PAGE:
                 break
+        if removed:
+            self._compact(key)
         return removed, examined
+
+    def _compact(self, key: str) -> None:
+        """Rebuild an index that shrank far below what it was sized for (a copy gets the smallest
+        encoding for its size), in one transaction."""
+        size = self.redis.zcard(key)
+        if not size:
+            return
+        if size > LISTPACK_ENTRIES or self.redis.object("encoding", key) != b"skiplist":
+            if (self.redis.memory_usage(key) or 0) <= COMPACT_SLACK * size * ENTRY_BYTES + 16 * 1024:
+                return
+        spare = key + ":compacting"
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrangestore(spare, key, 0, -1)
+            pipe.rename(spare, key)
+            pipe.execute(raise_on_error=False)  # emptied meanwhile: nothing to rename, nothing lost
 
     def _forget_if_empty(self, deployment: str) -> None:
         """Drop a deployment from the indexed set once it has no index left (unless a run is added meanwhile)."""

@@ -144,3 +144,15 @@ def test_stats_tell_where_the_memory_goes(client, runs, env_vars):
     # no worker took their jobs off the queue (the runs were driven through the scripts)
     assert kinds["queues"]["items"] == len(runs) and kinds["deployments"]["items"] == 2
     assert found["used_memory"] >= sum(k["bytes"] for k in kinds.values())
+
+
+def test_an_index_that_shrank_is_rebuilt_small(client):
+    deployment = register(client)
+    run_id = client.store.create(deployment, {})
+    drive(client, run_id)
+    key = keys.state_index("COMPLETED")
+    client.redis.zadd(key, {f"{i:032x}": 1000.0 + i for i in range(20_000)})  # runs whose records expired
+    assert client.redis.object("encoding", key) == b"skiplist"
+    assert client.store.reaper.indexes.trim(now=time.time() + client.settings.run_ttl + 1) == 20_000
+    assert client.redis.object("encoding", key) == b"listpack" and client.redis.zrange(key, 0, -1) == [run_id.encode()]
+    assert client.redis.zscore(key, run_id) == float(client.redis.hget(keys.run(run_id), "created_at"))

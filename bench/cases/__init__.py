@@ -29,6 +29,9 @@ class Sizes:
     activation_uncached: int
     peer_samples: int
     peer_runs: int
+    cli_rounds: int  # CLI start-up: runs of each command, interleaved with the baseline
+    scale_runs: int  # runs filled in for the listing case (beside 100)
+    scale_rounds: int  # listing queries timed per size
 
 
 FULL = Sizes(
@@ -42,6 +45,9 @@ FULL = Sizes(
     activation_uncached=30,
     peer_samples=20,
     peer_runs=20,
+    cli_rounds=30,
+    scale_runs=1_000_000,
+    scale_rounds=30,
 )
 QUICK = Sizes(
     dispatch_samples=12,
@@ -54,6 +60,9 @@ QUICK = Sizes(
     activation_uncached=5,
     peer_samples=3,
     peer_runs=3,
+    cli_rounds=8,
+    scale_runs=20_000,
+    scale_rounds=8,
 )
 
 
@@ -73,7 +82,7 @@ class Result:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
-NAMES = ("activation", "dispatch", "latency", "streaming", "memory", "throughput")
+NAMES = ("activation", "dispatch", "latency", "streaming", "memory", "throughput", "cli", "scale")
 
 
 def load(name: str) -> Callable[[Context], Result]:
