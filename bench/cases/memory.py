@@ -35,10 +35,7 @@ def run(ctx: Context) -> Result:
     finished = runbytes.finished_envflow(h)
     finished_rq = runbytes.finished_rq(h)
     waiting = runbytes.pending(h, PENDING_RUNS[ctx.quick])
-    index_entry = sum(v for k, v in waiting["envflow"]["keys"].items() if k.startswith(keys.STATE_INDEX_PREFIX)) / 2
-    per_run = sum(finished.values()) + 2 * index_entry
-    per_pending = sum(waiting["envflow"]["keys"].values())
-    per_rq_pending = sum(waiting["rq"]["keys"].values())
+    run_rows, run_note = _run_rows(finished, finished_rq, waiting, PENDING_RUNS[ctx.quick])
 
     big_history = _usage(h.redis, keys.output(streamed["run_id"]))
     entries = h.redis.xlen(keys.output(streamed["run_id"]))
@@ -58,38 +55,14 @@ def run(ctx: Context) -> Result:
             target="flat (± 10 MiB)",
             met=abs(growth) <= FLAT_BYTES,
         ),
-        Row(
-            case="Redis bytes per finished one-line run, at rest",
-            envflow=f"{per_run:,.0f} B",
-            baselines=[f"raw RQ's job, same work: {sum(finished_rq.values()):,} B"],
-            ratios=[f"{per_run / sum(finished_rq.values()):.2f}x raw RQ"],
-            target=f"<= {FINISHED_TARGET:,} B",
-            met=per_run <= FINISHED_TARGET,
-        ),
-        Row(
-            case=f"Redis bytes per pending run ({PENDING_RUNS[ctx.quick]:,} waiting)",
-            envflow=f"{per_pending:,.0f} B",
-            baselines=[f"raw RQ's job, same work: {per_rq_pending:,.0f} B",
-                       f"used_memory growth: {waiting['envflow']['used_memory_per_run']:,.0f} B "
-                       f"(raw RQ {waiting['rq']['used_memory_per_run']:,.0f} B)"],
-            ratios=[f"{per_pending / per_rq_pending:.2f}x raw RQ"],
-            target=f"<= {PENDING_TARGET:,} B",
-            met=per_pending <= PENDING_TARGET,
-        ),
+        *run_rows,
         Row(
             case="Redis bytes per 1,000 lines of history",
             envflow=f"{per_1000:,.0f} B",
             baselines=[f"{entries:,} stream entries for {streamed['lines']:,} lines"],
         ),
     ]
-    def listing(found: dict) -> str:
-        return ", ".join(f"{k} {v:,.0f} B" for k, v in found.items())
-
-    notes = [
-        f"memory: RSS sampled every 50 ms ({len(values)} samples). A finished one-line run: {listing(finished)}, "
-        f"plus 2 index entries of {index_entry:,.0f} B (as in big indexes); raw RQ's: {listing(finished_rq)}. "
-        f"A pending run: {listing(waiting['envflow']['keys'])}; raw RQ's: {listing(waiting['rq']['keys'])}."
-    ]
+    notes = [f"memory: RSS sampled every 50 ms ({len(values)} samples). {run_note}"]
     raw = {
         "idle_rss": idle,
         "after_rss": streamed["after_rss"],
@@ -102,6 +75,42 @@ def run(ctx: Context) -> Result:
         "history_lines": streamed["lines"],
     }
     return Result(rows, notes, raw)
+
+
+def _run_rows(finished: dict, finished_rq: dict, waiting: dict, n: int) -> tuple[list[Row], str]:
+    """Rows for a finished one-line run and a pending run beside raw RQ's job, and a note listing their keys."""
+    index_entry = sum(v for k, v in waiting["envflow"]["keys"].items() if k.startswith(keys.STATE_INDEX_PREFIX)) / 2
+    per_run = sum(finished.values()) + 2 * index_entry
+    per_pending = sum(waiting["envflow"]["keys"].values())
+    per_rq_pending = sum(waiting["rq"]["keys"].values())
+    rows = [
+        Row(
+            case="Redis bytes per finished one-line run, at rest",
+            envflow=f"{per_run:,.0f} B",
+            baselines=[f"raw RQ's job, same work: {sum(finished_rq.values()):,} B"],
+            ratios=[f"{per_run / sum(finished_rq.values()):.2f}x raw RQ"],
+            target=f"<= {FINISHED_TARGET:,} B",
+            met=per_run <= FINISHED_TARGET,
+        ),
+        Row(
+            case=f"Redis bytes per pending run ({n:,} waiting)",
+            envflow=f"{per_pending:,.0f} B",
+            baselines=[f"raw RQ's job, same work: {per_rq_pending:,.0f} B",
+                       f"used_memory growth: {waiting['envflow']['used_memory_per_run']:,.0f} B "
+                       f"(raw RQ {waiting['rq']['used_memory_per_run']:,.0f} B)"],
+            ratios=[f"{per_pending / per_rq_pending:.2f}x raw RQ"],
+            target=f"<= {PENDING_TARGET:,} B",
+            met=per_pending <= PENDING_TARGET,
+        ),
+    ]
+
+    def listing(found: dict) -> str:
+        return ", ".join(f"{k} {v:,.0f} B" for k, v in found.items())
+
+    note = (f"A finished one-line run: {listing(finished)}, plus 2 index entries of {index_entry:,.0f} B (as in big "
+            f"indexes); raw RQ's: {listing(finished_rq)}. A pending run: {listing(waiting['envflow']['keys'])}; "
+            f"raw RQ's: {listing(waiting['rq']['keys'])}.")
+    return rows, note
 
 
 def _usage(redis, key: str) -> int:  # type: ignore[no-untyped-def]
