@@ -149,6 +149,21 @@ class RssSampler:
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
+def children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (from /proc: their parent pid)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == pid:
+                found.append(int(entry))
+    return found
+
+
 def cpu_seconds(pid: int) -> tuple[float, float]:
     """CPU time (user + system) of a process itself, and of its reaped descendants, in seconds."""
     try:

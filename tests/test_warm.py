@@ -54,6 +54,13 @@ FLOWS = """
         return {"heavy": "heavy_mod" in sys.modules, "count": open(os.environ["IMPORTS"]).read().count("x")}
 
     @flow
+    def goodbye():
+        import atexit, threading, time
+        atexit.register(lambda: print("atexit ran", flush=True))
+        threading.Thread(target=lambda: (time.sleep(0.2), print("thread joined", flush=True))).start()
+        print("returned", flush=True)
+
+    @flow
     def sleeper(seconds: float = 60):
         import subprocess, time
         child = subprocess.Popen(["sleep", "300"])
@@ -238,3 +245,11 @@ def test_a_python38_env_forks_warm_runs(client, start_worker, workdir, tmp_path)
     start_worker()
     _, seen = run_until_forked(client, name)
     assert seen["runs"] == 1 and psutil.pid_exists(seen["pid"]) is False
+
+
+def test_a_forked_run_exits_as_an_interpreter_does(client, start_worker, workdir, env):
+    """Threads are joined and atexit handlers run, as `python flow.py` would, in a forked run too."""
+    name = deploy(client, write_flow(workdir, FLOWS), "goodbye", virtualenv=str(env))
+    start_worker()
+    run, _ = run_until_forked(client, name)
+    assert [line.text for line in run.follow(timeout=10)] == ["returned", "thread joined", "atexit ran"]

@@ -82,7 +82,7 @@ class Result:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
-NAMES = ("activation", "dispatch", "latency", "streaming", "memory", "throughput", "cli", "scale")
+NAMES = ("activation", "dispatch", "latency", "streaming", "memory", "throughput", "warm", "cli", "scale")
 
 
 def load(name: str) -> Callable[[Context], Result]:

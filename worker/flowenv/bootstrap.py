@@ -302,7 +302,7 @@ def main():
         try:
             return serve(int(sys.argv[2]))
         except Forked as child:  # the serving loop's frames are gone: run as a fresh process would
-            return run(*child.args, forked=True)
+            leave(run(*child.args, forked=True))
     control_fd, result_fd = int(sys.argv[2]), int(sys.argv[3])
     try:
         setup(read_message(control_fd))

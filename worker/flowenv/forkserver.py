@@ -33,6 +33,23 @@ class Forked(Exception):
     """Raised in a child just forked, to leave the parent's serving loop before the run starts."""
 
 
+def leave(code):
+    """End a forked run as an interpreter's exit would (non-daemon threads joined, atexit handlers run,
+    output flushed), minus tearing down every object: in a forked child that would copy most of the
+    parent's pages just to free them."""
+    if "threading" in sys.modules:
+        sys.modules["threading"]._shutdown()
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code if isinstance(code, int) else 1)
+
+
 def threads():
     """How many threads this process has, native ones too: they make forking unsafe."""
     return len(os.listdir("/proc/self/task"))
