@@ -163,7 +163,8 @@ def _claim_reply(run_id: str) -> Callable[[list[Any]], Claimed | NotClaimed]:
             return NotClaimed(status, _text(raw[1]) if len(raw) > 1 else "")
         fields = {_text(raw[i]): _text(raw[i + 1]) for i in range(3, len(raw), 2)}
         spec = run_hash.spec_json(fields["spec"], _text(raw[2]) or None)
-        assert spec is not None  # claim.lua ends a run whose snapshot is gone
+        if spec is None:  # claim.lua ends a run whose snapshot is gone; they read the reference alike
+            raise ValueError(f"run {run_id}: claimed without its deployment snapshot")
         return Claimed(int(raw[1]), RunRecord.from_hash(fields, run_id), DeploymentRecord.model_validate_json(spec),
                        float(fields["attempt_started_at"]))
 
