@@ -196,8 +196,10 @@ class RunStore:
         """Cancel a run; see ``Client.cancel``."""
         outcome = self.scripts.cancel(run_id, reason).run()
         if outcome.status == "cancelled":
-            try:  # take its job off its queue (a worker would skip it anyway)
-                RunJob.fetch(run_id, connection=self.redis, serializer=SERIALIZER).cancel()
+            # Take its job off its queue (a worker would skip it anyway) and out of Redis: RQ's cancel
+            # would keep it in a registry RQ never cleans.
+            try:
+                RunJob.fetch(run_id, connection=self.redis, serializer=SERIALIZER).delete()
             except (NoSuchJobError, InvalidJobOperation):
                 pass
         elif outcome.status == "requested":

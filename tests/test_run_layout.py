@@ -126,3 +126,11 @@ def test_rq_keeps_a_completed_runs_job_no_longer_than_it_needs_it(client, start_
     assert client.redis.zscore("rq:failed:default", failed.id) is not None
     assert 0 < client.redis.ttl(f"rq:job:{failed.id}") <= FAILED_JOB_TTL
     assert [line.text for line in pending.follow(timeout=5)] == ["hello world"]
+
+
+def test_a_run_cancelled_before_it_started_leaves_no_job_in_rq(client):
+    run_id = client.store.create(register(client), {})
+    assert client.cancel(run_id) == "cancelled"
+    assert not client.redis.exists(f"rq:job:{run_id}") and client.store.queue("default").count == 0
+    assert not [k for k in client.redis.keys("rq:*") if client.redis.type(k) == b"zset" and client.redis.zcard(k)]
+    assert client.get_run(run_id).wait(5) is RunState.CANCELLED
