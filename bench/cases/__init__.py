@@ -60,7 +60,7 @@ QUICK = Sizes(
     activation_uncached=5,
     peer_samples=3,
     peer_runs=3,
-    cli_rounds=8,
+    cli_rounds=12,
     scale_runs=20_000,
     scale_rounds=8,
 )
