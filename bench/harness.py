@@ -114,6 +114,10 @@ class Harness:
                     raise RuntimeError(f"redis-server did not start:\n{self.redis_server.output()}") from None
                 time.sleep(0.02)
 
+    def db_url(self, db: int) -> str:
+        """The URL of another database of the same redis-server (cases that fill one keep the others clean)."""
+        return self.url.rsplit("/", 1)[0] + f"/{db}"
+
     def command_calls(self) -> dict[str, int]:
         """Calls so far of each Redis command (``INFO commandstats``), scripts' inner calls included."""
         assert self.redis is not None

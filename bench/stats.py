@@ -57,6 +57,14 @@ def rate(per_second: float, unit: str) -> str:
     return f"{per_second:,.1f} {unit}/s"
 
 
+def size(n: float) -> str:
+    """Bytes in the largest unit that keeps them above 1: ``812 B``, ``3.4 KiB``, ``5.8 MiB``."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n:,.0f} B"
+
+
 def mib(n: float) -> str:
     return f"{n / 2**20:.1f} MiB"
 

@@ -5,22 +5,22 @@ from __future__ import annotations
 import difflib
 import time
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic_core import PydanticSerializationError
 from redis import Redis
 
 from . import keys, routing
 from .connection import connect, wrap_errors
-from .deployment_files import record_and_files
-from .deployments import Deployment
 from .errors import ConfigError, DeploymentNotFound, EnvflowWarning, ParameterError
 from .flow_run import FlowRun
-from .jobs import SERIALIZER
 from .models import DeploymentRecord, RunRecord, RunState
 from .parameters import check_types, merge_parameters
 from .runstore import RunStore
 from .settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from .deployments import Deployment
 
 
 class Client:
@@ -46,6 +46,9 @@ class Client:
         :param source: with a record: its flow file's source.
         :param requirements: with a record: its requirements file's text (``env.requirements_digest``).
         """
+        from .deployment_files import record_and_files
+        from .deployments import Deployment
+
         if isinstance(deployment, Deployment):
             record, source, requirements = record_and_files(deployment, self.settings.queue)
         else:
@@ -103,11 +106,7 @@ class Client:
 
     def deployments(self) -> list[DeploymentRecord]:
         with wrap_errors(self.redis):
-            names = [n.decode() for n in self.redis.zrange(keys.DEPLOYMENTS, 0, -1)]
-            raws = self.redis.mget([keys.deployment(n) for n in names]) if names else []
-        return sorted(
-            (DeploymentRecord.model_validate_json(r) for r in raws if r is not None), key=lambda d: d.name
-        )
+            return self.store.queries.deployments()
 
     def get_deployment(self, name: str) -> DeploymentRecord:
         """The deployment ``flow-name/deployment-name``.
@@ -154,7 +153,7 @@ class Client:
 
     def paused_deployments(self) -> set[str]:
         with wrap_errors(self.redis):
-            return {n.decode() for n in self.redis.smembers(keys.PAUSED_DEPLOYMENTS)}
+            return self.store.queries.paused_deployments()
 
     # Queues
 
@@ -169,27 +168,8 @@ class Client:
 
     def queues(self) -> list[dict[str, Any]]:
         """Every queue envflow or RQ knows: queued and running counts, workers, paused."""
-        from rq import Queue
-        from rq.worker import Worker
-
         with wrap_errors(self.redis):
-            paused = {n.decode() for n in self.redis.smembers(keys.PAUSED_QUEUES)}
-            rq_names = {q.name for q in Queue.all(connection=self.redis, serializer=SERIALIZER)}
-            names = {routing.user_queue(n) for n in rq_names} | {d.queue for d in self.deployments()} | paused
-            workers = Worker.all(connection=self.redis, serializer=SERIALIZER)
-            out = []
-            for name in sorted(names):
-                # A queue's runs wait in it and in its envs' sub-queues (envflow/routing.py).
-                parts = [self.store.queue(n) for n in rq_names if routing.user_queue(n) == name] or [self.store.queue(name)]
-                out.append({
-                    "name": name,
-                    "queued": sum(q.count for q in parts),
-                    "running": sum(q.started_job_registry.count for q in parts),
-                    "scheduled": sum(q.scheduled_job_registry.count for q in parts),
-                    "workers": sorted(w.name for w in workers if name in w.queue_names()),
-                    "paused": name in paused,
-                })
-        return out
+            return self.store.queries.queues()
 
     def capable_workers(self, record: DeploymentRecord) -> list[str]:
         """Live workers of the deployment's queue that have its env (all of the queue's, for no env)."""
@@ -211,6 +191,8 @@ class Client:
         import json
 
         from rq.worker import Worker
+
+        from .jobs import SERIALIZER
 
         with wrap_errors(self.redis):
             workers = sorted(Worker.all(connection=self.redis, serializer=SERIALIZER), key=lambda w: w.name)

@@ -17,6 +17,14 @@ def connect(url: str, **kwargs: object) -> Redis:
 
     :param url: the server's URL; a password in it is never shown in messages.
     """
+    # The version redis-py announces (CLIENT SETINFO) is its own __version__: given here, redis-py does
+    # not look itself up in the installed distributions' metadata, a few ms per process.
+    try:
+        from redis.driver_info import DriverInfo
+    except ImportError:  # redis-py before 7
+        kwargs.setdefault("lib_version", redis.__version__)
+    else:
+        kwargs.setdefault("driver_info", DriverInfo(lib_version=redis.__version__))
     try:
         return Redis.from_url(url, **kwargs)  # type: ignore[arg-type]
     except ValueError as e:

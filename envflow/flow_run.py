@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .connection import wrap_errors
 from .errors import EnvflowError, FlowFailed, RunTimeout
-from .models import RunRecord, RunState
 from .output import AttemptEnd, OutputFollower, OutputLine, Record, ends_with_attempt_end
-from .runstore import RunStore
+from .states import RunState
+
+if TYPE_CHECKING:
+    from .models import RunRecord
+    from .runstore import RunStore
 
 
 class FlowRun:

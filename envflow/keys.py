@@ -6,13 +6,18 @@ Layout::
     envflow:deployments                zset    deployment names (score: creation time)
     envflow:source:<sha256>            string  a flow file's source, content-addressed
     envflow:requirements:<sha256>      string  a deployment's requirements file, content-addressed
-    envflow:run:<id>                   hash    the run record (see envflow/runstore.py, envflow/protocol.py)
+    envflow:spec:<digest>              string  a deployment as runs were created with it (JSON), shared by them
+    envflow:run:<id>                   hash    the run record (fields: envflow/run_hash.py; changes: envflow/protocol.py)
     envflow:run:<id>:out               stream  output history; entry id "<attempt>-<first line seq>"
+    envflow:run:<id>:packed            string  a short history, packed into one value when its run ended
+                                               (the stream is then gone; format: envflow/output/format.py)
     envflow:run:<id>:lease             string  "<worker>" while an attempt runs; expires without heartbeats
-    envflow:runs                       zset    every run id (score: creation time)
-    envflow:runs:dep:<flow>/<name>     zset    run ids of one deployment (score: creation time)
+    envflow:runs:state:<STATE>         zset    ids of the runs in that state (score: creation time)
+    envflow:runs:state:<STATE>:<flow>/<name>   zset    the same, of one deployment
+    envflow:runs:deps                  set     deployments that have runs in those indexes
     envflow:runs:active                zset    ids of RUNNING runs (score: start time), scanned by the reaper
     envflow:runs:pending               zset    ids of PENDING/SCHEDULED runs (score: when due)
+    envflow:indexes:lock               string  held while one process trims the state indexes
     envflow:schedule:<deployment>      hash    schedule id -> cursor (Unix s): every slot up to it was handled
     envflow:slot:<deployment>:<sched>:<ms>     string  run id of that slot (ms: Unix milliseconds), expires after 3 days
     envflow:paused                     set     paused deployment names
@@ -34,11 +39,17 @@ from __future__ import annotations
 PREFIX = "envflow:"
 
 DEPLOYMENTS = PREFIX + "deployments"
-RUNS = PREFIX + "runs"
 ACTIVE_RUNS = PREFIX + "runs:active"
 PENDING_RUNS = PREFIX + "runs:pending"
 PAUSED_DEPLOYMENTS = PREFIX + "paused"
 PAUSED_QUEUES = PREFIX + "queues:paused"
+INDEXED_DEPLOYMENTS = PREFIX + "runs:deps"
+STATE_INDEX_PREFIX = PREFIX + "runs:state:"
+INDEXES_LOCK = PREFIX + "indexes:lock"
+# The indexes of releases before the state indexes: every run, and the runs of each deployment
+# (both scored by creation time). The reaper's pass moves what they hold into the state indexes.
+LEGACY_RUNS = PREFIX + "runs"
+LEGACY_DEPLOYMENT_RUNS_PREFIX = PREFIX + "runs:dep:"
 
 
 def deployment(name: str) -> str:
@@ -66,8 +77,18 @@ def lease(run_id: str) -> str:
     return f"{PREFIX}run:{run_id}:lease"
 
 
-def deployment_runs(name: str) -> str:
-    return f"{PREFIX}runs:dep:{name}"
+def spec(digest: str) -> str:
+    return f"{PREFIX}spec:{digest}"
+
+
+def packed_output(run_id: str) -> str:
+    """The run's output history once its run ended, packed into one string (when it was short)."""
+    return f"{PREFIX}run:{run_id}:packed"
+
+
+def state_index(state: str, deployment: str | None = None) -> str:
+    """The runs in ``state`` (a ``RunState`` value), of every deployment or of one."""
+    return f"{STATE_INDEX_PREFIX}{state}" if deployment is None else f"{STATE_INDEX_PREFIX}{state}:{deployment}"
 
 
 ENVS = PREFIX + "envs"

@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from enum import Enum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from . import run_hash
+from .states import FINAL_STATES, RunState
 
-class RunState(str, Enum):
-    """Where a run is in its life. ``SCHEDULED -> PENDING -> RUNNING -> <final>``."""
-
-    SCHEDULED = "SCHEDULED"  # waiting for its time (a retry delay, a future slot)
-    PENDING = "PENDING"  # on the queue, waiting for a worker
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"  # the flow raised, or could not be started (bad env, missing file)
-    CANCELLED = "CANCELLED"
-    CRASHED = "CRASHED"  # its worker died or lost Redis for longer than the lease
-    TIMED_OUT = "TIMED_OUT"  # it ran longer than its timeout and was stopped
-
-    @property
-    def is_final(self) -> bool:
-        return self in FINAL_STATES
-
-
-FINAL_STATES = frozenset(
-    {RunState.COMPLETED, RunState.FAILED, RunState.CANCELLED, RunState.CRASHED, RunState.TIMED_OUT}
-)
+__all__ = ["FINAL_STATES", "Attempt", "DeploymentRecord", "EnvKind", "EnvSpec", "RunRecord", "RunState",
+           "ScheduleRecord"]
 
 
 class EnvKind(str, Enum):
@@ -205,16 +188,12 @@ class RunRecord(BaseModel):
     waiting: str | None = None  # why a PENDING run waits (no live worker has its env), when it does
 
     @classmethod
-    def from_hash(cls, raw: dict[bytes, bytes] | dict[str, str]) -> RunRecord:
-        h = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v) for k, v in raw.items()}
-        data: dict[str, Any] = {k: v for k, v in h.items() if k in cls.model_fields and v != ""}
-        for name in ("parameters", "attempts", "transitions"):
-            if h.get(name):
-                data[name] = json.loads(h[name])
-        if h.get("result"):
-            data["result"] = json.loads(h["result"])
-            data["has_result"] = True
-        return cls.model_validate(data)
+    def from_hash(cls, raw: dict[bytes, bytes] | dict[str, str], run_id: str | None = None) -> RunRecord:
+        """The record from the run's hash (its layout: ``run_hash.py``).
+
+        :param run_id: the run's id, which the hash itself need not hold.
+        """
+        return cls.model_validate(run_hash.decode(raw, run_id))
 
     @property
     def short_id(self) -> str:

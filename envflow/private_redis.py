@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -94,6 +93,8 @@ def prepare(state_dir: Path, url: str) -> tuple[Path, str, bool]:
     saved = saved_password(state_dir, url)
     if given is not None and given != saved:
         return directory, given, False
+    import secrets
+
     password = given or secrets.token_urlsafe(24)
     _write_private(password_file(state_dir), json.dumps({"port": local_port(url), "password": password}))
     return directory, password, True

@@ -23,9 +23,11 @@ from redis.client import Pipeline
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
-from . import keys
+from . import keys, run_hash
 from .models import FINAL_STATES, Attempt, DeploymentRecord, RunRecord, RunState
+from .output.format import PACK_MAX_BYTES, PACK_MAX_ENTRIES
 from .settings import Settings
+from .states import CODES
 
 T = TypeVar("T")
 SCRIPT_NAMES = ("claim", "heartbeat", "append", "finish", "crash", "cancel", "unrunnable")
@@ -39,7 +41,16 @@ def now_text(ts: float | None = None) -> str:
 def _constants() -> str:
     states = ", ".join(f"{s.value} = '{s.value}'" for s in RunState)
     final = ", ".join(f"{s.value} = true" for s in RunState if s in FINAL_STATES)
-    return f"local S = {{{states}}}\nlocal FINAL = {{{final}}}\n"
+    codes = ", ".join(f"{s.value} = '{c}'" for s, c in CODES.items())
+    return "\n".join([
+        f"local S = {{{states}}}",
+        f"local FINAL = {{{final}}}",
+        f"local CODE = {{{codes}}}",
+        f"local IDX = '{keys.STATE_INDEX_PREFIX}'",
+        f"local SPEC = '{keys.spec('')}'",
+        f"local PACK_MAX_BYTES, PACK_MAX_ENTRIES = {PACK_MAX_BYTES}, {PACK_MAX_ENTRIES}",
+        "",
+    ])
 
 
 @cache
@@ -136,14 +147,28 @@ class Ending:
             values["scheduled_for"] = now_text(self.scheduled_for)
         return [item for pair in values.items() for item in pair]
 
+    def attempt_fields(self) -> list[str]:
+        """The attempt as ``finish.lua`` takes it: worker, started, ended, state, exit code, error type,
+        error, reason, how its process started."""
+        a = self.attempt
+        return [a.worker, "" if a.started_at is None else now_text(a.started_at), now_text(a.ended_at), a.state,
+                "" if a.exit_code is None else str(a.exit_code), a.error_type or "", a.error or "", a.reason or "",
+                a.start or ""]
 
-def _claim_reply(raw: list[Any]) -> Claimed | NotClaimed:
-    status = _text(raw[0])
-    if status != "ok":
-        return NotClaimed(status, _text(raw[1]) if len(raw) > 1 else "")
-    fields = {_text(raw[i]): _text(raw[i + 1]) for i in range(2, len(raw), 2)}
-    return Claimed(int(raw[1]), RunRecord.from_hash(fields), DeploymentRecord.model_validate_json(fields["spec"]),
-                   float(fields["attempt_started_at"]))
+
+def _claim_reply(run_id: str) -> Callable[[list[Any]], Claimed | NotClaimed]:
+    def decode(raw: list[Any]) -> Claimed | NotClaimed:
+        status = _text(raw[0])
+        if status != "ok":
+            return NotClaimed(status, _text(raw[1]) if len(raw) > 1 else "")
+        fields = {_text(raw[i]): _text(raw[i + 1]) for i in range(3, len(raw), 2)}
+        spec = run_hash.spec_json(fields["spec"], _text(raw[2]) or None)
+        if spec is None:  # claim.lua ends a run whose snapshot is gone; they read the reference alike
+            raise ValueError(f"run {run_id}: claimed without its deployment snapshot")
+        return Claimed(int(raw[1]), RunRecord.from_hash(fields, run_id), DeploymentRecord.model_validate_json(spec),
+                       float(fields["attempt_started_at"]))
+
+    return decode
 
 
 class RunScripts:
@@ -165,7 +190,8 @@ class RunScripts:
         whose lease lapsed ends that attempt CRASHED first; a cancel requested meanwhile ends it CANCELLED."""
         s = self.settings
         args = [worker, now_text(), int(s.lease_ttl * 1000), s.history_ttl, s.run_ttl, queue]
-        return self._call("claim", [*self._run_keys(run_id), keys.PAUSED_QUEUES], args, _claim_reply)
+        run_keys = [*self._run_keys(run_id), keys.PAUSED_QUEUES, keys.packed_output(run_id)]
+        return self._call("claim", run_keys, args, _claim_reply(run_id))
 
     def heartbeat(self, run_id: str, attempt: int, worker: str) -> Call[Beat]:
         """Renew the attempt's lease; tell whether a cancel was requested or the attempt was lost."""
@@ -183,24 +209,26 @@ class RunScripts:
         """RUNNING -> the ending's next state; False when the attempt was no longer ours."""
         a = ending.attempt
         args = [a.n, ending.next_state.value, now_text(a.ended_at), 1 if ending.next_state.is_final else 0,
-                a.model_dump_json(), self.settings.history_ttl, self.settings.run_ttl, *ending.run_fields()]
-        return self._call("finish", self._run_keys(run_id), args, lambda r: bool(int(r)))
+                self.settings.history_ttl, self.settings.run_ttl, *ending.attempt_fields(), *ending.run_fields()]
+        run_keys = [*self._run_keys(run_id), keys.packed_output(run_id)]
+        return self._call("finish", run_keys, args, lambda r: bool(int(r)))
 
     def crash(self, run_id: str, attempt: int, will_retry: bool, reason: str) -> Call[RunState | None]:
         """RUNNING with no lease -> CRASHED, then PENDING when ``will_retry`` (CANCELLED when a cancel was
         requested); None when the attempt is not lost."""
         args = [attempt, now_text(), 1 if will_retry else 0, reason, self.settings.history_ttl, self.settings.run_ttl]
-        return self._call("crash", self._run_keys(run_id), args, lambda r: RunState(_text(r)) if r else None)
+        run_keys = [*self._run_keys(run_id), keys.packed_output(run_id)]
+        return self._call("crash", run_keys, args, lambda r: RunState(_text(r)) if r else None)
 
     def cancel(self, run_id: str, reason: str) -> Call[CancelOutcome]:
         """Record a cancel request; a run that has not started goes to CANCELLED at once."""
         args = [now_text(), reason, self.settings.history_ttl, self.settings.run_ttl]
-        run_keys = [keys.run(run_id), keys.PENDING_RUNS, keys.output(run_id)]
+        run_keys = [keys.run(run_id), keys.PENDING_RUNS, keys.output(run_id), keys.packed_output(run_id)]
         return self._call("cancel", run_keys, args,
                           lambda r: CancelOutcome(_text(r[0]), _text(r[1]) if len(r) > 1 else ""))
 
     def unrunnable(self, run_id: str, reason: str) -> Call[bool]:
         """PENDING/SCHEDULED -> FAILED: no live worker has the run's env, and it waited long enough."""
         args = [now_text(), reason, self.settings.history_ttl, self.settings.run_ttl]
-        return self._call("unrunnable", [keys.run(run_id), keys.PENDING_RUNS, keys.output(run_id)], args,
-                          lambda r: bool(int(r)))
+        run_keys = [keys.run(run_id), keys.PENDING_RUNS, keys.output(run_id), keys.packed_output(run_id)]
+        return self._call("unrunnable", run_keys, args, lambda r: bool(int(r)))

@@ -8,7 +8,8 @@ job's execution there, then records the outcome on the run (``lua/crash.lua``).
 
 Reaping is idempotent and safe to run anywhere, any number of times at once: the
 scheduler does it on a timer, a starting worker does it at once, and a caller waiting on
-a run does it for that run when the run goes quiet.
+a run does it for that run when the run goes quiet. The same periodic pass keeps the state
+indexes trimmed as runs expire (``indexes.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 
 from . import keys, routing
+from .indexes import IndexMaintenance
 from .jobs import SERIALIZER, Queues, RunJob
 from .protocol import RunScripts
 from .settings import Settings
@@ -40,6 +42,7 @@ class Reaper:
         self.settings = settings
         self.scripts = scripts or RunScripts(redis, settings)
         self.queues = queues or Queues(redis)
+        self.indexes = IndexMaintenance(redis, settings.run_ttl)
 
     def reap(self, skip_worker: str | None = None) -> list[tuple[str, str]]:
         """One pass: end RUNNING runs that lost their worker, and requeue PENDING runs whose job
@@ -84,11 +87,14 @@ class Reaper:
         return failed
 
     def reap_shared(self, holder: str) -> list[tuple[str, str]]:
-        """One :meth:`reap` pass per ``reaper_interval`` cluster-wide, whoever calls it."""
+        """One :meth:`reap` pass per ``reaper_interval`` cluster-wide, whoever calls it, then the indexes'
+        upkeep (``IndexMaintenance.maintain``)."""
         ttl_ms = max(int(self.settings.reaper_interval * 900), 1)
         if not self.redis.set(REAPER_LOCK, holder, nx=True, px=ttl_ms):
             return []
-        return self.reap(skip_worker=holder)
+        changed = self.reap(skip_worker=holder)
+        self.indexes.maintain(holder)
+        return changed
 
     def check_run(
         self,

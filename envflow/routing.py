@@ -17,18 +17,21 @@ import hashlib
 import json
 import os
 import time
-from typing import Any
-
-from redis import Redis
+from typing import TYPE_CHECKING, Any
 
 from . import keys
-from .models import EnvKind, EnvSpec
+
+if TYPE_CHECKING:  # listings read the routing indexes without loading the models (pydantic)
+    from redis import Redis
+
+    from .models import EnvSpec
 
 SUBQUEUE = "@"
 
 
 def route_key(spec: EnvSpec) -> str | None:
     """The env as routing knows it (None: the worker's own, which every worker has)."""
+    from .models import EnvKind
     if spec.kind is EnvKind.REQUIREMENTS:  # any worker that can build it from that base interpreter
         return f"build:{spec.python or ''}"
     if spec.kind is EnvKind.WORKER or not spec.value:

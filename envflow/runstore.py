@@ -1,7 +1,8 @@
 """Run records in Redis: creating runs (record + RQ job in one transaction), reading and listing them.
 
-A run is the hash ``envflow:run:<id>``; its state changes only through the Lua scripts in
-``envflow/lua`` so that each transition is atomic and fenced by the attempt number.
+A run is the hash ``envflow:run:<id>`` (its fields: ``run_hash.py``); its state changes only
+through the Lua scripts in ``envflow/lua`` so that each transition is atomic and fenced by the
+attempt number. Listings go through ``queries.py``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 import json
 import time
 from datetime import datetime, timezone
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 from redis.client import Pipeline
@@ -17,16 +19,23 @@ from rq import Queue, Retry
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 
-from . import keys, routing
+from . import indexes, keys, routing, run_hash
 from .errors import RunNotFound
 from .jobs import RUN_FLOW, SERIALIZER, Queues, RunJob
 from .models import DeploymentRecord, RunRecord, RunState
 from .protocol import RunScripts, now_text
-from .reaper import Reaper
-from .run_ids import MIN_PREFIX, is_run_id, is_run_id_prefix, new_run_id
+from .queries import Queries
+from .run_ids import new_run_id
 from .settings import Settings
+from .states import CODES
 
-FINISHED_JOB_TTL = 60  # seconds a finished RQ job stays visible (dashboards); the run record stays longer
+if TYPE_CHECKING:
+    from .reaper import Reaper
+
+# RQ's job of a run that completed is deleted at once: nothing of RQ's needs it (envflow sets no
+# dependents, results or repeats) and the run record holds the outcome. One that failed (or was
+# cancelled, timed out, crashed) stays this many seconds in RQ's failed registry, for dashboards.
+FAILED_JOB_TTL = 60
 
 
 def retry_intervals(retries: int, delays: list[float]) -> list[int]:
@@ -42,31 +51,30 @@ def retry_intervals(retries: int, delays: list[float]) -> list[int]:
 
 
 def _new_record(
-    run_id: str,
     deployment: DeploymentRecord,
+    spec_digest: str,
     parameters: dict[str, Any],
-    now: float,
+    created_at: str,
     state: RunState,
     timeout: float | None,
     scheduled_for: float | None,
     schedule: str | None,
 ) -> dict[str, Any]:
-    """The fields of a new run's hash (the deployment snapshotted in ``spec``)."""
+    """The fields of a new run's hash (layout: ``run_hash.py``; the deployment as a snapshot reference)."""
     fields: dict[str, Any] = {
-        "id": run_id,
         "deployment": deployment.name,
-        "flow_name": deployment.flow_name,
         "queue": deployment.queue,
         "state": state.value,
-        "parameters": json.dumps(parameters),
-        "created_at": now_text(now),
-        "updated_at": now_text(now),
-        "attempt": 0,
-        "transitions": json.dumps([[state.value, round(now, 6), 0]]),
-        "attempts": "[]",
-        "retries": deployment.retries,
-        "spec": deployment.model_dump_json(),
+        "created_at": created_at,
+        "transitions": f"{CODES[state]}0/0",
+        "spec": run_hash.spec_field(spec_digest),
     }
+    if deployment.flow_name != run_hash.flow_of(deployment.name):
+        fields["flow_name"] = deployment.flow_name
+    if deployment.retries:
+        fields["retries"] = deployment.retries
+    if parameters:
+        fields["parameters"] = json.dumps(parameters, separators=(",", ":"))
     route = routing.route_key(deployment.env)
     if route is not None:
         fields["route"] = route
@@ -87,7 +95,14 @@ class RunStore:
         self.settings = settings
         self.scripts = RunScripts(redis, settings)
         self.queues = Queues(redis)
-        self.reaper = Reaper(redis, settings, self.scripts, self.queues)
+        self.queries = Queries(redis)
+
+    @cached_property
+    def reaper(self) -> Reaper:
+        """Reaps this store's runs when their worker died (imported on first use: RQ's registries)."""
+        from .reaper import Reaper
+
+        return Reaper(self.redis, self.settings, self.scripts, self.queues)
 
     def queue(self, name: str) -> Queue:
         """The RQ queue of that name."""
@@ -110,15 +125,21 @@ class RunStore:
         """
         run_id = run_id or new_run_id()
         now = time.time()
+        created_at = now_text(now)
         delayed = scheduled_for is not None and scheduled_for > now + 0.5
-        fields = _new_record(run_id, deployment, parameters, now, RunState.SCHEDULED if delayed else RunState.PENDING,
+        state = RunState.SCHEDULED if delayed else RunState.PENDING
+        spec = deployment.model_dump_json()
+        digest = run_hash.spec_digest(spec)
+        fields = _new_record(deployment, digest, parameters, created_at, state,
                              timeout if timeout is not None else deployment.timeout, scheduled_for, schedule)
         pipe = pipeline if pipeline is not None else self.redis.pipeline(transaction=True)
         if not pipe.explicit_transaction:
             pipe.multi()  # RQ's enqueue expects a pipeline already in MULTI once commands are queued
+        # The deployment as this run was created with it, shared by every run of that version; kept a
+        # run ttl after the last run created or started with it.
+        pipe.set(keys.spec(digest), spec, ex=self.settings.run_ttl)
         pipe.hset(keys.run(run_id), mapping=fields)
-        pipe.zadd(keys.RUNS, {run_id: now})
-        pipe.zadd(keys.deployment_runs(deployment.name), {run_id: now})
+        indexes.add(pipe, run_id, deployment.name, state, float(created_at))
         # Waiting runs are indexed by when they became due, for the reaper's stuck-job check.
         pipe.zadd(keys.PENDING_RUNS, {run_id: scheduled_for if delayed and scheduled_for else now})
         queue = self.queue(routing.rq_queue(deployment.queue, fields.get("route")))
@@ -136,68 +157,33 @@ class RunStore:
         retry = None
         if deployment.retries:
             retry = Retry(max=deployment.retries, interval=retry_intervals(deployment.retries, deployment.retry_delay))
-        return queue.create_job(  # type: ignore[return-value]
+        job = queue.create_job(
             RUN_FLOW,
             args=[run_id],
             job_id=run_id,
             timeout=-1,  # envflow enforces run timeouts itself, with the cancel kill path
-            # Finished jobs expire instead of being deleted: RQ's delete costs several round
-            # trips per job, an expiry none. The run record holds the result.
-            result_ttl=FINISHED_JOB_TTL,
-            failure_ttl=self.settings.run_ttl,
-            description=f"{deployment.name} run {run_id}",
+            result_ttl=0,
+            failure_ttl=FAILED_JOB_TTL,
             retry=retry,
         )
+        # No description: the job's id is the run's, and a ninth field would double the size of the
+        # job hash's table in Redis (RQ would otherwise describe it by its call).
+        job.description = None
+        return job  # type: ignore[return-value]
 
     def get(self, run_id: str) -> RunRecord:
         raw = self.redis.hgetall(keys.run(run_id))
         if not raw:
             raise RunNotFound(f"no run {run_id}; list runs with `envflow run ls`")
-        return self.explain([RunRecord.from_hash(raw)])[0]
+        return self.explain([RunRecord.from_hash(raw, run_id)])[0]
 
     def resolve_id(self, text: str) -> str:
-        """A full run id from an id or a unique prefix of at least 4 characters.
-
-        :raises RunNotFound: ``text`` is not shaped like a run id (32 lowercase hex characters) or a
-            prefix of one, or no single run matches it.
-        """
-        if not is_run_id_prefix(text):
-            raise RunNotFound(f"no run {text!r}: a run id is 32 hex characters (0-9, a-f); give it or at least "
-                              f"{MIN_PREFIX} of its first characters")
-        if is_run_id(text) and self.redis.exists(keys.run(text)):
-            return text
-        matches = [m.decode() for m, _ in self.redis.zscan_iter(keys.RUNS, match=f"{text}*", count=1000)]
-        matches = [m for m in matches if self.redis.exists(keys.run(m))]
-        if not matches:
-            raise RunNotFound(f"no run starts with {text!r}; list runs with `envflow run ls`")
-        if len(matches) > 1:
-            shown = ", ".join(sorted(matches)[:5])
-            raise RunNotFound(f"{text!r} matches {len(matches)} runs ({shown}...); give more characters")
-        return matches[0]
+        """A full run id from an id or a unique prefix of at least 4 characters (see ``Queries.resolve_id``)."""
+        return self.queries.resolve_id(text)
 
     def list(self, deployment: str | None = None, state: RunState | None = None, limit: int = 20) -> list[RunRecord]:
         """Newest runs first, optionally of one deployment and/or in one state."""
-        index = keys.deployment_runs(deployment) if deployment else keys.RUNS
-        found: list[RunRecord] = []
-        start, page = 0, max(limit * 2, 50)
-        while len(found) < limit:
-            ids = [i.decode() for i in self.redis.zrevrange(index, start, start + page - 1)]
-            if not ids:
-                break
-            with self.redis.pipeline(transaction=False) as pipe:
-                for run_id in ids:
-                    pipe.hgetall(keys.run(run_id))
-                hashes = pipe.execute()
-            gone = [run_id for run_id, raw in zip(ids, hashes) if not raw]
-            if gone:
-                self.redis.zrem(index, *gone)  # records expired (run_ttl): drop them from the index
-            for raw in hashes:
-                if raw:
-                    record = RunRecord.from_hash(raw)
-                    if state is None or record.state is state:
-                        found.append(record)
-            start += page - len(gone)
-        return self.explain(found[:limit])
+        return self.explain(self.queries.run_records(deployment, state, limit).runs)
 
     def explain(self, records: list[RunRecord]) -> list[RunRecord]:
         """Say why each waiting run waits, where no live worker of its queue has its env."""
@@ -211,6 +197,26 @@ class RunStore:
                 reasons[where] = routing.waiting_reason(self.redis, *where) if waiting else None
             record.waiting = reasons[where]
         return records
+
+    def deployments_of(self, run_ids: list[str]) -> list[DeploymentRecord | None]:
+        """The deployment each run was created with (its snapshot), in two pipelined round trips."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for run_id in run_ids:
+                pipe.hget(keys.run(run_id), "spec")
+            fields = [raw.decode() if raw else None for raw in pipe.execute()]
+        refs = [run_hash.snapshot_ref(f) if f else None for f in fields]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for ref in refs:
+                pipe.get(keys.spec(ref) if ref else keys.spec(""))
+            snapshots = [raw.decode() if raw else None for raw in pipe.execute()]
+        out: list[DeploymentRecord | None] = []
+        for field, snapshot in zip(fields, snapshots):
+            resolved = run_hash.spec_json(field, snapshot) if field else None
+            try:
+                out.append(DeploymentRecord.model_validate_json(resolved) if resolved else None)
+            except ValueError:
+                out.append(None)
+        return out
 
     def state(self, run_id: str) -> RunState | None:
         """The run's state, or None when its record is gone."""
@@ -226,8 +232,10 @@ class RunStore:
         """Cancel a run; see ``Client.cancel``."""
         outcome = self.scripts.cancel(run_id, reason).run()
         if outcome.status == "cancelled":
-            try:  # take its job off its queue (a worker would skip it anyway)
-                RunJob.fetch(run_id, connection=self.redis, serializer=SERIALIZER).cancel()
+            # Take its job off its queue (a worker would skip it anyway) and out of Redis: RQ's cancel
+            # would keep it in a registry RQ never cleans.
+            try:
+                RunJob.fetch(run_id, connection=self.redis, serializer=SERIALIZER).delete()
             except (NoSuchJobError, InvalidJobOperation):
                 pass
         elif outcome.status == "requested":

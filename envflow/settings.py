@@ -1,6 +1,8 @@
 """envflow's settings: one pydantic-settings class, read from ``ENVFLOW_*`` variables.
 
-This is the only place that reads configuration from the process environment.
+This is the only place that reads configuration from the process environment, with
+``redis_url.py``: the two settings a command that only reads from Redis needs, read without this
+class (pydantic-settings), from the defaults defined there.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .private_redis import completed_url
 from .redaction import DEFAULT_SECRET_PATTERNS, MASK, Redactor, redact_url
+from .redis_url import DEFAULT_REDIS_URL, DEFAULT_STATE_DIR
 
 # Settings whose names look secret but whose values are not (the patterns themselves).
 NOT_SECRET = frozenset({"secret_patterns"})
@@ -24,7 +27,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ENVFLOW_", extra="ignore")
 
     redis_url: str = Field(
-        "redis://localhost:6379/0",
+        DEFAULT_REDIS_URL,
         description="Redis (or rediss:// for TLS) URL; credentials go in the URL.",
     )
     queue: str = Field("default", description="Queue that deployments use when they name none.")
@@ -67,7 +70,7 @@ class Settings(BaseSettings):
         "beyond the default set (PATH, HOME, locale, conda's, ...).",
     )
     state_dir: Path = Field(
-        Path("~/.cache/envflow"), description="Worker-local state: flow source cache, worker name locks."
+        Path(DEFAULT_STATE_DIR), description="Worker-local state: flow source cache, worker name locks."
     )
     log_level: str = Field("INFO", description="Log level of the worker and scheduler.")
     env_cache: Path | None = Field(

@@ -315,12 +315,16 @@ class FlowWorker(SimpleWorker):
             # per-job results stream would double Redis memory per run for the job's lifetime.
             result_ttl = job.get_result_ttl(self.default_result_ttl)
             job.set_status(JobStatus.FINISHED, pipeline=pipe)
-            pipe.hset(job.key, "ended_at", utcformat(job.ended_at))  # type: ignore[arg-type]
-            if result_ttl != 0:
-                job.finished_job_registry.add(job, result_ttl, pipe)
-            job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
             job._status = JobStatus.FINISHED  # what set_status does outside a pipeline
             self.cleanup_execution(job, pipeline=pipe, execution=execution)
+            if result_ttl == 0:
+                # What job.cleanup(0) deletes, in this round trip (it would first read the job's status
+                # and executions, two more); envflow's jobs have no dependents, results or group.
+                pipe.delete(job.key)
+            else:
+                pipe.hset(job.key, "ended_at", utcformat(job.ended_at))  # type: ignore[arg-type]
+                job.finished_job_registry.add(job, result_ttl, pipe)
+                job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
             results = pipe.execute(raise_on_error=False)
         finish.result(results[0])
 

@@ -32,6 +32,9 @@ class Sizes:
     built_samples: int  # later runs of a built env, and of the same flow in a mounted venv
     built_pip_runs: int  # runs that install into a fresh venv at their start
     built_cold_builds: int  # cold builds, uv and pip each
+    cli_rounds: int  # CLI start-up: runs of each command, interleaved with the baseline
+    scale_runs: int  # runs filled in for the listing case (beside 100)
+    scale_rounds: int  # listing queries timed per size
 
 
 FULL = Sizes(
@@ -48,6 +51,9 @@ FULL = Sizes(
     built_samples=100,
     built_pip_runs=8,
     built_cold_builds=3,
+    cli_rounds=30,
+    scale_runs=1_000_000,
+    scale_rounds=30,
 )
 QUICK = Sizes(
     dispatch_samples=12,
@@ -63,6 +69,9 @@ QUICK = Sizes(
     built_samples=10,
     built_pip_runs=1,
     built_cold_builds=1,
+    cli_rounds=12,
+    scale_runs=20_000,
+    scale_rounds=8,
 )
 
 
@@ -82,7 +91,8 @@ class Result:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
-NAMES = ("activation", "dispatch", "latency", "streaming", "memory", "throughput", "warm", "built", "ui")
+NAMES = ("activation", "dispatch", "latency", "streaming", "memory", "throughput", "warm", "built", "ui", "cli",
+         "scale")
 
 
 def load(name: str) -> Callable[[Context], Result]:

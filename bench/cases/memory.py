@@ -2,9 +2,9 @@
 
 The worker's RSS (``VmRSS``) comes from the streaming case's live run when it ran in the
 same benchmark (otherwise this case runs the 1M-line flow itself, without a follower).
-Redis figures are ``MEMORY USAGE <key> SAMPLES 0`` (exact): a finished trivial run's
-record (its hash, its output history with one line and the end record, and its entries in
-the run indexes), and the 1M-line run's history per 1,000 lines.
+Redis figures are ``MEMORY USAGE <key> SAMPLES 0`` (exact): a finished one-line run at rest
+and a pending run, each beside raw RQ's job doing the same work (``bench/runbytes.py``), and
+the 1M-line run's history per 1,000 lines.
 """
 
 from __future__ import annotations
@@ -12,33 +12,30 @@ from __future__ import annotations
 from envflow import keys
 from envflow.models import RunState
 
-from .. import stats
+from .. import runbytes, stats
 from ..procs import RssSampler, rss_bytes
 from ..report import Row
 from . import Context, Result
 
 FLAT_BYTES = 10 * 2**20
-INDEX_ENTRY = 64  # rough bytes of one member in a small zset (envflow:runs and envflow:runs:dep:*)
+FINISHED_TARGET = 2048
+PENDING_TARGET = 1536
+PENDING_RUNS = {True: 2_000, False: 10_000}  # --quick, full
 
 
 def run(ctx: Context) -> Result:
     h = ctx.harness
     h.use_workers(envflow=1)
-    client = h.client
     streamed = ctx.shared.get("streaming")
     if streamed is None or streamed["worker_pid"] != h.envflow_workers[0].pid:
         streamed = _stream_without_follower(ctx)
 
-    # A finished trivial run, and what it leaves in Redis.
-    flow_run = client.run(h.deploy("hello"))
-    if flow_run.wait(60) is not RunState.COMPLETED:
-        raise RuntimeError(f"run {flow_run.id} failed")
-    h.wait_idle(settle=0.2)  # the worker's RQ bookkeeping for the job ends after the run's final state
-    record_bytes = _usage(h.redis, keys.run(flow_run.id))
-    history_bytes = _usage(h.redis, keys.output(flow_run.id))
-    leftovers = sorted(k.decode() for k in h.redis.scan_iter(match=f"*{flow_run.id}*"))
-    leftover_bytes = {k: b for k in leftovers if (b := _usage(h.redis, k))}
-    per_run = sum(leftover_bytes.values()) + 2 * INDEX_ENTRY
+    # A finished one-line run, and a pending run, beside raw RQ's job for the same work.
+    h.use_workers(envflow=1, rq_simple=1)
+    finished = runbytes.finished_envflow(h)
+    finished_rq = runbytes.finished_rq(h)
+    waiting = runbytes.pending(h, PENDING_RUNS[ctx.quick])
+    run_rows, run_note = _run_rows(finished, finished_rq, waiting, PENDING_RUNS[ctx.quick])
 
     big_history = _usage(h.redis, keys.output(streamed["run_id"]))
     entries = h.redis.xlen(keys.output(streamed["run_id"]))
@@ -58,32 +55,62 @@ def run(ctx: Context) -> Result:
             target="flat (± 10 MiB)",
             met=abs(growth) <= FLAT_BYTES,
         ),
-        Row(
-            case="Redis bytes per finished trivial run",
-            envflow=f"{per_run:,} B",
-            baselines=[f"run hash {record_bytes:,} B", f"history (1 line + end) {history_bytes:,} B"],
-        ),
+        *run_rows,
         Row(
             case="Redis bytes per 1,000 lines of history",
             envflow=f"{per_1000:,.0f} B",
             baselines=[f"{entries:,} stream entries for {streamed['lines']:,} lines"],
         ),
     ]
-    notes = [
-        f"memory: RSS sampled every 50 ms ({len(values)} samples); a finished run's keys: "
-        + ", ".join(f"{k.replace(flow_run.id, '<id>')} {v:,} B" for k, v in leftover_bytes.items())
-        + f", plus ~{INDEX_ENTRY} B in each of 2 run indexes."
-    ]
+    notes = [f"memory: RSS sampled every 50 ms ({len(values)} samples). {run_note}"]
     raw = {
         "idle_rss": idle,
         "after_rss": streamed["after_rss"],
         "rss_samples": streamed["rss_samples"],
-        "run_keys": leftover_bytes,
+        "finished": finished,
+        "finished_rq": finished_rq,
+        "pending": waiting,
         "history_bytes": big_history,
         "history_entries": entries,
         "history_lines": streamed["lines"],
     }
     return Result(rows, notes, raw)
+
+
+def _run_rows(finished: dict, finished_rq: dict, waiting: dict, n: int) -> tuple[list[Row], str]:
+    """Rows for a finished one-line run and a pending run beside raw RQ's job, and a note listing their keys."""
+    index_entry = sum(v for k, v in waiting["envflow"]["keys"].items() if k.startswith(keys.STATE_INDEX_PREFIX)) / 2
+    per_run = sum(finished.values()) + 2 * index_entry
+    per_pending = sum(waiting["envflow"]["keys"].values())
+    per_rq_pending = sum(waiting["rq"]["keys"].values())
+    rows = [
+        Row(
+            case="Redis bytes per finished one-line run, at rest",
+            envflow=f"{per_run:,.0f} B",
+            baselines=[f"raw RQ's job, same work: {sum(finished_rq.values()):,} B"],
+            ratios=[f"{per_run / sum(finished_rq.values()):.2f}x raw RQ"],
+            target=f"<= {FINISHED_TARGET:,} B",
+            met=per_run <= FINISHED_TARGET,
+        ),
+        Row(
+            case=f"Redis bytes per pending run ({n:,} waiting)",
+            envflow=f"{per_pending:,.0f} B",
+            baselines=[f"raw RQ's job, same work: {per_rq_pending:,.0f} B",
+                       f"used_memory growth: {waiting['envflow']['used_memory_per_run']:,.0f} B "
+                       f"(raw RQ {waiting['rq']['used_memory_per_run']:,.0f} B)"],
+            ratios=[f"{per_pending / per_rq_pending:.2f}x raw RQ"],
+            target=f"<= {PENDING_TARGET:,} B",
+            met=per_pending <= PENDING_TARGET,
+        ),
+    ]
+
+    def listing(found: dict) -> str:
+        return ", ".join(f"{k} {v:,.0f} B" for k, v in found.items())
+
+    note = (f"A finished one-line run: {listing(finished)}, plus 2 index entries of {index_entry:,.0f} B (as in big "
+            f"indexes); raw RQ's: {listing(finished_rq)}. A pending run: {listing(waiting['envflow']['keys'])}; "
+            f"raw RQ's: {listing(waiting['rq']['keys'])}.")
+    return rows, note
 
 
 def _usage(redis, key: str) -> int:  # type: ignore[no-untyped-def]

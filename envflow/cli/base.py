@@ -151,3 +151,18 @@ def get_client():  # type: ignore[no-untyped-def]
     if client is None:
         client = root.meta["envflow.client"] = Client()
     return client
+
+
+def get_queries():  # type: ignore[no-untyped-def]
+    """What listings read (``envflow/queries.py``), without the full client: a command that only
+    lists pays for redis-py and nothing much else (no pydantic, no RQ)."""
+    from ..connection import connect
+    from ..queries import Queries
+    from ..redis_url import redis_url
+
+    root = click.get_current_context().find_root()
+    client = root.meta.get("envflow.client")
+    queries = root.meta.get("envflow.queries")
+    if queries is None:
+        queries = root.meta["envflow.queries"] = Queries(client.redis if client else connect(redis_url()))
+    return queries

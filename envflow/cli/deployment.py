@@ -5,18 +5,20 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from .. import schedules
-from ..deployment_files import load_file
 from ..errors import EnvflowError, ParameterError, QueueError
-from ..models import DeploymentRecord, EnvKind
-from ..parameters import TextParameter
 from .base import ago, emit_json, fail, fields, get_client, printable, problem, status, table
 from .follow import EXIT_CODES_HELP, follow_run
 from .lazy import LazyGroup
+
+if TYPE_CHECKING:
+    from ..models import DeploymentRecord
+
+# Each command imports what only it needs: schedules (croniter, zoneinfo) for listings and
+# inspect, deployment files (YAML, runpy) for create, parameter types for run.
 
 
 @click.group("deployment", cls=LazyGroup, lazy={
@@ -34,6 +36,8 @@ def redact_env(record: DeploymentRecord) -> dict[str, str | None]:
 def next_run(record: DeploymentRecord, now: float | None = None) -> float | None:
     if not record.schedules:
         return None
+    from .. import schedules
+
     now = time.time() if now is None else now
     return min(schedules.next_slot(s, now) for s in record.schedules)
 
@@ -44,6 +48,8 @@ def describe_env(record: DeploymentRecord) -> str:
 
 def built_env_rows(client: Any, record: DeploymentRecord) -> list[tuple[str, str]]:
     """``inspect``'s rows for an env the workers build: its base interpreter and what it installs."""
+    from ..models import EnvKind
+
     if record.env.kind is not EnvKind.REQUIREMENTS:
         return []
     rows = [("python", record.env.python or "the worker's"),
@@ -65,6 +71,8 @@ def create(files: tuple[str, ...]) -> None:
     Invalid deployments are reported one by one, with file and line; the valid ones are
     registered anyway. Registering again updates a deployment.
     """
+    from ..deployment_files import load_file
+
     client = get_client()
     errors = 0
     for path in files:
@@ -118,6 +126,8 @@ def ls(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def inspect_(name: str, as_json: bool) -> None:
     """Show everything about one deployment (secret-looking env values redacted)."""
+    from .. import schedules
+
     client = get_client()
     record = client.get_deployment(name)
     paused = record.name in client.paused_deployments()
@@ -184,6 +194,8 @@ def resume(name: str) -> None:
 
 def parse_params(pairs: tuple[str, ...], params_json: str | None) -> dict[str, Any]:
     """``--params-json`` first, then each ``--param key=value`` (JSON or text: see TextParameter)."""
+    from ..parameters import TextParameter
+
     params: dict[str, Any] = {}
     if params_json:
         try:

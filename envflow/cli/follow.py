@@ -1,18 +1,25 @@
-"""Printing a run's output as it happens, and the exit codes that reflect its end."""
+"""Printing a run's output as it happens, and the exit codes that reflect its end.
+
+The output's format is imported when output is printed: commands that only list or cite the
+exit codes (``run ls``, the ``--help`` epilogs) do not load it.
+"""
 
 from __future__ import annotations
 
 import signal
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import click
 
-from ..flow_run import FlowRun
-from ..models import RunState
-from ..output import AttemptEnd, Entry, dropped_before
 from ..redaction import redact_text
+from ..states import RunState
 from .base import printable, state_text, status
+
+if TYPE_CHECKING:
+    from ..flow_run import FlowRun
+    from ..output import Entry
 
 # Exit codes of commands that wait for a run (documented in `envflow deployment run --help`).
 EXIT_CODES = {
@@ -37,6 +44,8 @@ def print_lines(entry: Entry) -> None:
 
 def print_history(run: FlowRun) -> None:
     """Print what a run's history holds now, saying where its caps dropped lines."""
+    from ..output import Entry
+
     last: tuple[int, int] | None = None
     for record in run.records(timeout=0):
         if isinstance(record, Entry):
@@ -47,6 +56,8 @@ def print_history(run: FlowRun) -> None:
 
 def follow_run(run: FlowRun, *, interactive_cancel: bool = True) -> int:
     """Stream a run's output until it ends; return the exit code of its final state."""
+    from ..output import AttemptEnd, Entry
+
     started = time.monotonic()
     # Ctrl-C detaches even when a parent shell started us with SIGINT ignored (a background job).
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -71,6 +82,8 @@ def follow_run(run: FlowRun, *, interactive_cancel: bool = True) -> int:
 
 def _say_if_trimmed(last: tuple[int, int] | None, entry: Entry) -> None:
     """Say where the history's caps dropped lines before ``entry`` (``last``: where the previous record ended)."""
+    from ..output import dropped_before
+
     dropped = dropped_before(last, entry)
     if dropped is not None:
         status(dropped)

@@ -23,6 +23,7 @@ COMMANDS = {
     "up": ("envflow.cli.up:up", "The whole stack in one terminal, for development."),
     "ui": ("envflow.ui.cli:ui", "Serve the web UI (runs, live output, deployments, workers) and /metrics."),
     "config": ("envflow.cli.config:config", "Show the effective settings (ENVFLOW_* variables), secrets redacted."),
+    "stats": ("envflow.cli.stats:stats", "Redis's memory by kind: runs, output, indexes, queues, deployments."),
 }
 
 

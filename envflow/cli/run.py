@@ -7,9 +7,9 @@ import time
 
 import click
 
-from ..models import RunRecord, RunState
 from ..redaction import redact_text
-from .base import ago, emit_json, fields, get_client, printable, state_text, status, table
+from ..states import RunState
+from .base import ago, emit_json, fields, get_client, get_queries, printable, state_text, status, table
 from .follow import EXIT_CODES_HELP, exit_code, follow_run, print_history
 
 STATES = [s.value for s in RunState]
@@ -20,12 +20,12 @@ def run() -> None:
     """Inspect and control runs. IDs may be abbreviated to a unique prefix (4+ characters)."""
 
 
-def _duration(record: RunRecord) -> str:
-    start = record.entered(RunState.RUNNING)
-    if start is None:
+def _duration(row) -> str:  # type: ignore[no-untyped-def]
+    """How long the latest attempt ran (until now while the run goes on); ``row`` is a ``RunSummary``."""
+    if row.started_at is None:
         return "-"
-    end = record.updated_at if record.state.is_final else time.time()
-    return f"{(end or start) - start:.1f}s"
+    end = row.updated_at if row.state.is_final else time.time()
+    return f"{end - row.started_at:.1f}s"
 
 
 @run.command("ls")
@@ -35,22 +35,38 @@ def _duration(record: RunRecord) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def ls(deployment: str | None, state: str | None, limit: int, as_json: bool) -> None:
     """List recent runs, newest first."""
-    client = get_client()
-    if deployment:
-        client.get_deployment(deployment)
-    records = client.runs(deployment, state.upper() if state else None, limit)
-    if as_json:
-        emit_json([r.model_dump(mode="json") for r in records])
-        return
-    if not records:
+    from ..connection import wrap_errors
+
+    queries = get_queries()
+    chosen = RunState(state.upper()) if state else None
+    with wrap_errors(queries.redis):
+        if deployment and not queries.deployment_exists(deployment):
+            get_client().get_deployment(deployment)  # says which names come close
+        if as_json:
+            emit_json([r.model_dump(mode="json") for r in queries.run_records(deployment, chosen, limit).runs])
+            return
+        rows = queries.runs(deployment, chosen, limit).runs
+    if not rows:
         status("no runs match")
         return
-    rows = [
+    waiting = _waiting(queries.redis, rows)
+    table(["ID", "DEPLOYMENT", "STATE", "ATTEMPT", "CREATED", "DURATION", "WORKER"], [
         [r.short_id, r.deployment, state_text(r.state.value), str(r.attempt), ago(r.created_at), _duration(r),
-         r.worker or (f"waiting for a worker with {r.route}" if r.waiting else "-")]
-        for r in records
-    ]
-    table(["ID", "DEPLOYMENT", "STATE", "ATTEMPT", "CREATED", "DURATION", "WORKER"], rows)
+         r.worker or waiting.get((r.queue, r.route), "-")]
+        for r in rows
+    ])
+
+
+def _waiting(redis, rows) -> dict[tuple[str, str | None], str]:  # type: ignore[no-untyped-def]
+    """Per (queue, env) of the waiting runs listed: what to show while no live worker has the env."""
+    from .. import routing
+
+    out = {}
+    for r in rows:
+        where = (r.queue, r.route)
+        if r.state is RunState.PENDING and r.route and where not in out and not routing.capable(redis, r.queue, r.route):
+            out[where] = f"waiting for a worker with {r.route}"
+    return out
 
 
 @run.command("inspect")

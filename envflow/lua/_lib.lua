@@ -1,5 +1,8 @@
--- Helpers prepended to every envflow script (see envflow/protocol.py).
--- S (state names) and FINAL (the final states) are rendered in from envflow/models.py.
+-- Helpers prepended to every envflow script (see envflow/protocol.py). Rendered in from Python:
+-- S (state names), FINAL (the final states), CODE (each state's letter in the compact history),
+-- IDX (the state indexes' key prefix), SPEC (the deployment snapshots' key prefix),
+-- PACK_MAX_BYTES and PACK_MAX_ENTRIES (the largest history packed when its run ends).
+-- The run hash's fields and their encodings are described in envflow/run_hash.py.
 
 -- Append one JSON value (given as text) to a JSON array kept in a hash field,
 -- without decoding it: cjson would turn user data such as [] into {}.
@@ -18,10 +21,65 @@ local function run_id(key)
   return string.match(key, ':run:([^:]+)$')
 end
 
--- Record a state change with its timestamp (now is a decimal string).
+-- Microseconds from the run's creation to t (both decimal strings), as text; 'null' without t.
+local function since(created, t)
+  if not t or t == '' then return 'null' end
+  return string.format('%.0f', (tonumber(t) - tonumber(created)) * 1e6)
+end
+
+-- Move a run from one state's indexes (every run's, and its deployment's) to another's,
+-- scored by its creation time.
+local function reindex(id, from, to, created, dep)
+  if from == to then return end
+  if from then
+    redis.call('ZREM', IDX .. from, id)
+    if dep then redis.call('ZREM', IDX .. from .. ':' .. dep, id) end
+  end
+  redis.call('ZADD', IDX .. to, created, id)
+  if dep then redis.call('ZADD', IDX .. to .. ':' .. dep, created, id) end
+end
+
+-- Record a state change with its timestamp (now is a decimal string), and move the run's index entries.
 local function transition(key, state, now, attempt)
-  redis.call('HSET', key, 'state', state, 'updated_at', now)
-  append_json(key, 'transitions', '["' .. state .. '",' .. now .. ',' .. attempt .. ']')
+  local f = redis.call('HMGET', key, 'state', 'created_at', 'deployment', 'transitions')
+  reindex(run_id(key), f[1], state, f[2], f[3])
+  redis.call('HSET', key, 'state', state)
+  if f[4] and string.sub(f[4], 1, 1) == '[' then  -- a record written before the compact layout
+    append_json(key, 'transitions', '["' .. state .. '",' .. now .. ',' .. attempt .. ']')
+    redis.call('HSET', key, 'updated_at', now)
+    return
+  end
+  local item = CODE[state] .. since(f[2], now) .. '/' .. attempt
+  redis.call('HSET', key, 'transitions', f[4] and (f[4] .. ',' .. item) or item)
+end
+
+-- Append an ended attempt to the run's attempts.
+-- a: {n, worker, started, ended, state, exit_code, error_type, error, reason, start}, numbers as text.
+local function add_attempt(key, a)
+  local f = redis.call('HMGET', key, 'attempts', 'created_at')
+  if f[1] and string.sub(f[1], 1, 2) == '[{' then  -- a record written before the compact layout
+    append_json(key, 'attempts', cjson.encode({n = tonumber(a.n), worker = a.worker or '',
+      started_at = tonumber(a.started or '0'), ended_at = tonumber(a.ended), state = a.state,
+      exit_code = tonumber(a.exit_code or ''), error_type = a.error_type, error = a.error, reason = a.reason,
+      start = a.start}))
+    return
+  end
+  local parts = {a.n, cjson.encode(a.worker or ''), since(f[2], a.started), since(f[2], a.ended),
+                 '"' .. CODE[a.state] .. '"'}
+  local tail = {a.exit_code, a.error_type, a.error, a.reason, a.start}
+  local last = 0
+  for i = 1, 5 do if tail[i] and tail[i] ~= '' then last = i end end
+  for i = 1, last do
+    local v = tail[i]
+    if not v or v == '' then
+      parts[#parts + 1] = 'null'
+    elseif i == 1 then
+      parts[#parts + 1] = v  -- the exit code, a number
+    else
+      parts[#parts + 1] = cjson.encode(v)
+    end
+  end
+  append_json(key, 'attempts', '[' .. table.concat(parts, ',') .. ']')
 end
 
 -- Publish one history entry on the live channel: "<id>|<stream>|<partial>|<lines>|<data>".
@@ -34,7 +92,7 @@ end
 local function end_record(run_key, stream_key, attempt, state, final, history_ttl)
   local seq = 0
   local fields = redis.call('HMGET', run_key, 'attempt', 'out_seq')
-  if fields[1] == tostring(attempt) and fields[2] then seq = tonumber(fields[2]) end
+  if (fields[1] or '0') == tostring(attempt) and fields[2] then seq = tonumber(fields[2]) end  -- 0 is not stored
   if tostring(attempt) == '0' and seq == 0 then seq = 1 end  -- a run ended before it ran; 0-0 is no stream id
   local id = attempt .. '-' .. seq
   local data = cjson.encode({state = state, final = final, attempt = tonumber(attempt)})
@@ -43,4 +101,24 @@ local function end_record(run_key, stream_key, attempt, state, final, history_tt
   redis.call('HINCRBY', run_key, 'out_bytes', #data)
   redis.call('EXPIRE', stream_key, history_ttl)
   publish_entry(stream_key, id, 'x', '0', '0', data)
+end
+
+-- The run has ended: its record expires after the run ttl. A short history is packed into one
+-- string and its stream deleted: a stream's own overhead (about 4.7 KB) is most of what a short
+-- run costs. Packed: "<id>|<stream>|<partial>|<lines>|<data bytes>|<data>" per entry, in order.
+local function finalize(run_key, stream_key, packed_key, run_ttl, history_ttl)
+  redis.call('EXPIRE', run_key, run_ttl)
+  local bytes = tonumber(redis.call('HGET', run_key, 'out_bytes') or '0')
+  redis.call('HDEL', run_key, 'out_seq', 'out_bytes')
+  if bytes > PACK_MAX_BYTES or redis.call('XLEN', stream_key) > PACK_MAX_ENTRIES then return end
+  local entries = redis.call('XRANGE', stream_key, '-', '+')
+  if #entries == 0 then return end
+  local parts = {}
+  for i, e in ipairs(entries) do
+    local f = {}
+    for j = 1, #e[2], 2 do f[e[2][j]] = e[2][j + 1] end
+    parts[i] = e[1] .. '|' .. f.s .. '|' .. f.p .. '|' .. f.n .. '|' .. #f.d .. '|' .. f.d
+  end
+  redis.call('SET', packed_key, table.concat(parts), 'EX', history_ttl)
+  redis.call('DEL', stream_key)
 end

@@ -1,6 +1,6 @@
 -- Request a run's cancellation. Durable: the flag stays on the run record, so a
 -- worker that missed the stop message still acts on it at its next heartbeat.
--- KEYS[1] run hash   KEYS[2] pending zset   KEYS[3] output stream
+-- KEYS[1] run hash   KEYS[2] pending zset   KEYS[3] output stream   KEYS[4] packed output
 -- ARGV[1] now   ARGV[2] reason   ARGV[3] history ttl   ARGV[4] run ttl
 -- Returns {'missing'} | {'ended', state} | {'cancelled'} (was not running) | {'requested', worker}
 local run = KEYS[1]
@@ -13,5 +13,5 @@ local attempt = f[2] or '0'
 end_record(run, KEYS[3], attempt, S.CANCELLED, true, ARGV[3])
 transition(run, S.CANCELLED, ARGV[1], attempt)
 redis.call('ZREM', KEYS[2], run_id(run))
-redis.call('EXPIRE', run, ARGV[4])
+finalize(run, KEYS[3], KEYS[4], ARGV[4], ARGV[3])
 return {'cancelled'}

@@ -1,5 +1,6 @@
 -- Declare a running attempt lost because its worker stopped heartbeating.
 -- KEYS[1] run hash   KEYS[2] lease   KEYS[3] active zset   KEYS[4] pending zset   KEYS[5] output stream
+-- KEYS[6] packed output
 -- ARGV[1] attempt   ARGV[2] now   ARGV[3] will be retried (1|0)   ARGV[4] reason
 -- ARGV[5] history ttl   ARGV[6] run ttl
 -- Returns the state the run moved to, or false when the attempt is not lost (lease alive, or already ended).
@@ -8,8 +9,7 @@ local attempt, now = ARGV[1], ARGV[2]
 local f = redis.call('HMGET', run, 'state', 'attempt', 'worker', 'attempt_started_at', 'cancel_requested_at')
 if f[1] ~= S.RUNNING or f[2] ~= attempt then return false end
 if redis.call('EXISTS', lease) == 1 then return false end
-append_json(run, 'attempts', cjson.encode({n = tonumber(attempt), worker = f[3] or '',
-  started_at = tonumber(f[4] or '0'), ended_at = tonumber(now), state = S.CRASHED, reason = ARGV[4]}))
+add_attempt(run, {n = attempt, worker = f[3], started = f[4], ended = now, state = S.CRASHED, reason = ARGV[4]})
 local state, final = S.CRASHED, true
 if f[5] then
   state = S.CANCELLED
@@ -22,5 +22,5 @@ if state == S.PENDING then transition(run, S.CRASHED, now, attempt) end
 transition(run, state, now, attempt)
 local id = run_id(run)
 redis.call('ZREM', active, id)
-if final then redis.call('EXPIRE', run, ARGV[6]) else redis.call('ZADD', pending, now, id) end
+if final then finalize(run, stream, KEYS[6], ARGV[6], ARGV[5]) else redis.call('ZADD', pending, now, id) end
 return state

@@ -7,6 +7,11 @@ stdout, ``e`` stderr, ``x`` end of attempt), ``p`` (1 when its last line has no 
 long line split into chunks, or a prompt), ``n`` (line count), ``d`` (the lines, joined by
 newlines). End records carry JSON: state, final, attempt (``lua/_lib.lua``'s ``end_record``).
 A live message is the same entry as ``<id>|<s>|<p>|<n>|<d>``.
+
+When a run ends with a short history (at most ``PACK_MAX_ENTRIES`` entries and
+``PACK_MAX_BYTES`` bytes of data), ``lua/_lib.lua``'s ``finalize`` packs it into one string
+(``envflow:run:<id>:packed``, same expiry) and deletes the stream: each entry as
+``<id>|<s>|<p>|<n>|<bytes of d>|<d>``, in order. Readers see the same entries either way.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from dataclasses import dataclass
 STREAM_NAMES = {"o": "stdout", "e": "stderr"}
 STREAM_CODES = tuple(STREAM_NAMES)
 END = "x"
+PACK_MAX_BYTES = 4096
+PACK_MAX_ENTRIES = 64
 
 
 @dataclass(slots=True, frozen=True)
@@ -130,3 +137,20 @@ def parse_message(payload: bytes) -> Record:
 def is_end(fields: dict[bytes, bytes]) -> bool:
     """Whether a history entry's fields are an end-of-attempt record."""
     return fields.get(b"s") == END.encode()
+
+
+def parse_packed(packed: bytes) -> list[Record]:
+    """The entries of a packed history, in order."""
+    records: list[Record] = []
+    at = 0
+    while at < len(packed):
+        header: list[bytes] = []
+        for _ in range(5):  # id, stream, partial, line count, data size
+            bar = packed.index(b"|", at)
+            header.append(packed[at:bar])
+            at = bar + 1
+        raw_id, stream, partial, n, size = header
+        data, at = packed[at:at + int(size)], at + int(size)
+        attempt, seq = _split_id(raw_id)
+        records.append(_make(attempt, seq, stream.decode(), partial.decode(), n.decode(), data.decode("utf-8", "replace")))
+    return records

@@ -2,7 +2,9 @@
 
 A follower subscribes first, then replays the history, then takes live messages,
 filling any gap (a dropped subscription, a slow consumer) from the history. So an
-early and a late follower see exactly the same lines in the same order.
+early and a late follower see exactly the same lines in the same order. The history is the
+run's stream, or, once a run with a short history has ended, the string it was packed into
+(``format.py``); a reader that was paging through the stream when it was packed goes on from there.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from redis import Redis
 from .. import keys
 from ..backoff import Backoff
 from ..errors import QueueError
-from .format import AttemptEnd, Entry, OutputLine, Record, is_end, parse_history_entry, parse_message
+from .format import AttemptEnd, Entry, OutputLine, Record, is_end, parse_history_entry, parse_message, parse_packed
 
 HISTORY_PAGE = 500  # entries per XRANGE call when replaying
 
@@ -28,8 +30,11 @@ def _key(record: Record) -> tuple[int, int]:
 def ends_with_attempt_end(redis_client: Redis, run_id: str) -> bool:
     """Whether the run's history ends with an end-of-attempt record, which a follower reads and stops on
     (a final run whose history lacks one, expired say, must be stopped by other means)."""
-    last = redis_client.xrevrange(keys.output(run_id), count=1)
-    return bool(last) and is_end(last[0][1])
+    with redis_client.pipeline(transaction=False) as pipe:
+        pipe.xrevrange(keys.output(run_id), count=1)
+        pipe.exists(keys.packed_output(run_id))  # a packed history always ends with the run's end record
+        last, packed = pipe.execute()
+    return bool(packed) or bool(last) and is_end(last[0][1])
 
 
 class OutputFollower:
@@ -53,6 +58,7 @@ class OutputFollower:
     ) -> None:
         self.redis = redis_client
         self.stream_key = keys.output(run_id)
+        self.packed_key = keys.packed_output(run_id)
         self.on_idle = on_idle
         self.idle_interval = idle_interval
         self.reconnect_for = reconnect_for
@@ -129,13 +135,28 @@ class OutputFollower:
     def _history_after(self, after: tuple[int, int] | None, upto: tuple[int, int] | None = None) -> Iterator[Record]:
         start = "-" if after is None else f"({after[0]}-{after[1]}"
         end = "+" if upto is None else f"{upto[0]}-{upto[1]}"
+        last = after
         while True:
-            page = self._retrying(lambda start=start: self.redis.xrange(self.stream_key, start, end, count=HISTORY_PAGE))
+            page, packed = self._retrying(lambda start=start: self._page(start, end))
             for raw_id, fields in page:
-                yield parse_history_entry(raw_id, fields)
-            if len(page) < HISTORY_PAGE:
-                return
-            start = "(" + page[-1][0].decode()
+                record = parse_history_entry(raw_id, fields)
+                last = _key(record)
+                yield record
+            if len(page) == HISTORY_PAGE:
+                start = "(" + page[-1][0].decode()
+                continue
+            if packed is not None:  # the run ended and its history was packed: the rest is there
+                yield from (r for r in parse_packed(packed)
+                            if (last is None or _key(r) > last) and (upto is None or _key(r) <= upto))
+            return
+
+    def _page(self, start: str, end: str) -> tuple[list, bytes | None]:
+        """A page of the stream, and the packed history (None while there is none), in one round trip."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xrange(self.stream_key, start, end, count=HISTORY_PAGE)
+            pipe.get(self.packed_key)
+            page, packed = pipe.execute()
+        return page, packed
 
     def _subscribe(self) -> redis.client.PubSub:
         def attempt() -> redis.client.PubSub:

@@ -7,12 +7,10 @@ deployment changed since shows each run's own env.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
-from .. import keys
 from ..client import Client
-from ..models import EnvSpec, RunRecord, RunState
+from ..models import RunRecord, RunState
 
 MAX_LIMIT = 500
 
@@ -46,14 +44,7 @@ def run_envs(client: Client, run_ids: list[str]) -> list[str]:
     """Each run's environment, as its deployment snapshot names it (one pipelined round trip)."""
     if not run_ids:
         return []
-    with client.redis.pipeline(transaction=False) as pipe:
-        for run_id in run_ids:
-            pipe.hget(keys.run(run_id), "spec")
-        specs = pipe.execute()
     envs = []
-    for raw in specs:
-        try:
-            envs.append(str(EnvSpec.model_validate(json.loads(raw).get("env") or {})) if raw else "-")
-        except ValueError:
-            envs.append("-")
+    for spec in client.store.deployments_of(run_ids):
+        envs.append(str(spec.env) if spec is not None else "-")
     return envs

@@ -26,10 +26,10 @@ handle that. The gauges cost one command per queue and per worker.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -37,7 +37,7 @@ from prometheus_client.registry import Collector
 from redis import Redis
 from redis.exceptions import RedisError
 
-from .. import keys
+from .. import keys, run_hash
 from ..client import Client
 from ..models import RunState
 
@@ -82,11 +82,11 @@ class RunTracker:
         """One snapshot: the runs in flight (followed to their end) and those created just before the
         start that are not (never counted)."""
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zrangebyscore(keys.RUNS, self.started - LOOKBACK, self.started, withscores=True)
+            _created(pipe, self.started - LOOKBACK, self.started)
             pipe.zrange(keys.ACTIVE_RUNS, 0, -1)
             pipe.zrange(keys.PENDING_RUNS, 0, -1)
-            recent, active, pending = pipe.execute()
-        self.seen = {i.decode(): score for i, score in recent}
+            *recent, active, pending = pipe.execute()
+        self.seen = {i.decode(): score for part in recent for i, score in part}
         self.open.update({i.decode(): _Open(started_seen=True) for i in active})
         self.open.update({i.decode(): _Open(started_seen=False) for i in pending})
         self.ready = True
@@ -100,7 +100,9 @@ class RunTracker:
             self._check_open()
 
     def _take_new(self) -> None:
-        fresh = self.redis.zrangebyscore(keys.RUNS, self.cursor - LOOKBACK, "+inf", withscores=True)
+        with self.redis.pipeline(transaction=False) as pipe:
+            _created(pipe, self.cursor - LOOKBACK, "+inf")
+            fresh = [item for part in pipe.execute() for item in part]
         for raw, score in fresh:
             run_id = raw.decode()
             if run_id not in self.seen:
@@ -137,7 +139,7 @@ class RunTracker:
         if state is None or deployment is None:  # expired before it was seen to end
             del self.open[run_id]
             return
-        moves = json.loads(transitions or "[]")
+        moves = run_hash.transitions(transitions or "", float(created or 0))
         first_start = next((ts for name, ts, _ in moves if name == RUNNING), None)
         tracked = self.open[run_id]
         if first_start is not None and not tracked.started_seen:
@@ -180,3 +182,10 @@ class Metrics:
     def scrape(self) -> bytes:
         self.tracker.update()
         return generate_latest(self.registry)
+
+
+def _created(pipe: Any, start: float, end: float | str) -> None:
+    """Queue reads of the runs created between ``start`` and ``end``: each is in the index of its state
+    now, scored by its creation time (``envflow/indexes.py``)."""
+    for state in RunState:
+        pipe.zrangebyscore(keys.state_index(state.value), start, end, withscores=True)
