@@ -30,6 +30,19 @@ class TextParameter(str):
         return self
 
 
+def json_object(text: str, what: str) -> dict[str, Any]:
+    """``text`` as a JSON object of parameters; ``what`` names where it came from in the error."""
+    try:
+        loaded = json.loads(text)
+    except ValueError as e:
+        raise ParameterError(f"{what} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ParameterError(f"{what} is nested too deeply") from None
+    if not isinstance(loaded, dict):
+        raise ParameterError(f'{what} must be a JSON object, e.g. {{"name": "Ada"}}')
+    return loaded
+
+
 def ensure_json(value: Any, what: str) -> str:
     """``value`` as JSON text, or a ParameterError saying what is not serialisable.
 

@@ -194,19 +194,11 @@ def resume(name: str) -> None:
 
 def parse_params(pairs: tuple[str, ...], params_json: str | None) -> dict[str, Any]:
     """``--params-json`` first, then each ``--param key=value`` (JSON or text: see TextParameter)."""
-    from ..parameters import TextParameter
+    from ..parameters import TextParameter, json_object
 
     params: dict[str, Any] = {}
     if params_json:
-        try:
-            loaded = json.loads(params_json)
-        except ValueError as e:
-            raise ParameterError(f"--params-json is not valid JSON: {e}") from None
-        except RecursionError:
-            raise ParameterError("--params-json is nested too deeply") from None
-        if not isinstance(loaded, dict):
-            raise ParameterError("--params-json must be a JSON object, e.g. '{\"name\": \"Ada\"}'")
-        params.update(loaded)
+        params.update(json_object(params_json, "--params-json"))
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:

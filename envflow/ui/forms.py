@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import ParameterError
 from ..models import DeploymentRecord
-from ..parameters import TextParameter
+from ..parameters import TextParameter, json_object
 
 FIELD_PREFIX = "p:"
 NAMED_KINDS = ("POSITIONAL_OR_KEYWORD", "KEYWORD_ONLY")
@@ -60,15 +60,7 @@ def parameters(record: DeploymentRecord, form: dict[str, str]) -> dict[str, Any]
     params: dict[str, Any] = {}
     extra = form.get("params_json", "").strip()
     if extra:
-        try:
-            loaded = json.loads(extra)
-        except ValueError as e:
-            raise ParameterError(f"more parameters: not valid JSON: {e}") from None
-        except RecursionError:
-            raise ParameterError("more parameters: nested too deeply") from None
-        if not isinstance(loaded, dict):
-            raise ParameterError('more parameters: give a JSON object, e.g. {"name": "Ada"}')
-        params.update(loaded)
+        params.update(json_object(extra, "more parameters"))
     for item in fields(record):
         text = form.get(FIELD_PREFIX + item.name, "")
         if text == "" or text == item.initial:
