@@ -5,7 +5,10 @@ A venv of this case's own holds ``heavy_import``, a synthetic module that burns 
 imported (no download needed). Two workers serve two queues in the same run, samples interleaved:
 one with its warm pool off (``ENVFLOW_WARM_MAX=0``: every run is a new interpreter importing the
 module, as every peer pays), one with the deployment's ``preload=["heavy_import"]`` kept warm
-(``warm=True``). Figures: enqueue → first line at a follower (``Client.run().follow()``).
+(``warm=True``). Figures: enqueue → first line at a follower (``Client.run().follow()``). A third
+worker measures the other way of making a warm process: its deployment also preloads a module that
+starts a thread, so forking is unsafe and its runs take the fallback, a preloaded process started
+ahead of each run and used once.
 
 Memory: the warm worker's own RSS, and the proportional set size (PSS: shared copy-on-write pages
 counted once, split among the processes sharing them) of its pool, with 0 to 5 warm envs.
@@ -32,6 +35,10 @@ HEAVY = """
     while time.process_time() < _end:  # ~300 ms of CPU, as importing a large library costs
         sum(i * i for i in range(1000))
 """
+THREADED = """
+    import threading
+    threading.Thread(target=threading.Event().wait, daemon=True).start()  # a preload that starts a thread
+"""
 FLOW = """
     from envflow import flow
 
@@ -50,17 +57,18 @@ def run(ctx: Context) -> Result:
     lib = h.root / "warm-lib"
     lib.mkdir(exist_ok=True)
     (lib / "heavy_import.py").write_text(textwrap.dedent(HEAVY))
+    (lib / "threaded_import.py").write_text(textwrap.dedent(THREADED))
     next(venv.glob("lib/python3*/site-packages")).joinpath("warm-lib.pth").write_text(f"{lib}\n")
     flow_file = h.root / "flows" / "heavy.py"
     flow_file.write_text(textwrap.dedent(FLOW).lstrip())
     cold = _deploy(h, flow_file, "cold", venv, preload=[], warm=False)
     warm = _deploy(h, flow_file, "warm", venv, preload=["heavy_import"], warm=True)
-    cold_worker = _start(h, "cold", {"ENVFLOW_WARM_MAX": "0"})
-    warm_worker = _start(h, "warm", {})
-    first = {"cold": [], "warm": []}
+    spare = _deploy(h, flow_file, "spare", venv, preload=["heavy_import", "threaded_import"], warm=True)
+    workers = [_start(h, "cold", {"ENVFLOW_WARM_MAX": "0"}), _start(h, "warm", {}), _start(h, "spare", {})]
+    first: dict[str, list[float]] = {"cold": [], "warm": [], "spare": []}
     rounds = 3 if ctx.quick else 15
     for i in range(rounds + 1):
-        for name, deployment in (("cold", cold), ("warm", warm)):
+        for name, deployment in (("cold", cold), ("warm", warm), ("spare", spare)):
             t0 = time.perf_counter()
             line = next(h.client.run(deployment, {"tag": str(i)}).follow(timeout=TIMEOUT))
             if i:  # the first round lets the warm env get ready
@@ -68,9 +76,11 @@ def run(ctx: Context) -> Result:
             if line.text != f"ready {i}":
                 raise RuntimeError(f"{deployment}: unexpected output {line.text!r}")
             h.wait_idle()
-    cold_worker.stop()
-    warm_worker.stop()
-    return _result(first, _memory(h, flow_file, venv))
+    time.sleep(0.5)  # the fallback's next process finishes its preload
+    one_env = {name: sum(_pss(p) for p in _descendants(w.pid)) for name, w in zip(("warm", "spare"), workers[1:])}
+    for worker in workers:
+        worker.stop()
+    return _result(first, _memory(h, flow_file, venv), one_env)
 
 
 def _deploy(h, flow_file, queue, venv, **fields) -> str:  # type: ignore[no-untyped-def]
@@ -139,13 +149,15 @@ def _pss(pid: int) -> int:
     return _field(f"/proc/{pid}/smaps_rollup", "Pss")
 
 
-def _result(first: dict[str, list[float]], memory: list[tuple[int, int, int]]) -> Result:
-    cold, warm = stats.summary(first["cold"]), stats.summary(first["warm"])
+def _result(first: dict[str, list[float]], memory: list[tuple[int, int, int]], one_env: dict[str, int]) -> Result:
+    cold, warm, spare = (stats.summary(first[k]) for k in ("cold", "warm", "spare"))
     rows = [Row(
         case=f"~300 ms import, enqueue → first line {p}",
         envflow=f"warm, preloaded {stats.ms(warm[p])}",
-        baselines=[f"cold (new interpreter imports it) {stats.ms(cold[p])}"],
-        ratios=[f"{stats.ratio(cold[p], warm[p]):.0f}× faster warm"],
+        baselines=[f"cold (new interpreter imports it) {stats.ms(cold[p])}",
+                   f"fallback: preloaded process started ahead {stats.ms(spare[p])}"],
+        ratios=[f"{stats.ratio(cold[p], warm[p]):.0f}× faster warm",
+                f"{stats.ratio(cold[p], spare[p]):.0f}× faster by the fallback"],
         target="≥ 20× faster, p50 ≤ 15 ms" if p == "p50" else "—",
         met=(cold[p] >= 20 * warm[p] and warm[p] <= 0.015) if p == "p50" else None,
     ) for p in ("p50", "p99")]
@@ -157,10 +169,16 @@ def _result(first: dict[str, list[float]], memory: list[tuple[int, int, int]]) -
         baselines=[f"no warm env: worker RSS {idle_rss / mib:.0f} MiB"],
         ratios=[f"per extra warm env: +{(pss5 - pss4 + rss5 - rss4) / mib:.1f} MiB"],
     ))
+    rows.append(Row(
+        case="one warm env's processes (PSS)",
+        envflow=f"forked: ready parent + child forked ahead {one_env['warm'] / mib:.1f} MiB",
+        baselines=[f"fallback: process started ahead {one_env['spare'] / mib:.1f} MiB"],
+        ratios=[f"{stats.ratio(one_env['spare'], one_env['warm']):.2f}×"],
+    ))
     notes = [
         f"warm pools: n = {cold['n']} samples each, interleaved, after one round that lets the env get ready; "
         "the pool's memory is the PSS of its processes (each env's ready parent and the child forked ahead), "
         "so pages they share are counted once: "
         + ", ".join(f"{n} env{'s' if n != 1 else ''} {pss / mib:.1f} MiB" for n, _, pss in memory),
     ]
-    return Result(rows, notes, {"first_line": first, "memory": memory})
+    return Result(rows, notes, {"first_line": first, "memory": memory, "one_env": one_env})
