@@ -246,12 +246,68 @@ def test_compose_check(check: Callable[..., list[str]], edit: Callable[[dict[str
     assert problems and any(expected in p for p in problems), problems
 
 
+# compose.fleet.yaml, merged into compose.yaml as `docker compose -f compose.yaml -f compose.fleet.yaml` does
+
+FLEET_TEXT = (ROOT / "compose.fleet.yaml").read_text()
+FLEET_UP = "docker compose -f compose.yaml -f compose.fleet.yaml up"
+
+
+def fleet() -> dict[str, Any]:
+    return checks.merged(compose(), json.loads(json.dumps(yaml.safe_load(FLEET_TEXT))))
+
+
+LEGACY = "services.worker-legacy"
+FLEET_CASES: list[tuple[str, Callable[..., list[str]], Callable[[dict[str, Any]], None], str]] = [
+    ("one service builds", checks.check_fleet, _set(f"{LEGACY}.build", {"context": "."}), "only the worker service"),
+    ("the worker's image", checks.check_fleet, _set(f"{LEGACY}.image", "envflow:legacy"), "not the worker's image"),
+    ("its own envs", checks.check_fleet, _set(f"{LEGACY}.environment.ENVFLOW_ENV_ROOTS", _DELETE),
+     "no ENVFLOW_ENV_ROOTS"),
+    ("different envs", checks.check_fleet,
+     _set(f"{LEGACY}.environment.ENVFLOW_ENV_ROOTS", "/opt/conda/envs/py312:/venvs"), "same ENVFLOW_ENV_ROOTS"),
+    ("a second worker service", checks.check_fleet, _set(LEGACY, _DELETE), "more than one worker service"),
+    ("stop grace", checks.check_fleet, _set(f"{LEGACY}.stop_grace_period", "30s"), "SIGKILL"),
+    ("scalable", checks.check_fleet, _set(f"{LEGACY}.ports", ["127.0.0.1:8000:8000"]), "ports"),
+    ("the image's user and tini", checks.check_fleet, _set(f"{LEGACY}.user", "0:0"), "uid 10001"),
+    ("depends on healthy redis", checks.check_fleet, _set(f"{LEGACY}.depends_on", ["redis"]), "healthy"),
+    ("project read-only", checks.check_fleet, _set(f"{LEGACY}.volumes.0.read_only", False), "read-only at /project"),
+    ("no writable bind", checks.check_mounts, _set(f"{LEGACY}.volumes.0.read_only", False), "writable"),
+    ("venvs read-only", checks.check_fleet,
+     _set(f"{LEGACY}.volumes.1", {"type": "bind", "source": "./venvs", "target": "/venvs"}), "read_only: true"),
+]
+
+
+@pytest.mark.parametrize(("check", "edit", "expected"), [c[1:] for c in FLEET_CASES],
+                         ids=[c[0] for c in FLEET_CASES])
+def test_fleet_check(check: Callable[..., list[str]], edit: Callable[[dict[str, Any]], None], expected: str) -> None:
+    assert check(fleet()) == []
+    broken = fleet()
+    edit(broken)
+    problems = check(broken)
+    assert problems and any(expected in p for p in problems), problems
+
+
+def test_the_fleet_passes_every_compose_check() -> None:
+    doc = fleet()
+    assert set(checks.worker_services(doc)) == {"worker", "worker-legacy"}
+    for _, check, _, _ in COMPOSE_CASES:
+        assert _compose_check(check, doc) == [], check.__name__
+    assert "a fleet needs more than one worker service" in checks.check_fleet(compose())
+
+
+def test_the_fleet_command_is_documented() -> None:
+    """compose.fleet.yaml's header and docs/run-with-docker.md give the command; compose.yaml's header names it."""
+    header = "".join(line for line in FLEET_TEXT.splitlines(keepends=True) if line.startswith("#"))
+    assert FLEET_UP in header and FLEET_UP in DOCS and FLEET_UP in COMPOSE_TEXT
+    assert "worker-legacy" in DOCS and "ENVFLOW_ENV_ROOTS" in DOCS
+
+
 def test_compose_uses_real_settings() -> None:
-    """Every ENVFLOW_* variable compose.yaml and the Dockerfile set is a real setting (a typo would be ignored)."""
+    """Every ENVFLOW_* variable compose.yaml, compose.fleet.yaml and the Dockerfile set is a real setting
+    (a typo would be ignored)."""
     from envflow.settings import Settings
 
     known = {f"ENVFLOW_{name.upper()}" for name in Settings.model_fields}
-    used = {key for service in compose()["services"].values() for key in service.get("environment") or {}}
+    used = {key for service in fleet()["services"].values() for key in service.get("environment") or {}}
     for ins in checks.Dockerfile(DOCKERFILE).final.all("ENV"):
         used |= set(re.findall(r"(?:^|\s)(\w+)=", ins.value))
     used = {name for name in used if name.startswith("ENVFLOW_")}

@@ -401,19 +401,80 @@ def check_worker_scalable(compose: dict[str, Any]) -> list[str]:
     worker = _services(compose).get("worker")
     if worker is None:
         return ["no worker service"]
-    problems = [f"worker sets {key}: two replicas cannot share it" for key in ("container_name", "hostname", "ports")
+    return _worker_problems("worker", worker)
+
+
+def _worker_problems(name: str, worker: dict[str, Any]) -> list[str]:
+    """A worker service: scalable, stopped gracefully, exec-form, pointed at the redis service."""
+    problems = [f"{name} sets {key}: two replicas cannot share it" for key in ("container_name", "hostname", "ports")
                 if worker.get(key)]
     env = _env(worker)
     needed = float(env.get("ENVFLOW_SHUTDOWN_GRACE", 30)) + float(env.get("ENVFLOW_CANCEL_GRACE", 10))
     grace = _duration(worker.get("stop_grace_period", "10s"))
     if grace <= needed:
-        problems.append(f"worker stop_grace_period {grace:g}s is not above shutdown + cancel grace ({needed:g}s): "
+        problems.append(f"{name} stop_grace_period {grace:g}s is not above shutdown + cancel grace ({needed:g}s): "
                         "Docker would SIGKILL a stopping worker's flow")
     command = worker.get("command")
     if not isinstance(command, list) or command[:3] != ["envflow", "worker", "start"]:
-        problems.append("worker command must be exec-form `envflow worker start`")
+        problems.append(f"{name} command must be exec-form `envflow worker start`")
     if "redis" not in env.get("ENVFLOW_REDIS_URL", ""):
-        problems.append("worker ENVFLOW_REDIS_URL does not point at the redis service")
+        problems.append(f"{name} ENVFLOW_REDIS_URL does not point at the redis service")
+    return problems
+
+
+def merged(base: dict[str, Any], *overrides: dict[str, Any]) -> dict[str, Any]:
+    """Compose files merged as ``docker compose -f base -f override`` does for what these checks read:
+    mappings key by key, anything else (lists too) replaced by the later file."""
+    out = dict(base)
+    for override in overrides:
+        for key, value in override.items():
+            old = out.get(key)
+            out[key] = merged(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+    return out
+
+
+def worker_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The services that run ``envflow worker start``: the worker, and a fleet's other worker services."""
+    return {name: s for name, s in _services(compose).items()
+            if _argv(s.get("command")).split()[:3] == ["envflow", "worker", "start"]}
+
+
+def check_fleet(compose: dict[str, Any]) -> list[str]:
+    """compose.yaml with compose.fleet.yaml merged in: several worker services, each with its own envs
+    (ENVFLOW_ENV_ROOTS), all on the worker's image, which only the worker service builds, and each as
+    scalable, stoppable and read-only as the worker."""
+    services = _services(compose)
+    workers = worker_services(compose)
+    image = (services.get("worker") or {}).get("image")
+    problems = [] if len(workers) > 1 else ["a fleet needs more than one worker service"]
+    roots: dict[str, str] = {}
+    for name, service in workers.items():
+        if name != "worker":
+            if service.get("build"):
+                problems.append(f"{name} builds the image: only the worker service builds it (another build "
+                                "would leave an untagged copy)")
+            if service.get("image") != image:
+                problems.append(f"{name} runs {service.get('image')!r}, not the worker's image {image!r}")
+            problems += _worker_problems(name, service)
+            depends = service.get("depends_on") or {}
+            if not isinstance(depends, dict) or (depends.get("redis") or {}).get("condition") != "service_healthy":
+                problems.append(f"{name} does not depend on redis being healthy")
+            if service.get("user") or service.get("entrypoint"):
+                problems.append(f"{name} sets its own user or entrypoint: the image's (uid 10001, tini) must stay")
+        mounts = {m["target"]: m for m in _mounts(service)}
+        project = mounts.get("/project")
+        if project is None or project["type"] != "bind" or project.get("read_only") is not True:
+            problems.append(f"{name} must mount the project read-only at /project")
+        if service.get("working_dir") != "/project":
+            problems.append(f"{name} working_dir is not the project mount")
+        venvs = mounts.get("/venvs")
+        if venvs is not None and (not venvs["long"] or venvs.get("read_only") is not True):
+            problems.append(f"{name} must mount /venvs with the long syntax and read_only: true")
+        roots[name] = _env(service).get("ENVFLOW_ENV_ROOTS", "")
+        if not roots[name]:
+            problems.append(f"{name} sets no ENVFLOW_ENV_ROOTS: it would have every env of the image")
+    if len(set(roots.values())) < len(roots):
+        problems.append(f"worker services with the same ENVFLOW_ENV_ROOTS have the same envs: {roots}")
     return problems
 
 

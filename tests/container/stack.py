@@ -1,5 +1,6 @@
 """compose.yaml as the container suite runs it: the project's file plus the suite's override
-(tests/container/compose.host.yaml: host networking, local images) plus any files named in
+(tests/container/compose.host.yaml: host networking, local images), then the files a stack adds
+(the fleet's: compose.fleet.yaml and its host override), then any files named in
 ENVFLOW_TEST_COMPOSE_FILES (``:``-separated), under a private project name, free Redis and UI
 ports, a random password and UI token, and its own venvs directory.
 
@@ -22,6 +23,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 IMAGE = os.environ.get("ENVFLOW_TEST_IMAGE", "envflow:container-test")
 HOST_OVERRIDE = HERE / "compose.host.yaml"
+# compose.fleet.yaml (workers with different envs) as the suite runs it: with its host-network override.
+FLEET = (ROOT / "compose.fleet.yaml", HERE / "compose.fleet.host.yaml")
 BUILD_TIMEOUT = 2400  # a cold build makes the conda envs: minutes
 
 # The commands of README.md's "Run with Docker", as the suite runs them (after `docker compose`;
@@ -40,10 +43,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def compose_files() -> list[Path]:
-    """compose.yaml, the host-network override, then ENVFLOW_TEST_COMPOSE_FILES in order."""
+def compose_files(added: tuple[Path, ...] = ()) -> list[Path]:
+    """compose.yaml, the host-network override, ``added``, then ENVFLOW_TEST_COMPOSE_FILES in order."""
     extra = [Path(p).resolve() for p in os.environ.get("ENVFLOW_TEST_COMPOSE_FILES", "").split(":") if p]
-    return [ROOT / "compose.yaml", HOST_OVERRIDE, *extra]
+    return [ROOT / "compose.yaml", HOST_OVERRIDE, *added, *extra]
 
 
 def compose_command() -> list[str] | None:
@@ -63,11 +66,14 @@ def compose_command() -> list[str] | None:
 
 class Stack:
     """One compose project of the suite. ``project_dir`` is the checkout compose runs in (this one,
-    or a fresh clone); ``venvs`` None leaves ENVFLOW_VENVS_DIR at compose.yaml's default."""
+    or a fresh clone); ``venvs`` None leaves ENVFLOW_VENVS_DIR at compose.yaml's default; ``files`` are
+    override files added after the suite's own (e.g. ``FLEET``)."""
 
     def __init__(self, command: list[str], workdir: Path, project_dir: Path = ROOT,
-                 venvs: Path | None | bool = True, env: dict[str, str] | None = None) -> None:
+                 venvs: Path | None | bool = True, env: dict[str, str] | None = None,
+                 files: tuple[Path, ...] = ()) -> None:
         self.command = command
+        self.files = tuple(files)
         self.project = f"envflow-test-{os.getpid()}-{secrets.token_hex(3)}"
         self.project_dir = project_dir
         self.password = secrets.token_hex(16)
@@ -117,7 +123,7 @@ class Stack:
 
     def argv(self, *args: str) -> list[str]:
         """`docker compose ARGS...` for this project: its name, directory, files and an empty .env."""
-        files = [a for f in compose_files() for a in ("-f", str(f if f.parent != ROOT else self.project_dir / f.name))]
+        files = [a for f in compose_files(self.files) for a in ("-f", str(f if f.parent != ROOT else self.project_dir / f.name))]
         return [*self.command, "--project-name", self.project, "--project-directory", str(self.project_dir),
                 "--env-file", str(self.env_file), *files, *args]
 
@@ -150,6 +156,17 @@ class Stack:
 
         with redis.Redis.from_url(self.redis_url) as connection:
             return {w.name for w in Worker.all(connection=connection, serializer=SERIALIZER)}
+
+    def service_workers(self, service: str) -> set[str]:
+        """The names of the workers the containers of ``service`` started (each logs "worker NAME ready").
+
+        Under host networking the replicas of every service share the host's name, so a worker's
+        name (``<hostname>.<slot>.<random>``) does not say which container it runs in; its log does.
+        """
+        import re
+
+        return {name for container in self.containers(service, all=True)
+                for name in re.findall(r"\bworker (\S+) ready on queue", container.logs().decode(errors="replace"))}
 
     def wait_for_workers(self, count: int, timeout: float = 120) -> set[str]:
         import redis
