@@ -184,7 +184,10 @@ class Client:
         """What the workers of the deployment's queue have instead of its env, and why they lack it."""
         route = routing.route_key(record.env)
         with wrap_errors(self.redis):
-            return routing.waiting_reason(self.redis, record.queue, route) if route else "no worker serves its queue"
+            if route is None:
+                return "no worker serves its queue"
+            return (routing.waiting_reason(self.redis, record.queue, route)
+                    or f"the workers of queue {record.queue} have not looked for {route} yet (they do every second)")
 
     def workers(self) -> list[dict[str, Any]]:
         """Live workers: name, host, state, queues, current run, and what each publishes (its warm processes)."""
@@ -238,7 +241,8 @@ class Client:
             route = routing.route_key(record.env)
             if route is not None and not routing.capable(self.redis, record.queue, route):
                 run.waiting = routing.waiting_reason(self.redis, record.queue, route)
-                warnings.warn(EnvflowWarning(f"run {run.short_id}: {run.waiting}"), stacklevel=2)
+                if run.waiting is not None:  # None: the workers have not looked for a new env yet
+                    warnings.warn(EnvflowWarning(f"run {run.short_id}: {run.waiting}"), stacklevel=2)
         return run
 
     def get_run(self, run_id: str) -> FlowRun:

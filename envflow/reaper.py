@@ -74,7 +74,7 @@ class Reaper:
             if state != "PENDING" or not route or not queue or routing.capable(self.redis, queue, route):
                 continue
             reason = (f"no worker with {route} took it within ENVFLOW_ENV_WAIT ({wait:g}s); "
-                      f"{routing.waiting_reason(self.redis, queue, route)}")
+                      f"{routing.waiting_reason(self.redis, queue, route) or 'no worker of ' + queue + ' has looked for it'}")
             if self.scripts.unrunnable(run_id, reason).run():
                 job = self._job(run_id)
                 if job is not None:

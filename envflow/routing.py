@@ -51,6 +51,18 @@ def rq_queue(queue: str, key: str | None) -> str:
     return f"{queue}{SUBQUEUE}{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
+WAKE = "envflow-wake:"  # RQ queue name prefix of each worker's wake-up list (never holds a job)
+
+
+def wake_queue(worker: str) -> str:
+    """The RQ queue a worker also waits on, so that a change of its envs ends its wait at once."""
+    return WAKE + worker
+
+
+def wake_key(worker: str) -> str:
+    return "rq:queue:" + wake_queue(worker)  # RQ's Queue.key of that name
+
+
 def user_queue(rq_name: str) -> str:
     """The queue users name, of an RQ queue (a sub-queue's is its prefix)."""
     return rq_name.partition(SUBQUEUE)[0]
@@ -61,12 +73,15 @@ def capable(redis: Redis, queue: str, key: str) -> int:
     return int(redis.zcount(keys.route(queue, key), time.time(), "+inf"))
 
 
-def waiting_reason(redis: Redis, queue: str, key: str) -> str:
-    """Why a run for ``key`` waits: what the live workers of ``queue`` have instead, and why they lack it."""
+def waiting_reason(redis: Redis, queue: str, key: str) -> str | None:
+    """Why a run for ``key`` waits: what the live workers of ``queue`` have instead, and why they lack it.
+    None while none of them has looked for the env yet (a deployment just created: they do within a second)."""
     names = sorted(k.decode().removeprefix("rq:worker:") for k in redis.smembers(f"rq:workers:{queue}"))
     published = [json.loads(raw) for raw in (redis.mget([keys.worker(n) for n in names]) if names else []) if raw]
     if not published:
         return f"waiting for a worker with {key}; no worker serves queue {queue}"
+    if not any(key in info.get("envs", {}) or key in info.get("missing", {}) for info in published):
+        return None
     have = sorted({env for info in published for env in info.get("envs", {})})
     shown = ", ".join(have[:10]) + (", ..." if len(have) > 10 else "") if have else "no envs"
     why = next((info["missing"][key] for info in published if key in info.get("missing", {})), None)

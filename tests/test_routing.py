@@ -9,14 +9,19 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections import Counter
 
 import pytest
 
+from envflow import routing
 from envflow.errors import EnvflowWarning
 from envflow.models import RunState
+from envflow.worker.presence import Presence
+from envflow.worker.warm import WarmPool
+from envflow.worker.worker import FlowQueue
 
 from .conftest import deploy, envflow_command, write_flow
 from .faults.helpers import wait_until
@@ -159,3 +164,35 @@ def test_relative_venv_paths_route_by_each_workers_directory(client, start_worke
                              capture_output=True, text=True, check=True)
     live = next(line for line in preview.stdout.splitlines() if line.startswith("live workers"))
     assert len(live.split()[2:]) == 1  # one name: the worker in "here"; the one in "there" lacks the env
+
+
+def test_a_deployment_created_while_workers_wait_runs_without_a_premature_warning(client, start_worker, workdir,
+                                                                                   fleet):
+    worker_for(start_worker, fleet["a"], "a")  # waiting on its queue before the deployment exists
+    name = deploy(client, write_flow(workdir, FLOWS), "where", name="fresh", virtualenv=str(fleet["a"] / "venv-a"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EnvflowWarning)  # no worker has looked for the env yet: nothing to warn of
+        run = client.run(name)
+    assert run.waiting is None
+    assert run.result(timeout=60)["worker_root"] == "a"
+
+
+def test_a_change_of_envs_ends_the_workers_wait_at_once(client, settings, workdir, fleet, tmp_path):
+    """The worker's blocking dequeue (RQ's BLPOP, 30 s here) returns as soon as its presence finds a new
+    env, so it listens on that env's sub-queue without waiting out the timeout."""
+    mine = settings.model_copy(update={"env_roots": str(fleet["a"]), "state_dir": tmp_path / "state"})
+    presence = Presence("waker", ["default"], client.redis, mine, WarmPool(0, 0))
+    presence.refresh()
+    client.redis.delete(routing.wake_key("waker"))
+    queues = [FlowQueue("unused", connection=client.redis), FlowQueue(routing.wake_queue("waker"),
+                                                                      connection=client.redis)]
+    got: list[object] = []
+    waiter = threading.Thread(target=lambda: got.append(FlowQueue.dequeue_any(queues, 30, connection=client.redis)))
+    waiter.start()
+    deploy(client, write_flow(workdir, FLOWS), "where", name="new", virtualenv=str(fleet["a"] / "venv-a"))
+    presence.refresh()  # finds venv-a: the worker must listen on its sub-queue now
+    waiter.join(10)
+    assert not waiter.is_alive() and got == [None]
+    assert presence.routes
+    presence.remove()
+    assert not client.redis.exists(routing.wake_key("waker"))

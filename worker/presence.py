@@ -17,7 +17,7 @@ from typing import Any
 
 from redis import Redis
 
-from envflow import keys
+from envflow import keys, routing
 from envflow.models import DeploymentRecord, EnvSpec
 from envflow.settings import Settings
 
@@ -50,18 +50,26 @@ class Presence:
 
     def refresh(self) -> None:
         """Look at the envs again; publish at once when they changed, else every reaper interval."""
+        missing = set(self.missing)
         envs = self._resolve()
         changed = set(envs) != set(self.envs)
         gone = set(self.envs) - set(envs)
         self.envs, self.routes = envs, frozenset(envs)
         now = time.monotonic()
-        if changed or now - self._published_at >= self.settings.reaper_interval:
+        if changed or missing != set(self.missing) or now - self._published_at >= self.settings.reaper_interval:
             self._published_at = now
             self.pool.tick()
             if now - self._scanned_at >= WARM_SCAN:
                 self._scanned_at = now
                 self._keep_warm()
             self._publish(gone)
+        if changed:  # the worker's dequeue waits on its old set of queues: have it listen on the new one now
+            wake = routing.wake_key(self.name)
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.lpush(wake, 1)
+                pipe.ltrim(wake, 0, 0)
+                pipe.expire(wake, int(self.ttl) + 1)
+                pipe.execute()
 
     def _resolve(self) -> dict[str, dict[str, str]]:
         found, missing = {}, {}
@@ -100,7 +108,7 @@ class Presence:
             for queue in self.queues:
                 for key in self.envs:
                     pipe.zrem(keys.route(queue, key), self.name)
-            pipe.delete(keys.worker(self.name))
+            pipe.delete(keys.worker(self.name), routing.wake_key(self.name))
             pipe.execute()
 
     def _keep_warm(self) -> None:

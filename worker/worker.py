@@ -25,8 +25,8 @@ from redis import Redis
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.queue import Queue
+from rq.utils import as_text, utcformat
 from rq.utils import now as rq_now
-from rq.utils import utcformat
 from rq.worker import SimpleWorker, WorkerStatus
 
 from envflow import keys, routing
@@ -46,7 +46,20 @@ from .presence import Presence
 log = logging.getLogger("envflow.worker")
 
 PAUSED_POLL = 1.0  # seconds between checks while some of the worker's queues are paused
-ROUTE_POLL = 2  # seconds a dequeue waits before looking at the envs it serves again
+ROUTE_POLL = 2  # seconds a dequeue waits before looking at its envs again, when no wake-up (FlowQueue) came
+
+
+class FlowQueue(Queue):
+    """RQ's queue, whose blocking pop also ends when the worker's wake-up list gets an entry (its
+    envs changed, ``worker/presence.py``): the dequeue then returns nothing, and the worker listens
+    on its new set of queues at once rather than when its wait times out."""
+
+    @classmethod
+    def lpop(cls, queue_keys: Any, timeout: int | None, connection: Redis | None = None) -> Any:
+        result = super().lpop(queue_keys, timeout, connection=connection)
+        if result is not None and as_text(result[0]).startswith(cls.redis_queue_namespace_prefix + routing.WAKE):
+            return None
+        return result
 
 
 class FlowWorker(SimpleWorker):
@@ -54,6 +67,7 @@ class FlowWorker(SimpleWorker):
 
     log_job_description = False
     log_result_lifespan = False
+    queue_class = FlowQueue
 
     def __init__(
         self,
@@ -77,6 +91,7 @@ class FlowWorker(SimpleWorker):
         self._paused_checked_at = 0.0
         self._base_queues = list(self.queues)  # the queues it was given; sub-queues of their envs join them
         self._routes: frozenset[str] = frozenset()
+        self._wake = FlowQueue(routing.wake_queue(name), connection=connection, serializer=SERIALIZER)
 
     # Lifecycle
 
@@ -177,7 +192,7 @@ class FlowWorker(SimpleWorker):
             self._follow_routes()
             paused = self._paused_queues()
             active = [q for q in self.queues if routing.user_queue(q.name) not in paused]
-            self._ordered_queues = active  # RQ's own list of the queues it dequeues from
+            self._ordered_queues = [*active, self._wake] if active else []  # RQ's list of what it dequeues from
             if not active:
                 if timeout is None:
                     return None  # burst mode: nothing we may run
