@@ -11,11 +11,14 @@ submit (``routing.capable``) and a ``run inspect`` of a run no worker can take
 
 Dispatch: two real workers in the same run, samples interleaved: one that has 1 env (listening on
 its queue and 1 sub-queue), one that has all 101 envs (its queue and 101 sub-queues). The same flow
-in the same venv; enqueue → first line at a follower.
+in the same venv; enqueue → first line at a follower. Then a new env's first run: a deployment
+created for a venv no deployment named before, run at once (create → first line), which waits for
+the worker's next look at the envs (each second).
 """
 
 from __future__ import annotations
 
+import random
 import statistics
 import sys
 import time
@@ -64,6 +67,10 @@ def _fleet(h, venvs: list[Path], window: float) -> dict[str, float]:  # type: ig
         client.create_deployment(Deployment(name=f"env{i:03}", flow_location=flow_file, flow_name="hello",
                                             virtualenv=str(venv), queue="fleet", stream_output=False))
     half = venvs[0].parent.parent
+    absent = str(half / "absent")  # an env no worker has: run inspect's reason lists what they have instead
+    client.create_deployment(Deployment(name="absent", flow_location=flow_file, flow_name="hello",
+                                        virtualenv=absent, queue="fleet", stream_output=False))
+    nowhere = routing.route_key(EnvSpec(kind=EnvKind.VENV, value=absent))
     roots = {"all": str(half), "a": str(half / "a")}
     presences = []
     for i in range(WORKERS):
@@ -92,8 +99,8 @@ def _fleet(h, venvs: list[Path], window: float) -> dict[str, float]:  # type: ig
                      for k in r.scan_iter(pattern, count=1000))
         capable = _timed(lambda: routing.capable(r, "fleet", routing.route_key(EnvSpec(kind=EnvKind.VENV,
                                                                                          value=str(venvs[0])))))
-        reason = routing.waiting_reason(r, "fleet", "venv:/nowhere")
-        inspect = _timed(lambda: routing.waiting_reason(r, "fleet", "venv:/nowhere"))
+        reason = routing.waiting_reason(r, "fleet", nowhere) or ""
+        inspect = _timed(lambda: routing.waiting_reason(r, "fleet", nowhere))
         advertised = r.zcard(keys.route("fleet", routing.route_key(EnvSpec(kind=EnvKind.VENV, value=str(venvs[0])))))
     finally:
         client.redis.close()
@@ -130,7 +137,7 @@ def _dispatch(ctx: Context, venvs: list[Path]) -> dict[str, list[float]]:
         h.client.create_deployment(Deployment(name=f"fleet{i:03}", flow_location=flow_file, flow_name="hello",
                                               virtualenv=str(venv), queue="bench-route-many", stream_output=False))
     workers = {"one": _start(h, "one", str(one.parent)), "many": _start(h, "many", str(venvs[0].parent.parent.resolve()))}
-    samples: dict[str, list[float]] = {"one": [], "many": []}
+    samples: dict[str, list[float]] = {"one": [], "many": [], "new": []}
     rounds = ctx.sizes.dispatch_samples
     try:
         for i in range(rounds + 3):
@@ -142,6 +149,17 @@ def _dispatch(ctx: Context, venvs: list[Path]) -> dict[str, list[float]]:
                 if i >= 3:
                     samples[queue].append(time.perf_counter() - t0)
                 h.wait_idle()
+        for i in range(3 if ctx.quick else 10):
+            fresh = make_venv(h.cache_dir / "routing" / "one" / f"new{i}")
+            time.sleep(random.random())  # at any point of the worker's second, not locked to its phase
+            t0 = time.perf_counter()
+            name = h.client.create_deployment(Deployment(
+                name=f"new{i}", flow_location=flow_file, flow_name="hello", virtualenv=str(fresh),
+                queue="bench-route-one", stream_output=False)).name
+            next(h.client.run(name).follow(timeout=TIMEOUT))
+            samples["new"].append(time.perf_counter() - t0)
+            h.wait_idle()
+            h.client.delete_deployment(name)
     finally:
         for child in workers.values():
             child.stop()
@@ -198,6 +216,12 @@ def _result(fleet: dict[int, dict[str, float]], dispatch: dict[str, list[float]]
             ratios=[f"{stats.ratio(many[p], one[p]):.2f}×"],
             target="≤ 1.05×" if p == "p50" else "—",
             met=(many[p] <= 1.05 * one[p]) if p == "p50" else None))
+    new = stats.summary(dispatch["new"])
+    rows.append(Row(
+        case="a new env's first run, create → first line (p50)", envflow=stats.ms(new["p50"]),
+        baselines=[f"dispatch of a known env {stats.ms(one['p50'])}"],
+        ratios=[f"+{stats.ms(new['p50'] - one['p50'])}, {stats.ms(new['p99'])} p99: the worker's next look at its envs "
+                "(each second)"]))
     notes = [f"routing: fleet of {WORKERS} simulated workers (their Presence, in one process, each refreshed once "
              f"a second: even ones have all {ENVS} envs, odd ones 50); dispatch n = {many['n']} samples each, "
              "interleaved, two real workers."]
