@@ -10,7 +10,7 @@ from starlette.routing import BaseRoute, Route
 
 from ..errors import ParameterError
 from . import forms
-from .app import local_path, see_other, ui_of
+from .context import local_path, see_other, ui_of
 from .pages import render_deployment
 
 

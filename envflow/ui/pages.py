@@ -18,7 +18,7 @@ from ..models import DeploymentRecord
 from ..output import Entry, dropped_before
 from ..redaction import redact_text
 from . import fleet, forms
-from .app import see_other, ui_of
+from .context import see_other, ui_of
 from .listing import recent_records, recent_runs
 from .stream import EventStream
 from .strip import strip_svg
