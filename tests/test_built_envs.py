@@ -22,6 +22,7 @@ from envflow.worker.builds.cache import EnvStore
 from envflow.worker.env_cache import EnvCache
 
 from .conftest import deploy, envflow_command, write_flow
+from .faults.helpers import wait_until
 from .test_environments import pyenv_python
 
 RUN_TIMEOUT = 60
@@ -110,6 +111,10 @@ def test_ten_concurrent_runs_on_two_workers_build_once(client, start_worker, flo
     start_worker()
     start_worker()
     name = deploy(client, flows, "uses_gamma", requirements=["gamma==2.*"])
+    # Both must listen for the env before the runs go in, or the first could run all ten (built,
+    # each run takes milliseconds) before the second looks at its envs (once a second).
+    record = client.get_deployment(name)
+    wait_until(lambda: len(client.capable_workers(record)) == 2, 10, what="both workers to take the env")
     runs = [client.run(name) for _ in range(10)]
     assert [r.result(RUN_TIMEOUT) for r in runs] == ["2.0"] * 10
     assert len(builds(store)) == 1
