@@ -180,6 +180,11 @@ def test_activation_is_cached_until_the_env_changes(tmp_path):
     (prefix / "etc" / "conda" / "activate.d" / "log.sh").write_text('export FROM=changed\n')
     assert cache.prepare(spec, {"PATH": "/usr/bin"}).variables["FROM"] == "changed"
     assert cache.misses == 3
+    (prefix / "etc" / "conda" / "activate.d" / "zz-added.sh").write_text('export ADDED=yes\n')  # a new script
+    assert cache.prepare(spec, {"PATH": "/usr/bin"}).variables["ADDED"] == "yes"
+    (prefix / "etc" / "conda" / "activate.d" / "zz-added.sh").unlink()
+    assert "ADDED" not in cache.prepare(spec, {"PATH": "/usr/bin"}).variables
+    assert cache.misses == 5
 
 
 CONDA = shutil.which("conda")

@@ -24,7 +24,7 @@ from .resolve import EnvResolver
 Fingerprint = tuple[tuple[int, int, int] | None, ...]
 
 
-def _stamp(path: Path) -> tuple[int, int, int] | None:
+def _stamp(path: Path | str) -> tuple[int, int, int] | None:
     try:
         st = os.stat(path)  # follows links: a re-pointed or removed interpreter changes it
     except OSError:
@@ -32,7 +32,7 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-def fingerprint(paths: list[Path]) -> Fingerprint:
+def fingerprint(paths: list[Path] | list[str]) -> Fingerprint:
     return tuple(_stamp(p) for p in paths)
 
 
@@ -52,6 +52,9 @@ class _Entry:
     environment: Environment
     stamp: Fingerprint
     delta: Delta
+    # The watched paths when it was activated. Any change to the list (a file added to a watched
+    # folder, one removed) changes a stamp too, so the check need not list the folders again.
+    paths: list[str]
 
 
 class EnvCache:
@@ -71,7 +74,7 @@ class EnvCache:
         if entry is None:
             return None
         entry.environment.touch()  # before the check: a built env held by a run is not evicted after it
-        if fingerprint(entry.environment.watched_paths()) != entry.stamp:
+        if fingerprint(entry.paths) != entry.stamp:
             return None
         return self._prepared(entry, base, extra)
 
@@ -96,9 +99,10 @@ class EnvCache:
         environment = self.resolver.resolve(spec)
         environment.materialize(progress)
         environment.check_python()
-        stamp = fingerprint(environment.watched_paths())
+        paths = [str(p) for p in environment.watched_paths()]
+        stamp = fingerprint(paths)
         delta = environment.activation(base, self.settings.activation_timeout)
-        entry = self._entries[spec] = _Entry(environment, stamp, delta)
+        entry = self._entries[spec] = _Entry(environment, stamp, delta, paths)
         return self._prepared(entry, base, extra)
 
     @staticmethod
