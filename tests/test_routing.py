@@ -130,6 +130,20 @@ def test_an_env_deleted_from_disk_is_no_longer_advertised(client, start_worker, 
         client.run(name)
 
 
+def test_an_env_made_after_its_deployment_is_advertised_within_seconds(client, start_worker, workdir, fleet):
+    """Workers stamp the paths each env's resolution rested on, and resolve it again when one changes
+    (else every ten seconds): a venv created after its deployment is taken up at once."""
+    later = fleet["b"] / "venv-later"
+    name = deploy(client, write_flow(workdir, FLOWS), "where", virtualenv=str(later))
+    worker_for(start_worker, fleet["b"], "b")
+    record = client.get_deployment(name)
+    route = routing.route_key(record.env)
+    wait_until(lambda: routing.waiting_reason(client.redis, "default", route), 10, what="the worker to look for it")
+    make_venv(later)
+    wait_until(lambda: client.capable_workers(record), 5, what="the new env to be advertised")
+    assert client.run(name).result(timeout=60)["prefix"] == str(later)
+
+
 def test_a_crashed_attempt_is_retried_by_a_capable_worker(client, start_worker, workdir, fleet):
     flows = write_flow(workdir, FLOWS)
     name = deploy(client, flows, "where", virtualenv=str(fleet["b"] / "venv-b"), retries=1)

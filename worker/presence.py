@@ -13,15 +13,16 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
 
 from envflow import keys, routing
-from envflow.models import DeploymentRecord, EnvSpec
+from envflow.models import DeploymentRecord, EnvKind, EnvSpec
 from envflow.settings import Settings
 
-from .env_cache import EnvCache
+from .env_cache import EnvCache, Fingerprint, fingerprint
 from .environments import flow_base, kind_for
 from .executor import warm_key
 from .warm import WarmPool
@@ -29,6 +30,18 @@ from .warm import WarmPool
 log = logging.getLogger("envflow.worker")
 
 WARM_SCAN = 10.0  # seconds between looks for warm=True deployments
+RECHECK = 10.0  # seconds between full resolutions of an env this worker has (stat calls in between)
+
+
+@dataclass
+class _Seen:
+    """An env as last resolved in full, with the stamps of the paths that answer rested on."""
+
+    info: dict[str, str] | None  # what the worker advertises of it (path, Python version); None: it lacks it
+    error: str  # why it lacks it
+    paths: list[str]
+    stamp: Fingerprint
+    at: float  # monotonic time of the full resolution
 
 
 class Presence:
@@ -47,6 +60,7 @@ class Presence:
         self._published_at = 0.0
         self._scanned_at = 0.0
         self._failed: set[str] = set()  # deployments whose env this worker could not prepare (said once)
+        self._seen: dict[bytes, _Seen] = {}  # the envs it has, by their spec as deployments store it
 
     def refresh(self) -> None:
         """Look at the envs again; publish at once when they changed, else every reaper interval."""
@@ -72,19 +86,36 @@ class Presence:
                 pipe.execute()
 
     def _resolve(self) -> dict[str, dict[str, str]]:
-        found, missing = {}, {}
+        found, missing, seen = {}, {}, {}
+        now = time.monotonic()
         for raw_key, raw_spec in self.redis.hgetall(keys.ENVS).items():
-            try:
-                spec = EnvSpec.model_validate_json(raw_spec)
-                env = kind_for(spec).available(spec, self.env_cache.resolver)
-            except Exception as e:  # noqa: BLE001 - an env this worker does not have is not advertised; why is
-                missing[raw_key.decode()] = str(e)
-                continue
-            version = env.python_version()
-            found[raw_key.decode()] = {"path": str(env.prefix),
-                                       "python": ".".join(map(str, version)) if version else "?"}
-        self.missing = missing
+            known = self._seen.get(raw_spec)
+            if known is None or now - known.at > RECHECK or fingerprint(known.paths) != known.stamp:
+                known = self._check(raw_spec, now)
+            if known.paths:
+                seen[raw_spec] = known
+            if known.info is None:  # an env this worker does not have is not advertised; why is
+                missing[raw_key.decode()] = known.error
+            else:
+                found[raw_key.decode()] = known.info
+        self.missing, self._seen = missing, seen
         return found
+
+    def _check(self, raw_spec: bytes, now: float) -> _Seen:
+        """Resolve an env in full, stamping what the answer rests on: until a stamp changes (or RECHECK
+        passes), the next looks cost a few stat calls."""
+        given: list[str] = []
+        try:
+            spec = EnvSpec.model_validate_json(raw_spec)
+            if spec.kind in (EnvKind.VENV, EnvKind.CONDA_PREFIX) and spec.value:  # created, or a link re-pointed
+                given = [str(self.env_cache.resolver.cwd / os.path.expanduser(spec.value))]
+            env = kind_for(spec).available(spec, self.env_cache.resolver)
+            version = env.python_version()
+        except Exception as e:  # noqa: BLE001 - whatever the reason, it is said, not raised
+            return _Seen(None, str(e), given, fingerprint(given), now)  # named envs: looked up again each time
+        paths = [str(env.prefix), str(env.python), *given]
+        info = {"path": str(env.prefix), "python": ".".join(map(str, version)) if version else "?"}
+        return _Seen(info, "", paths, fingerprint(paths), now)
 
     def _publish(self, gone: set[str]) -> None:
         lapse = time.time() + self.ttl
