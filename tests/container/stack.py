@@ -139,6 +139,18 @@ class Stack:
         labels = [f"com.docker.compose.project={self.project}", f"com.docker.compose.service={service}"]
         return self.docker.containers.list(all=all, filters={"label": labels})
 
+    def exit_status(self, service: str, timeout: float = 300) -> int:
+        """The exit code of a one-shot service's container, once it has run. Docker's wait returns at once
+        for a container compose has created but not yet started (it waits for the services it depends
+        on), so this waits for the container to have exited instead."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.containers(service, all=True)
+            if found and found[0].attrs["State"]["Status"] in ("exited", "dead"):
+                return int(found[0].attrs["State"]["ExitCode"])
+            assert time.monotonic() < deadline, f"{service} did not run to its end within {timeout}s"
+            time.sleep(1)
+
     def logs(self, service: str) -> str:
         return self.compose("logs", "--no-color", service, check=False).stdout
 

@@ -59,8 +59,7 @@ def test_fresh_clone_up_build_works_the_first_time(built: Stack, docker_client, 
             time.sleep(1)
         venvs = stack.containers("venvs", all=True)
         assert venvs, log.read_text()[-4000:]
-        status = venvs[0].wait(timeout=300)["StatusCode"]
-        assert status == 0, stack.logs("venvs")
+        assert stack.exit_status("venvs") == 0, stack.logs("venvs")
         assert (clone / "venvs" / "example" / "pyvenv.cfg").is_file()
         if os.getuid() == 0:
             owner = (clone / "venvs").stat()

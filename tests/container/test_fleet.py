@@ -19,7 +19,7 @@ from envflow.models import RunState
 from ..conftest import load_flows
 from .conftest import write_flow
 from .stack import FLEET, IMAGE, Stack
-from .test_stack import PROBE, deploy
+from .test_stack import PROBE, deploy, wait_until_looked_for
 
 # deployment: (its env, the service that has it, its Python, its prefix)
 RUNS = {
@@ -89,8 +89,7 @@ def test_each_run_lands_on_the_service_with_its_env(fleet: Stack, flows: dict) -
     """One run per env (conda py38, conda py312, the venv the `venvs` service made): each completes,
     in its env, on a worker of the service that has it (by the run record's worker name, and by the
     container the flow itself ran in)."""
-    venvs = fleet.containers("venvs", all=True)
-    assert venvs and venvs[0].wait(timeout=300)["StatusCode"] == 0, fleet.logs("venvs")
+    assert fleet.exit_status("venvs") == 0, fleet.logs("venvs")
     names = workers_of(fleet)
     client = fleet.client()
     runs = {name: client.run(deploy(fleet, flows, "probe", name, **env)) for name, (env, *_) in RUNS.items()}
@@ -139,6 +138,7 @@ def test_an_env_no_service_has_waits_pending_with_the_reason(fleet: Stack, flows
     """A deployment whose conda env no service has: a warning at submit, then PENDING with the reason
     (which envs the workers have, and why they lack this one), in the record and `run inspect`."""
     deployment = deploy(fleet, flows, "probe", "fleet-gpu", condaenv="gpu")
+    wait_until_looked_for(fleet, deployment)
     client = fleet.client()
     with pytest.warns(EnvflowWarning, match="waiting for a worker with conda:gpu"):
         run = client.run(deployment)

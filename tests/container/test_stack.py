@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from envflow import routing
 from envflow.deployments import Deployment
 from envflow.errors import EnvflowWarning
 from envflow.models import RunState
@@ -69,6 +70,19 @@ def deploy(stack: Stack, flows: dict, flow: str, name: str, **fields) -> str:  #
     return stack.client().create_deployment(Deployment(name=name, flow=flows[flow], **fields)).name
 
 
+def wait_until_looked_for(stack: Stack, deployment: str, timeout: float = 30) -> None:
+    """Until a worker has looked for the deployment's env (each does every second): only then does a
+    submit warn that no worker has it (a deployment just created gets no premature warning)."""
+    client = stack.client()
+    record = client.get_deployment(deployment)
+    route = routing.route_key(record.env)
+    assert route is not None
+    deadline = time.monotonic() + timeout
+    while routing.waiting_reason(client.redis, record.queue, route) is None:
+        assert time.monotonic() < deadline, f"no worker looked for {route} in {timeout}s"
+        time.sleep(0.5)
+
+
 def wait_for_completed_run(stack: Stack, deployment: str, timeout: float = 200) -> None:
     client = stack.client()
     deadline = time.monotonic() + timeout
@@ -100,8 +114,7 @@ def wait_for_state(run, states: set[RunState], timeout: float) -> RunState:  # t
 def test_up_registers_and_runs_the_examples(stack: Stack) -> None:
     """`docker compose up` alone: the example venv is made, the examples registered and run on
     schedule, their output (with the conda env's `variables:`) in `docker compose logs`."""
-    venvs = stack.containers("venvs", all=True)
-    assert venvs and venvs[0].wait(timeout=300)["StatusCode"] == 0, stack.logs("venvs")
+    assert stack.exit_status("venvs") == 0, stack.logs("venvs")
     assert (stack.venvs / "example" / "pyvenv.cfg").is_file()
     names = {d.name for d in stack.client().deployments()}
     assert {"hello-conda/py38", "hello-conda/py312", "hello-venv/example"} <= names
@@ -168,6 +181,7 @@ def test_a_venv_made_elsewhere_waits_saying_why(stack: Stack, flows: dict) -> No
     (broken / "pyvenv.cfg").write_text("home = /nonexistent/bin\ninclude-system-site-packages = false\n")
     (broken / "bin" / "python").symlink_to("/nonexistent/bin/python3")
     deployment = deploy(stack, flows, "probe", "venv-from-host", virtualenv="/venvs/from-host")
+    wait_until_looked_for(stack, deployment)
     with pytest.warns(EnvflowWarning, match="waiting for a worker with venv:/venvs/from-host"):
         run = stack.client().run(deployment)
     try:
