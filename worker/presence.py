@@ -30,7 +30,7 @@ from .warm import WarmPool
 log = logging.getLogger("envflow.worker")
 
 WARM_SCAN = 10.0  # seconds between looks for warm=True deployments
-RECHECK = 10.0  # seconds between full resolutions of an env this worker has (stat calls in between)
+RECHECK = 10.0  # seconds between full resolutions of an env, found or not (stat calls in between)
 
 
 @dataclass
