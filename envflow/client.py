@@ -191,18 +191,14 @@ class Client:
 
     def workers(self) -> list[dict[str, Any]]:
         """Live workers: name, host, state, queues, current run, and what each publishes (its warm processes)."""
-        import json
-
         from rq.worker import Worker
 
         from .jobs import SERIALIZER
 
         with wrap_errors(self.redis):
             workers = sorted(Worker.all(connection=self.redis, serializer=SERIALIZER), key=lambda w: w.name)
-            published = self.redis.mget([keys.worker(w.name) for w in workers]) if workers else []
             out = []
-            for w, raw in zip(workers, published):
-                info = json.loads(raw) if raw else {}
+            for w, info in zip(workers, routing.published(self.redis, [w.name for w in workers])):
                 out.append({"name": w.name, "host": w.hostname, "pid": w.pid, "state": w.get_state(),
                             "queues": w.queue_names(), "run": w.get_current_job_id(), **info})
         return out

@@ -77,18 +77,19 @@ def waiting_reason(redis: Redis, queue: str, key: str) -> str | None:
     """Why a run for ``key`` waits: what the live workers of ``queue`` have instead, and why they lack it.
     None while none of them has looked for the env yet (a deployment just created: they do within a second)."""
     names = sorted(k.decode().removeprefix("rq:worker:") for k in redis.smembers(f"rq:workers:{queue}"))
-    published = [json.loads(raw) for raw in (redis.mget([keys.worker(n) for n in names]) if names else []) if raw]
-    if not published:
+    infos = [info for info in published(redis, names) if info]
+    if not infos:
         return f"waiting for a worker with {key}; no worker serves queue {queue}"
-    if not any(key in info.get("envs", {}) or key in info.get("missing", {}) for info in published):
+    if not any(key in info.get("envs", {}) or key in info.get("missing", {}) for info in infos):
         return None
-    have = sorted({env for info in published for env in info.get("envs", {})})
+    have = sorted({env for info in infos for env in info.get("envs", {})})
     shown = ", ".join(have[:10]) + (", ..." if len(have) > 10 else "") if have else "no envs"
-    why = next((info["missing"][key] for info in published if key in info.get("missing", {})), None)
+    why = next((info["missing"][key] for info in infos if key in info.get("missing", {})), None)
     return f"waiting for a worker with {key}; workers on queue {queue} have: {shown}" + (f"; {why}" if why else "")
 
 
-def advertised(redis: Redis, names: list[str]) -> dict[str, dict[str, Any]]:
-    """What each worker advertises: env route key -> {path, python}."""
+def published(redis: Redis, names: list[str]) -> list[dict[str, Any]]:
+    """What each worker publishes of itself (``worker/presence.py``: envs, missing, warm), in the order
+    of ``names``; ``{}`` for one that has not (yet, or any more)."""
     raws = redis.mget([keys.worker(n) for n in names]) if names else []
-    return {n: json.loads(raw).get("envs", {}) if raw else {} for n, raw in zip(names, raws)}
+    return [json.loads(raw) if raw else {} for raw in raws]
