@@ -3,8 +3,8 @@
 A few template runs go through the real run protocol (``RunStore.create``, then the claim, append
 and finish scripts, as a worker drives them); every filled run copies a template's record with its
 own id and creation time. Transition and attempt times are stored relative to the creation time
-(``envflow/run_hash.py``), so a copy is a well-formed record of a run created then, and it is
-indexed as ``RunStore.create`` and the scripts index it (``envflow/indexes.py``).
+(``envflow/store/run_hash.py``), so a copy is a well-formed record of a run created then, and it is
+indexed as ``RunStore.create`` and the scripts index it (``envflow/store/indexes.py``).
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import redis
 
-from envflow import indexes, keys
 from envflow.client import Client
 from envflow.models import Attempt, DeploymentRecord, RunState
 from envflow.output.writer import OutputWriter
-from envflow.protocol import Claimed, Ending
 from envflow.settings import Settings
+from envflow.store import indexes, keys
+from envflow.store.protocol import Claimed, Ending
 
 BATCH = 2000
 SPREAD = 20 * 24 * 3600  # filled runs were created over the last 20 days (within the run ttl)

@@ -17,9 +17,9 @@ from typing import Any
 import redis
 from rq import Queue
 
-from envflow import keys
 from envflow.client import Client
 from envflow.models import RunState
+from envflow.store import keys
 
 from .harness import Harness, rq_queue
 from .rqjobs import spawn_flow

@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING, Any
 from pydantic_core import PydanticSerializationError
 from redis import Redis
 
-from . import keys, routing
 from .connection import connect, wrap_errors
 from .errors import ConfigError, DeploymentNotFound, EnvflowWarning, ParameterError
 from .flow_run import FlowRun
 from .models import DeploymentRecord, RunRecord, RunState
 from .parameters import check_types, merge_parameters
-from .runstore import RunStore
 from .settings import Settings, get_settings
+from .store import keys, routing
+from .store.runs import RunStore
 
 if TYPE_CHECKING:
     from .deployments import Deployment
@@ -176,8 +176,8 @@ class Client:
         route = routing.route_key(record.env)
         with wrap_errors(self.redis):
             if route is None:
-                members = self.redis.smembers(f"rq:workers:{record.queue}")
-                return sorted(m.decode().removeprefix("rq:worker:") for m in members)
+                members = self.redis.smembers(keys.rq_workers(record.queue))
+                return sorted(m.decode().removeprefix(keys.RQ_WORKER_PREFIX) for m in members)
             return sorted(m.decode() for m in self.redis.zrangebyscore(keys.route(record.queue, route), time.time(), "+inf"))
 
     def why_waiting(self, record: DeploymentRecord) -> str:
@@ -193,7 +193,7 @@ class Client:
         """Live workers: name, host, state, queues, current run, and what each publishes (its warm processes)."""
         from rq.worker import Worker
 
-        from .jobs import SERIALIZER
+        from .store.jobs import SERIALIZER
 
         with wrap_errors(self.redis):
             workers = sorted(Worker.all(connection=self.redis, serializer=SERIALIZER), key=lambda w: w.name)

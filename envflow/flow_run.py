@@ -13,7 +13,7 @@ from .states import RunState
 
 if TYPE_CHECKING:
     from .models import RunRecord
-    from .runstore import RunStore
+    from .store.runs import RunStore
 
 
 class FlowRun:

@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import run_hash
 from .states import FINAL_STATES, RunState
+from .store import run_hash
 
 __all__ = ["FINAL_STATES", "Attempt", "DeploymentRecord", "EnvKind", "EnvSpec", "RunRecord", "RunState",
            "ScheduleRecord"]
@@ -184,7 +184,7 @@ class RunRecord(BaseModel):
     retries: int = 0
     scheduled_for: float | None = None
     schedule: str | None = None
-    route: str | None = None  # the env a worker must have to take it (envflow/routing.py)
+    route: str | None = None  # the env a worker must have to take it (envflow/store/routing.py)
     waiting: str | None = None  # why a PENDING run waits (no live worker has its env), when it does
 
     @classmethod

@@ -36,9 +36,9 @@ def health() -> None:
     """Exit 0 when Redis answers and a scheduler of this host made a pass recently (container health checks)."""
     import socket
 
-    from envflow import keys
     from envflow.connection import connect, wrap_errors
     from envflow.settings import get_settings
+    from envflow.store import keys
 
     redis = connect(get_settings().redis_url)
     host = socket.gethostname()

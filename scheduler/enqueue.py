@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from redis import Redis
 from redis.client import Pipeline
 
-from envflow import keys
 from envflow.errors import ParameterError
 from envflow.models import DeploymentRecord
 from envflow.parameters import merge_parameters
-from envflow.runstore import RunStore
+from envflow.store import keys
+from envflow.store.runs import RunStore
 
 from .defaults import DEFAULT_GRACE
 from .plan import Decision, decide_deployment, stale_cursors

@@ -5,7 +5,7 @@ slot is committed in a transaction that only one of them can win (``enqueue.py``
 Each pass reads all deployments and their cursors in two round trips, commits the ones
 with due slots, then sleeps until the next slot is due, at most ``tick`` seconds so that
 new, changed, paused and resumed deployments are seen soon. The service also runs the
-crash reaper (``envflow.reaper``), so runs of dead workers end even when no worker runs.
+crash reaper (``envflow.store.reaper``), so runs of dead workers end even when no worker runs.
 
 Redis errors never stop the service: it logs them, backs off and tries again; slots
 that fell due meanwhile are still on time if it is back within the grace period.
@@ -26,16 +26,16 @@ from types import FrameType
 import redis
 from redis import Redis
 
-from envflow import keys
 from envflow.backoff import Backoff
 from envflow.client import Client
 from envflow.connection import connect, describe
 from envflow.errors import QueueError
 from envflow.models import DeploymentRecord
-from envflow.reaper import PeriodicReaper
-from envflow.runstore import RunStore
 from envflow.schedules import next_slot, to_datetime
 from envflow.settings import Settings
+from envflow.store import keys
+from envflow.store.reaper import PeriodicReaper
+from envflow.store.runs import RunStore
 
 from .defaults import DEFAULT_GRACE, DEFAULT_TICK
 from .enqueue import Outcome, SlotEnqueuer, parse_cursors

@@ -7,7 +7,7 @@ import time
 from envflow.client import Client
 from envflow.models import Attempt, DeploymentRecord, RunState
 from envflow.output.writer import OutputWriter
-from envflow.protocol import Claimed, Ending
+from envflow.store.protocol import Claimed, Ending
 
 
 def record(name: str = "flow/dep", queue: str = "default") -> DeploymentRecord:

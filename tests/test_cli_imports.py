@@ -43,7 +43,7 @@ def test_help_needs_no_redis_client(env_vars):
 def test_run_ls_loads_redis_and_nothing_heavier(client, env_vars):
     client.store.create(register(client), {})
     modules = loaded(env_vars, "run", "ls", "--limit", "20")
-    assert "redis" in packages(modules) and "envflow.queries" in modules
+    assert "redis" in packages(modules) and "envflow.store.queries" in modules
     assert not packages(modules) & {"rq", "pydantic", "pydantic_settings", "yaml", "croniter"}
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from rq import Queue
 
-from envflow import keys
 from envflow.errors import DeploymentNotFound, FlowFailed, ParameterError
-from envflow.jobs import SERIALIZER
 from envflow.models import RunState
+from envflow.store import keys
+from envflow.store.jobs import SERIALIZER
 
 from .conftest import deploy, write_flow
 

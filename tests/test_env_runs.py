@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import envflow
-from envflow import keys
 from envflow.models import RunState
+from envflow.store import keys
 
 from .conftest import deploy, make_conda_prefix, write_flow
 from .test_environments import pyenv_python

@@ -78,8 +78,8 @@ def test_stale_cache_files_are_pruned(tmp_path):
 
     import redis
 
-    from envflow.protocol import RunScripts
     from envflow.settings import Settings
+    from envflow.store.protocol import RunScripts
     from envflow.worker.env_cache import EnvCache
     from envflow.worker.executor import Executor
 

@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from envflow import keys
 from envflow.errors import EnvflowError, RunNotFound
-from envflow.indexes import VERSION_KEY, index_keys
 from envflow.models import RunState
-from envflow.queries import Queries
+from envflow.store import keys
+from envflow.store.indexes import VERSION_KEY, index_keys
+from envflow.store.queries import Queries
 
 from .helpers_runs import drive, register
 
@@ -156,3 +156,29 @@ def test_an_index_that_shrank_is_rebuilt_small(client):
     assert client.store.reaper.indexes.trim(now=time.time() + client.settings.run_ttl + 1) == 20_000
     assert client.redis.object("encoding", key) == b"listpack" and client.redis.zrange(key, 0, -1) == [run_id.encode()]
     assert client.redis.zscore(key, run_id) == float(client.redis.hget(keys.run(run_id), "created_at"))
+
+
+def test_rq_key_names_envflow_reads_are_rqs_own():
+    from rq.job import Job
+    from rq.queue import Queue
+    from rq.registry import (
+        CanceledJobRegistry,
+        DeferredJobRegistry,
+        FailedJobRegistry,
+        FinishedJobRegistry,
+        ScheduledJobRegistry,
+        StartedJobRegistry,
+    )
+    from rq.worker import Worker
+    from rq.worker_registration import WORKERS_BY_QUEUE_KEY
+
+    from envflow.store import keys
+
+    assert keys.RQ_QUEUES == Queue.redis_queues_keys
+    assert keys.RQ_QUEUE_PREFIX == Queue.redis_queue_namespace_prefix
+    assert keys.RQ_WORKER_PREFIX == Worker.redis_worker_namespace_prefix
+    assert keys.RQ_JOB_PREFIX == Job.redis_job_namespace_prefix
+    assert keys.rq_workers("q") == WORKERS_BY_QUEUE_KEY % "q"
+    registries = (ScheduledJobRegistry, StartedJobRegistry, FailedJobRegistry, FinishedJobRegistry,
+                  DeferredJobRegistry, CanceledJobRegistry)
+    assert [keys.rq_registry(kind, "q") for kind in keys.RQ_REGISTRIES] == [r.key_template.format("q") for r in registries]

@@ -16,9 +16,9 @@ from collections import Counter
 
 import pytest
 
-from envflow import routing
 from envflow.errors import EnvflowWarning
 from envflow.models import RunState
+from envflow.store import routing
 from envflow.worker.presence import Presence
 from envflow.worker.warm import WarmPool
 from envflow.worker.worker import FlowQueue

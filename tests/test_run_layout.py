@@ -7,12 +7,12 @@ import json
 import threading
 import time
 
-from envflow import keys
 from envflow.models import RunRecord, RunState
 from envflow.output import AttemptEnd, Entry
 from envflow.output.format import PACK_MAX_ENTRIES
-from envflow.protocol import Claimed
-from envflow.runstore import FAILED_JOB_TTL
+from envflow.store import keys
+from envflow.store.protocol import Claimed
+from envflow.store.runs import FAILED_JOB_TTL
 
 from .conftest import deploy, write_flow
 from .faults.helpers import wait_until

@@ -20,17 +20,17 @@ from pathlib import Path
 import pytest
 from rq import Queue
 
-from envflow import keys
 from envflow.client import Client
 from envflow.deployment_files import build_record
 from envflow.deployments import Deployment
 from envflow.errors import ParameterError
-from envflow.jobs import SERIALIZER
 from envflow.models import RunRecord, RunState
 from envflow.scheduler.enqueue import slot_key
 from envflow.scheduler.service import SchedulerService
 from envflow.schedules import Cron, Interval
 from envflow.settings import Settings
+from envflow.store import keys
+from envflow.store.jobs import SERIALIZER
 
 from .conftest import RedisServer, WorkerProcess, deploy, envflow_command, load_flows, write_flow
 

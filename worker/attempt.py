@@ -22,8 +22,8 @@ import redis
 
 from envflow.models import RunState
 from envflow.output.writer import OutputWriter
-from envflow.protocol import Beat
 from envflow.settings import Settings
+from envflow.store.protocol import Beat
 
 from .outcome import Outcome
 from .stops import Deadline, StopRequest

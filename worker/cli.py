@@ -65,8 +65,8 @@ def health(name: str | None) -> None:
 
     from envflow.cli.base import printable
     from envflow.connection import connect, wrap_errors
-    from envflow.jobs import SERIALIZER
     from envflow.settings import get_settings
+    from envflow.store.jobs import SERIALIZER
 
     from .identity import live_names
 

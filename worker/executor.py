@@ -18,8 +18,8 @@ from redis.client import Pipeline
 from envflow.errors import EnvActivationError, EnvNotFound
 from envflow.models import DeploymentRecord, RunState
 from envflow.output.writer import OutputWriter, make_echo
-from envflow.protocol import Beat, Claimed, RunScripts
 from envflow.settings import Settings
+from envflow.store.protocol import Beat, Claimed, RunScripts
 
 from .attempt import AttemptLoop
 from .env_cache import EnvCache, Prepared

@@ -16,9 +16,9 @@ import threading
 import redis
 from rq.scheduler import RQScheduler
 
-from envflow import routing
-from envflow.jobs import SERIALIZER
-from envflow.reaper import Reaper
+from envflow.store import routing
+from envflow.store.jobs import SERIALIZER
+from envflow.store.reaper import Reaper
 
 from .presence import Presence
 

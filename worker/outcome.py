@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 
 from envflow.models import Attempt, RunState
-from envflow.protocol import Ending
+from envflow.store.protocol import Ending
 
 RETRIED = (RunState.FAILED, RunState.TIMED_OUT)  # crashes are retried by the reaper, through RQ
 

@@ -14,7 +14,7 @@ import redis
 
 from envflow.models import DeploymentRecord, RunState
 from envflow.output.writer import OutputWriter
-from envflow.protocol import Beat
+from envflow.store.protocol import Beat
 
 from .env_cache import EnvCache, Prepared
 from .outcome import Outcome

@@ -1,7 +1,7 @@
 """What a worker tells the others about itself, refreshed by its maintenance thread.
 
 It resolves, on this machine, the envs deployments name (``envflow:envs``) and advertises those it
-has: in ``envflow:route:<queue>:<key>`` (the runs of those envs come to it, ``envflow/routing.py``)
+has: in ``envflow:route:<queue>:<key>`` (the runs of those envs come to it, ``envflow/store/routing.py``)
 and in ``envflow:worker:<name>`` (JSON, expiring unless refreshed), with its warm processes, their
 envs, preloads and memory (``envflow worker status``). It keeps the envs of the ``warm=True``
 deployments on its queues warm from its start, and lets idle ones go.
@@ -18,9 +18,9 @@ from typing import Any
 
 from redis import Redis
 
-from envflow import keys, routing
 from envflow.models import DeploymentRecord, EnvKind, EnvSpec
 from envflow.settings import Settings
+from envflow.store import keys, routing
 
 from .env_cache import EnvCache, Fingerprint, fingerprint
 from .environments import flow_base, kind_for

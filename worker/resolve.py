@@ -19,10 +19,10 @@ from pathlib import Path
 
 from redis import Redis
 
-from envflow import keys
 from envflow.errors import EnvActivationError, EnvNotFound
 from envflow.models import EnvSpec
 from envflow.settings import Settings
+from envflow.store import keys
 
 from .environments import Environment, detect, kind_for
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from redis import Redis
 
-from envflow import keys
 from envflow.models import DeploymentRecord
+from envflow.store import keys
 
 from .identity import private_dir
 

@@ -29,13 +29,13 @@ from rq.utils import as_text, utcformat
 from rq.utils import now as rq_now
 from rq.worker import SimpleWorker, WorkerStatus
 
-from envflow import keys, routing
 from envflow.backoff import Backoff
-from envflow.jobs import SERIALIZER, RunJob, is_run_job
 from envflow.models import RunState
-from envflow.protocol import Claimed, Ending, NotClaimed, RunScripts
-from envflow.reaper import Reaper, reap_predecessor
 from envflow.settings import Settings
+from envflow.store import keys, routing
+from envflow.store.jobs import SERIALIZER, RunJob, is_run_job
+from envflow.store.protocol import Claimed, Ending, NotClaimed, RunScripts
+from envflow.store.reaper import Reaper, reap_predecessor
 
 from .env_cache import EnvCache
 from .executor import Executor
@@ -176,7 +176,7 @@ class FlowWorker(SimpleWorker):
         return self._paused
 
     def _follow_routes(self) -> None:
-        """Listen on the sub-queues of the envs this worker has (``envflow/routing.py``), as they change."""
+        """Listen on the sub-queues of the envs this worker has (``envflow/store/routing.py``), as they change."""
         routes = self.presence.routes
         if routes == self._routes:
             return

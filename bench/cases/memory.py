@@ -9,8 +9,8 @@ the 1M-line run's history per 1,000 lines.
 
 from __future__ import annotations
 
-from envflow import keys
 from envflow.models import RunState
+from envflow.store import keys
 
 from .. import runbytes, stats
 from ..procs import RssSampler, rss_bytes

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import redis
 
-from envflow import keys, routing
 from envflow.client import Client
 from envflow.deployments import Deployment
 from envflow.models import EnvKind, EnvSpec
+from envflow.store import keys, routing
 from envflow.worker.presence import Presence
 from envflow.worker.warm import WarmPool
 

@@ -20,10 +20,10 @@ import time
 
 import redis
 
-from envflow.memory import indexes as index_usage
-from envflow.queries import Queries
-from envflow.reaper import Reaper
 from envflow.states import RunState
+from envflow.store.memory import indexes as index_usage
+from envflow.store.queries import Queries
+from envflow.store.reaper import Reaper
 
 from .. import stats
 from ..clitime import BASELINE, baseline_argv, envflow_argv, environ, interleaved
@@ -130,7 +130,7 @@ def _cli_rows(samples: dict[str, list[float]], size: str) -> list[Row]:
 
 def _expire_and_trim(h, client: redis.Redis, ids: list[str]) -> tuple[int, int, float]:  # type: ignore[no-untyped-def]
     """Expire the filled runs' records, then trim as the reaper would a run ttl later, until nothing is left."""
-    from envflow import keys
+    from envflow.store import keys
 
     for start in range(0, len(ids), 10_000):
         with client.pipeline(transaction=False) as pipe:

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from rq import Queue
 from rq.registry import FailedJobRegistry, FinishedJobRegistry
 
-from envflow import keys
+from envflow.store import keys
 
 from .. import stats
 from ..harness import Harness, rq_queue

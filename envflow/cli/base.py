@@ -154,15 +154,15 @@ def get_client():  # type: ignore[no-untyped-def]
 
 
 def get_queries():  # type: ignore[no-untyped-def]
-    """What listings read (``envflow/queries.py``), without the full client: a command that only
+    """What listings read (``envflow/store/queries.py``), without the full client: a command that only
     lists pays for redis-py and nothing much else (no pydantic, no RQ)."""
     from ..connection import connect
-    from ..queries import Queries
     from ..redis_url import redis_url
+    from ..store.queries import Queries
 
     root = click.get_current_context().find_root()
     client = root.meta.get("envflow.client")
-    queries = root.meta.get("envflow.queries")
+    queries = root.meta.get("envflow.store.queries")
     if queries is None:
-        queries = root.meta["envflow.queries"] = Queries(client.redis if client else connect(redis_url()))
+        queries = root.meta["envflow.store.queries"] = Queries(client.redis if client else connect(redis_url()))
     return queries

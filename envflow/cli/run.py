@@ -59,7 +59,7 @@ def ls(deployment: str | None, state: str | None, limit: int, as_json: bool) -> 
 
 def _waiting(redis, rows) -> dict[tuple[str, str | None], str]:  # type: ignore[no-untyped-def]
     """Per (queue, env) of the waiting runs listed: what to show while no live worker has the env."""
-    from .. import routing
+    from ..store import routing
 
     out = {}
     for r in rows:

@@ -21,7 +21,7 @@ def _size(n: float) -> str:
 def stats(sample: int, as_json: bool) -> None:
     """Redis's memory by kind: run records, output, indexes, queues, deployments (estimated from a sample)."""
     from ..connection import wrap_errors
-    from ..memory import report
+    from ..store.memory import report
 
     client = get_queries().redis
     with wrap_errors(client):

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator
 import redis
 from redis import Redis
 
-from .. import keys
 from ..backoff import Backoff
 from ..errors import QueueError
+from ..store import keys
 from .format import AttemptEnd, Entry, OutputLine, Record, is_end, parse_history_entry, parse_message, parse_packed
 
 HISTORY_PAGE = 500  # entries per XRANGE call when replaying

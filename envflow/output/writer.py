@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import redis
 
 from ..backoff import Backoff
-from ..protocol import RunScripts
 from ..settings import Settings
+from ..store.protocol import RunScripts
 from .format import STREAM_CODES, entry_fields
 
 log = logging.getLogger("envflow.worker")

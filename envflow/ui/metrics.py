@@ -37,9 +37,9 @@ from prometheus_client.registry import Collector
 from redis import Redis
 from redis.exceptions import RedisError
 
-from .. import keys, run_hash
 from ..client import Client
 from ..models import RunState
+from ..store import keys, run_hash
 
 LOOKBACK = 30.0  # seconds of the creation index re-read every scrape
 DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
@@ -186,6 +186,6 @@ class Metrics:
 
 def _created(pipe: Any, start: float, end: float | str) -> None:
     """Queue reads of the runs created between ``start`` and ``end``: each is in the index of its state
-    now, scored by its creation time (``envflow/indexes.py``)."""
+    now, scored by its creation time (``envflow/store/indexes.py``)."""
     for state in RunState:
         pipe.zrangebyscore(keys.state_index(state.value), start, end, withscores=True)

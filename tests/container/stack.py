@@ -164,7 +164,7 @@ class Stack:
         import redis
         from rq import Worker
 
-        from envflow.jobs import SERIALIZER
+        from envflow.store.jobs import SERIALIZER
 
         with redis.Redis.from_url(self.redis_url) as connection:
             return {w.name for w in Worker.all(connection=connection, serializer=SERIALIZER)}

@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from envflow import routing
 from envflow.deployments import Deployment
 from envflow.errors import EnvflowWarning
 from envflow.models import RunState
+from envflow.store import routing
 
 from ..conftest import load_flows
 from .conftest import env_names, read_env_file, write_flow

@@ -10,7 +10,8 @@ import pytest
 from rq import Queue
 
 from envflow.errors import ParameterError, RunNotFound
-from envflow.jobs import RUN_FLOW, SERIALIZER, is_run_job
+from envflow.jobs import RUN_FLOW
+from envflow.store.jobs import SERIALIZER, is_run_job
 
 from ..conftest import deploy, envflow_command, write_flow
 from .helpers import wait_until

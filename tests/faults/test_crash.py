@@ -7,8 +7,8 @@ import random
 import signal
 import time
 
-from envflow import routing
 from envflow.models import RunState
+from envflow.store import routing
 
 from ..conftest import deploy, make_conda_prefix
 from .helpers import journal_events, no_overlap, survivors, wait_until
@@ -162,7 +162,7 @@ def test_workers_sharing_a_hostname_have_their_own_names(client, start_worker, t
 
     from rq.worker import Worker
 
-    from envflow.jobs import SERIALIZER
+    from envflow.store.jobs import SERIALIZER
 
     from ..conftest import envflow_command
 

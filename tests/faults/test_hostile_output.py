@@ -9,8 +9,8 @@ import time
 
 import psutil
 
-from envflow import keys
 from envflow.models import RunState
+from envflow.store import keys
 
 from ..conftest import deploy, envflow_command, write_flow
 from .helpers import alive, wait_until

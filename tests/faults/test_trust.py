@@ -17,10 +17,10 @@ import pytest
 from rq import Queue
 from rq.webhook import Webhook
 
-from envflow import keys
 from envflow.client import Client
-from envflow.jobs import SERIALIZER
 from envflow.models import RunState
+from envflow.store import keys
+from envflow.store.jobs import SERIALIZER
 
 from ..conftest import RedisServer, deploy, envflow_command, write_flow
 from .helpers import wait_until

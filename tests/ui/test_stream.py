@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from envflow import keys
 from envflow.models import RunState
+from envflow.store import keys
 
 from ..conftest import deploy
 from .helpers import Session, sse_events, sse_lines, wait_for

@@ -16,11 +16,11 @@ import threading
 import time
 from pathlib import Path
 
-from envflow import routing
 from envflow.errors import EnvActivationError
 from envflow.models import EnvKind, EnvSpec
 from envflow.requirements import parse_file
 from envflow.settings import Settings
+from envflow.store import routing
 
 from ..builds.cache import BuildCancelled, EnvStore, remove_tree
 from ..builds.installer import BuildFailed, Installer, find_uv, index_inputs, uv_environ

@@ -1,4 +1,4 @@
-"""The run protocol: every change of a run's state is one Lua script in ``envflow/lua/``, and this
+"""The run protocol: every change of a run's state is one Lua script in ``envflow/store/lua/``, and this
 module is the only place that knows each script's keys, arguments and reply.
 
 Each method of :class:`RunScripts` returns a :class:`Call`: run it now (``.run()``), or queue it
@@ -23,11 +23,11 @@ from redis.client import Pipeline
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
+from ..models import FINAL_STATES, Attempt, DeploymentRecord, RunRecord, RunState
+from ..output.format import PACK_MAX_BYTES, PACK_MAX_ENTRIES
+from ..settings import Settings
+from ..states import CODES
 from . import keys, run_hash
-from .models import FINAL_STATES, Attempt, DeploymentRecord, RunRecord, RunState
-from .output.format import PACK_MAX_BYTES, PACK_MAX_ENTRIES
-from .settings import Settings
-from .states import CODES
 
 T = TypeVar("T")
 SCRIPT_NAMES = ("claim", "heartbeat", "append", "finish", "crash", "cancel", "unrunnable")
@@ -55,7 +55,7 @@ def _constants() -> str:
 
 @cache
 def _source(name: str) -> str:
-    folder = files("envflow").joinpath("lua")
+    folder = files("envflow.store").joinpath("lua")
     return "\n".join([_constants(), folder.joinpath("_lib.lua").read_text(), folder.joinpath(f"{name}.lua").read_text()])
 
 

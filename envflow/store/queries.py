@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from redis import Redis
 
+from ..errors import EnvflowError, RunNotFound
+from ..states import RunState
 from . import keys, run_hash
-from .errors import EnvflowError, RunNotFound
 from .indexes import index_keys
 from .run_ids import MIN_PREFIX, is_run_id, is_run_id_prefix
-from .states import RunState
 
 if TYPE_CHECKING:
-    from .models import DeploymentRecord, RunRecord
+    from ..models import DeploymentRecord, RunRecord
 
 T = TypeVar("T")
 MAX_ROUNDS = 16  # index reads per page at most (more only when many listed runs vanished meanwhile)
@@ -44,7 +44,7 @@ class RunSummary:
     worker: str | None
     started_at: float | None  # when its latest attempt started
     queue: str = ""
-    route: str | None = None  # the env a worker must have to take it (envflow/routing.py)
+    route: str | None = None  # the env a worker must have to take it (envflow/store/routing.py)
 
     @property
     def short_id(self) -> str:
@@ -191,7 +191,7 @@ class Queries:
         return out
 
     def _records(self, ids: list[str]) -> list[RunRecord | None]:
-        from .models import RunRecord
+        from ..models import RunRecord
 
         with self.redis.pipeline(transaction=False) as pipe:
             for run_id in ids:
@@ -203,7 +203,7 @@ class Queries:
 
     def deployments(self) -> list[DeploymentRecord]:
         """Every registered deployment, by name."""
-        from .models import DeploymentRecord
+        from ..models import DeploymentRecord
 
         names = [n.decode() for n in self.redis.zrange(keys.DEPLOYMENTS, 0, -1)]
         raws = self.redis.mget([keys.deployment(n) for n in names]) if names else []
@@ -230,7 +230,7 @@ class Queries:
         queues = Queues(self.redis)
         out = []
         for name in sorted(names):
-            # A queue's runs wait in it and in its envs' sub-queues (envflow/routing.py).
+            # A queue's runs wait in it and in its envs' sub-queues (envflow/store/routing.py).
             parts = [queues.get(n) for n in rq_names if routing.user_queue(n) == name] or [queues.get(name)]
             out.append({
                 "name": name,

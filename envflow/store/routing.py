@@ -24,14 +24,14 @@ from . import keys
 if TYPE_CHECKING:  # listings read the routing indexes without loading the models (pydantic)
     from redis import Redis
 
-    from .models import EnvSpec
+    from ..models import EnvSpec
 
 SUBQUEUE = "@"
 
 
 def route_key(spec: EnvSpec) -> str | None:
     """The env as routing knows it (None: the worker's own, which every worker has)."""
-    from .models import EnvKind
+    from ..models import EnvKind
     if spec.kind is EnvKind.REQUIREMENTS:  # any worker that can build it from that base interpreter
         return f"build:{spec.python or ''}"
     if spec.kind is EnvKind.WORKER or not spec.value:
@@ -60,7 +60,7 @@ def wake_queue(worker: str) -> str:
 
 
 def wake_key(worker: str) -> str:
-    return "rq:queue:" + wake_queue(worker)  # RQ's Queue.key of that name
+    return keys.RQ_QUEUE_PREFIX + wake_queue(worker)  # RQ's Queue.key of that name
 
 
 def user_queue(rq_name: str) -> str:
@@ -76,7 +76,7 @@ def capable(redis: Redis, queue: str, key: str) -> int:
 def waiting_reason(redis: Redis, queue: str, key: str) -> str | None:
     """Why a run for ``key`` waits: what the live workers of ``queue`` have instead, and why they lack it.
     None while none of them has looked for the env yet (a deployment just created: they do within a second)."""
-    names = sorted(k.decode().removeprefix("rq:worker:") for k in redis.smembers(f"rq:workers:{queue}"))
+    names = sorted(k.decode().removeprefix(keys.RQ_WORKER_PREFIX) for k in redis.smembers(keys.rq_workers(queue)))
     infos = [info for info in published(redis, names) if info]
     if not infos:
         return f"waiting for a worker with {key}; no worker serves queue {queue}"

@@ -7,7 +7,7 @@ Layout::
     envflow:source:<sha256>            string  a flow file's source, content-addressed
     envflow:requirements:<sha256>      string  a deployment's requirements file, content-addressed
     envflow:spec:<digest>              string  a deployment as runs were created with it (JSON), shared by them
-    envflow:run:<id>                   hash    the run record (fields: envflow/run_hash.py; changes: envflow/protocol.py)
+    envflow:run:<id>                   hash    the run record (fields: envflow/store/run_hash.py; changes: envflow/store/protocol.py)
     envflow:run:<id>:out               stream  output history; entry id "<attempt>-<first line seq>"
     envflow:run:<id>:packed            string  a short history, packed into one value when its run ended
                                                (the stream is then gone; format: envflow/output/format.py)
@@ -18,6 +18,8 @@ Layout::
     envflow:runs:active                zset    ids of RUNNING runs (score: start time), scanned by the reaper
     envflow:runs:pending               zset    ids of PENDING/SCHEDULED runs (score: when due)
     envflow:indexes:lock               string  held while one process trims the state indexes
+    envflow:indexes:version            string  the layout of the state indexes this Redis holds
+    envflow:reaper:lock                string  held by the process whose reaper pass runs now
     envflow:schedule:<deployment>      hash    schedule id -> cursor (Unix s): every slot up to it was handled
     envflow:slot:<deployment>:<sched>:<ms>     string  run id of that slot (ms: Unix milliseconds), expires after 3 days
     envflow:paused                     set     paused deployment names
@@ -31,7 +33,9 @@ Pub/sub channels::
 
     envflow:run:<id>:out               each history entry, as it is appended
 
-RQ's own keys (``rq:*``) hold the queues, jobs and registries; envflow only wraps them.
+RQ's own keys (``rq:*``) hold the queues, jobs and registries; envflow only wraps them. The few it
+reads directly are named at the end of this module, as rq 3.0 spells them (``tests/test_listings.py``
+holds them equal to RQ's own constants; importing RQ here would cost every CLI command its import).
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ PAUSED_QUEUES = PREFIX + "queues:paused"
 INDEXED_DEPLOYMENTS = PREFIX + "runs:deps"
 STATE_INDEX_PREFIX = PREFIX + "runs:state:"
 INDEXES_LOCK = PREFIX + "indexes:lock"
+INDEXES_VERSION = PREFIX + "indexes:version"
+REAPER_LOCK = PREFIX + "reaper:lock"
 # The indexes of releases before the state indexes: every run, and the runs of each deployment
 # (both scored by creation time). The reaper's pass moves what they hold into the state indexes.
 LEGACY_RUNS = PREFIX + "runs"
@@ -112,3 +118,20 @@ def schedule_state(deployment_name: str) -> str:
 
 def slot(deployment_name: str, schedule_id: str, slot_ts: int) -> str:
     return f"{PREFIX}slot:{deployment_name}:{schedule_id}:{slot_ts}"
+
+
+# RQ's keys that envflow reads or names itself (rq 3.0, default RQ_KEY_PREFIX):
+RQ_QUEUES = "rq:queues"  # Queue.redis_queues_keys: the set of every queue's key
+RQ_QUEUE_PREFIX = "rq:queue:"  # Queue.redis_queue_namespace_prefix
+RQ_WORKER_PREFIX = "rq:worker:"  # BaseWorker.redis_worker_namespace_prefix
+RQ_JOB_PREFIX = "rq:job:"  # Job.redis_job_namespace_prefix
+RQ_REGISTRIES = ("scheduled", "wip", "failed", "finished", "deferred", "canceled")  # each registry's key_template
+
+
+def rq_workers(queue: str) -> str:
+    """The set of the workers that listen on ``queue`` (rq's worker_registration.WORKERS_BY_QUEUE_KEY)."""
+    return f"rq:workers:{queue}"
+
+
+def rq_registry(kind: str, queue: str) -> str:
+    return f"rq:{kind}:{queue}"

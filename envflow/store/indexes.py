@@ -21,8 +21,8 @@ import redis
 from redis import Redis
 from redis.client import Pipeline
 
+from ..states import FINAL_STATES, RunState
 from . import keys
-from .states import FINAL_STATES, RunState
 
 TRIM_INTERVAL = 60.0  # seconds between trims, cluster-wide
 TRIM_BUDGET = 20_000  # index entries one trim examines at most (it goes on at the next)
@@ -34,7 +34,7 @@ PAGE = 1000
 LISTPACK_ENTRIES = 128
 COMPACT_SLACK = 4
 ENTRY_BYTES = 150
-VERSION_KEY = keys.PREFIX + "indexes:version"
+VERSION_KEY = keys.INDEXES_VERSION
 VERSION = "2"  # the state indexes; "1" (no key) was envflow:runs and envflow:runs:dep:<name>
 
 

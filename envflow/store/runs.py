@@ -1,7 +1,7 @@
 """Run records in Redis: creating runs (record + RQ job in one transaction), reading and listing them.
 
 A run is the hash ``envflow:run:<id>`` (its fields: ``run_hash.py``); its state changes only
-through the Lua scripts in ``envflow/lua`` so that each transition is atomic and fenced by the
+through the Lua scripts in ``envflow/store/lua`` so that each transition is atomic and fenced by the
 attempt number. Listings go through ``queries.py``.
 """
 
@@ -19,15 +19,16 @@ from rq import Queue, Retry
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 
+from ..errors import RunNotFound
+from ..jobs import RUN_FLOW
+from ..models import DeploymentRecord, RunRecord, RunState
+from ..settings import Settings
+from ..states import CODES
 from . import indexes, keys, routing, run_hash
-from .errors import RunNotFound
-from .jobs import RUN_FLOW, SERIALIZER, Queues, RunJob
-from .models import DeploymentRecord, RunRecord, RunState
+from .jobs import SERIALIZER, Queues, RunJob
 from .protocol import RunScripts, now_text
 from .queries import Queries
 from .run_ids import new_run_id
-from .settings import Settings
-from .states import CODES
 
 if TYPE_CHECKING:
     from .reaper import Reaper

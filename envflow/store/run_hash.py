@@ -1,7 +1,7 @@
 """The run record's hash (``envflow:run:<id>``): its fields and how each is encoded. Stdlib only.
 
 This module is the one reader of run hash fields (``RunRecord.from_hash`` and listings both go
-through it); ``runstore.py`` writes a new run's fields and the Lua scripts change them, through
+through it); ``runs.py`` writes a new run's fields and the Lua scripts change them, through
 the helpers of ``lua/_lib.lua`` (``transition``, ``add_attempt``), which write the encodings read here.
 
 Every value is kept short, so that a typical run's hash stays within Redis's compact listpack
@@ -30,7 +30,7 @@ import hashlib
 import json
 from typing import Any
 
-from .states import BY_CODE, RunState
+from ..states import BY_CODE, RunState
 
 # What a listing row needs (``queries.RunSummary``): read with one HMGET per run.
 SUMMARY_FIELDS = ("deployment", "state", "attempt", "created_at", "worker", "attempt_started_at", "transitions",

@@ -24,15 +24,15 @@ from rq.job_lifecycle import record_job_failure
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 
+from ..settings import Settings
 from . import keys, routing
 from .indexes import IndexMaintenance
 from .jobs import SERIALIZER, Queues, RunJob
 from .protocol import RunScripts
-from .settings import Settings
 
-log = logging.getLogger("envflow.reaper")
+log = logging.getLogger("envflow.store.reaper")
 
-REAPER_LOCK = keys.PREFIX + "reaper:lock"
+REAPER_LOCK = keys.REAPER_LOCK
 
 
 class Reaper:

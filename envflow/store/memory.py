@@ -14,11 +14,9 @@ from dataclasses import dataclass, field
 
 from redis import Redis
 
+from ..states import RunState
 from . import keys
 from .indexes import index_keys, indexed_deployments
-from .states import RunState
-
-RQ_QUEUES = "rq:queues"  # RQ's set of queue keys (rq 3.0's Queue.redis_queues_keys)
 
 
 @dataclass(frozen=True)
@@ -95,9 +93,9 @@ def indexes(client: Redis) -> Kind:
 
 def queues(client: Redis, sample: int) -> Kind:
     """RQ's queues: their lists and registries, and the jobs they hold (a sample of them measured)."""
-    queue_keys = sorted(q.decode() for q in client.smembers(RQ_QUEUES))
-    names = [q.removeprefix("rq:queue:") for q in queue_keys]
-    registries = [f"rq:{kind}:{n}" for n in names for kind in ("scheduled", "wip", "failed", "finished", "deferred", "canceled")]
+    queue_keys = sorted(q.decode() for q in client.smembers(keys.RQ_QUEUES))
+    names = [q.removeprefix(keys.RQ_QUEUE_PREFIX) for q in queue_keys]
+    registries = [keys.rq_registry(kind, n) for n in names for kind in keys.RQ_REGISTRIES]
     with client.pipeline(transaction=False) as pipe:
         for key in queue_keys:
             pipe.llen(key)
@@ -107,7 +105,7 @@ def queues(client: Redis, sample: int) -> Kind:
             pipe.lrange(key, 0, max(sample // max(len(queue_keys), 1), 1) - 1)
         found = pipe.execute()
     jobs = sum(found[: len(queue_keys) + len(registries)])
-    sampled = [f"rq:job:{j.decode()}" for group in found[len(queue_keys) + len(registries):] for j in group]
+    sampled = [f"{keys.RQ_JOB_PREFIX}{j.decode()}" for group in found[len(queue_keys) + len(registries):] for j in group]
     job_sizes = [s for s in _usage(client, sampled) if s]
     per_job = sum(job_sizes) / len(job_sizes) if job_sizes else 0.0
     containers = sum(_usage(client, queue_keys + registries))
@@ -117,7 +115,7 @@ def queues(client: Redis, sample: int) -> Kind:
 
 def deployments(client: Redis) -> Kind:
     """Deployment records and the flow sources they store."""
-    from .models import DeploymentRecord
+    from ..models import DeploymentRecord
 
     names = [n.decode() for n in client.zrange(keys.DEPLOYMENTS, 0, -1)]
     raws = client.mget([keys.deployment(n) for n in names]) if names else []

@@ -1,8 +1,8 @@
--- Helpers prepended to every envflow script (see envflow/protocol.py). Rendered in from Python:
+-- Helpers prepended to every envflow script (see envflow/store/protocol.py). Rendered in from Python:
 -- S (state names), FINAL (the final states), CODE (each state's letter in the compact history),
 -- IDX (the state indexes' key prefix), SPEC (the deployment snapshots' key prefix),
 -- PACK_MAX_BYTES and PACK_MAX_ENTRIES (the largest history packed when its run ends).
--- The run hash's fields and their encodings are described in envflow/run_hash.py.
+-- The run hash's fields and their encodings are described in envflow/store/run_hash.py.
 
 -- Append one JSON value (given as text) to a JSON array kept in a hash field,
 -- without decoding it: cjson would turn user data such as [] into {}.
