@@ -9,8 +9,8 @@ import time
 
 from envflow.models import RunRecord, RunState
 from envflow.output import AttemptEnd, Entry
-from envflow.output.format import PACK_MAX_ENTRIES
 from envflow.store import keys
+from envflow.store.packing import PACK_MAX_ENTRIES
 from envflow.store.protocol import Claimed
 from envflow.store.runs import FAILED_JOB_TTL
 

@@ -5,11 +5,11 @@ the channel of the same name, in one script call (``lua/append.lua``). An entry 
 consecutive lines of one stream: id ``<attempt>-<seq of its first line>``, fields ``s`` (``o``
 stdout, ``e`` stderr, ``x`` end of attempt), ``p`` (1 when its last line has no newline yet: a
 long line split into chunks, or a prompt), ``n`` (line count), ``d`` (the lines, joined by
-newlines). End records carry JSON: state, final, attempt (``lua/_lib.lua``'s ``end_record``).
+newlines). End records carry JSON: state, final, attempt (``store/lua/_output.lua``'s ``end_record``).
 A live message is the same entry as ``<id>|<s>|<p>|<n>|<d>``.
 
 When a run ends with a short history (at most ``PACK_MAX_ENTRIES`` entries and
-``PACK_MAX_BYTES`` bytes of data), ``lua/_lib.lua``'s ``finalize`` packs it into one string
+``PACK_MAX_BYTES`` bytes of data), ``store/lua/_output.lua``'s ``finalize`` packs it into one string
 (``envflow:run:<id>:packed``, same expiry) and deletes the stream: each entry as
 ``<id>|<s>|<p>|<n>|<bytes of d>|<d>``, in order. Readers see the same entries either way.
 """
@@ -22,8 +22,6 @@ from dataclasses import dataclass
 STREAM_NAMES = {"o": "stdout", "e": "stderr"}
 STREAM_CODES = tuple(STREAM_NAMES)
 END = "x"
-PACK_MAX_BYTES = 4096
-PACK_MAX_ENTRIES = 64
 
 
 @dataclass(slots=True, frozen=True)

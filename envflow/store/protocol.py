@@ -24,10 +24,10 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 from ..models import FINAL_STATES, Attempt, DeploymentRecord, RunRecord, RunState
-from ..output.format import PACK_MAX_BYTES, PACK_MAX_ENTRIES
 from ..settings import Settings
 from ..states import CODES
 from . import keys, run_hash
+from .packing import PACK_MAX_BYTES, PACK_MAX_ENTRIES
 
 T = TypeVar("T")
 SCRIPT_NAMES = ("claim", "heartbeat", "append", "finish", "crash", "cancel", "unrunnable")
@@ -56,7 +56,8 @@ def _constants() -> str:
 @cache
 def _source(name: str) -> str:
     folder = files("envflow.store").joinpath("lua")
-    return "\n".join([_constants(), folder.joinpath("_lib.lua").read_text(), folder.joinpath(f"{name}.lua").read_text()])
+    parts = [folder.joinpath(f"{part}.lua").read_text() for part in ("_lib", "_output", name)]
+    return "\n".join([_constants(), *parts])
 
 
 def _text(raw: Any) -> str:

@@ -1,8 +1,8 @@
 -- Helpers prepended to every envflow script (see envflow/store/protocol.py). Rendered in from Python:
 -- S (state names), FINAL (the final states), CODE (each state's letter in the compact history),
--- IDX (the state indexes' key prefix), SPEC (the deployment snapshots' key prefix),
--- PACK_MAX_BYTES and PACK_MAX_ENTRIES (the largest history packed when its run ends).
+-- IDX (the state indexes' key prefix), SPEC (the deployment snapshots' key prefix).
 -- The run hash's fields and their encodings are described in envflow/store/run_hash.py.
+-- A run's output (its history stream, live channel and packed history) is _output.lua's alone.
 
 -- Append one JSON value (given as text) to a JSON array kept in a hash field,
 -- without decoding it: cjson would turn user data such as [] into {}.
@@ -80,45 +80,4 @@ local function add_attempt(key, a)
     end
   end
   append_json(key, 'attempts', '[' .. table.concat(parts, ',') .. ']')
-end
-
--- Publish one history entry on the live channel: "<id>|<stream>|<partial>|<lines>|<data>".
-local function publish_entry(channel, id, stream, partial, n, data)
-  redis.call('PUBLISH', channel, id .. '|' .. stream .. '|' .. partial .. '|' .. n .. '|' .. data)
-end
-
--- Write the end-of-attempt record: stream "x", data = JSON with state and finality.
--- Its id follows the attempt's last line so every reader sees it last.
-local function end_record(run_key, stream_key, attempt, state, final, history_ttl)
-  local seq = 0
-  local fields = redis.call('HMGET', run_key, 'attempt', 'out_seq')
-  if (fields[1] or '0') == tostring(attempt) and fields[2] then seq = tonumber(fields[2]) end  -- 0 is not stored
-  if tostring(attempt) == '0' and seq == 0 then seq = 1 end  -- a run ended before it ran; 0-0 is no stream id
-  local id = attempt .. '-' .. seq
-  local data = cjson.encode({state = state, final = final, attempt = tonumber(attempt)})
-  redis.call('XADD', stream_key, id, 's', 'x', 'p', '0', 'n', '0', 'd', data)
-  redis.call('HSET', run_key, 'out_seq', seq + 1)
-  redis.call('HINCRBY', run_key, 'out_bytes', #data)
-  redis.call('EXPIRE', stream_key, history_ttl)
-  publish_entry(stream_key, id, 'x', '0', '0', data)
-end
-
--- The run has ended: its record expires after the run ttl. A short history is packed into one
--- string and its stream deleted: a stream's own overhead (about 4.7 KB) is most of what a short
--- run costs. Packed: "<id>|<stream>|<partial>|<lines>|<data bytes>|<data>" per entry, in order.
-local function finalize(run_key, stream_key, packed_key, run_ttl, history_ttl)
-  redis.call('EXPIRE', run_key, run_ttl)
-  local bytes = tonumber(redis.call('HGET', run_key, 'out_bytes') or '0')
-  redis.call('HDEL', run_key, 'out_seq', 'out_bytes')
-  if bytes > PACK_MAX_BYTES or redis.call('XLEN', stream_key) > PACK_MAX_ENTRIES then return end
-  local entries = redis.call('XRANGE', stream_key, '-', '+')
-  if #entries == 0 then return end
-  local parts = {}
-  for i, e in ipairs(entries) do
-    local f = {}
-    for j = 1, #e[2], 2 do f[e[2][j]] = e[2][j + 1] end
-    parts[i] = e[1] .. '|' .. f.s .. '|' .. f.p .. '|' .. f.n .. '|' .. #f.d .. '|' .. f.d
-  end
-  redis.call('SET', packed_key, table.concat(parts), 'EX', history_ttl)
-  redis.call('DEL', stream_key)
 end

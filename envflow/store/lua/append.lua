@@ -17,8 +17,7 @@ for i = 5, #ARGV, 5 do
   if seq >= next_seq then
     local id = attempt .. '-' .. seq
     local n = ARGV[i + 3]
-    redis.call('XADD', stream, id, 's', ARGV[i + 1], 'p', ARGV[i + 2], 'n', n, 'd', ARGV[i + 4])
-    publish_entry(stream, id, ARGV[i + 1], ARGV[i + 2], n, ARGV[i + 4])
+    output_entry(stream, id, ARGV[i + 1], ARGV[i + 2], n, ARGV[i + 4])
     next_seq = seq + tonumber(n)
     bytes = bytes + #ARGV[i + 4]
   end

@@ -10,8 +10,7 @@ if FINAL[f[1]] then return {'ended', f[1]} end
 redis.call('HSET', run, 'cancel_requested_at', ARGV[1], 'reason', ARGV[2])
 if f[1] == S.RUNNING then return {'requested', f[3] or ''} end
 local attempt = f[2] or '0'
-end_record(run, KEYS[3], attempt, S.CANCELLED, true, ARGV[3])
+output_end(run, KEYS[3], KEYS[4], attempt, S.CANCELLED, true, ARGV[3], ARGV[4])
 transition(run, S.CANCELLED, ARGV[1], attempt)
 redis.call('ZREM', KEYS[2], run_id(run))
-finalize(run, KEYS[3], KEYS[4], ARGV[4], ARGV[3])
 return {'cancelled'}

@@ -19,10 +19,9 @@ local id = run_id(run)
 -- End the run before it starts (a cancel request, a lost deployment snapshot).
 local function end_now(final_state)
   transition(run, final_state, now, attempt)
-  end_record(run, stream, attempt, final_state, true, ARGV[4])
+  output_end(run, stream, KEYS[7], attempt, final_state, true, ARGV[4], ARGV[5])
   redis.call('ZREM', active, id)
   redis.call('ZREM', pending, id)
-  finalize(run, stream, KEYS[7], ARGV[5], ARGV[4])
   return {'ended', final_state}
 end
 
@@ -32,7 +31,7 @@ if state == S.RUNNING then
   add_attempt(run, {n = tostring(attempt), worker = prev[1], started = prev[2], ended = now, state = S.CRASHED,
                     reason = 'worker lost (found by the next claim)'})
   transition(run, S.CRASHED, now, attempt)
-  end_record(run, stream, attempt, S.CRASHED, false, ARGV[4])
+  output_end(run, stream, KEYS[7], attempt, S.CRASHED, false, ARGV[4], ARGV[5])
 end
 if redis.call('HEXISTS', run, 'cancel_requested_at') == 1 then return end_now(S.CANCELLED) end
 -- The deployment as the run was created with it: a shared snapshot the run refers to.

@@ -17,10 +17,10 @@ elseif ARGV[3] == '1' then
   state, final = S.PENDING, false
 end
 redis.call('HSET', run, 'reason', ARGV[4])
-end_record(run, stream, attempt, state, final, ARGV[5])
+output_end(run, stream, KEYS[6], attempt, state, final, ARGV[5], ARGV[6])
 if state == S.PENDING then transition(run, S.CRASHED, now, attempt) end
 transition(run, state, now, attempt)
 local id = run_id(run)
 redis.call('ZREM', active, id)
-if final then finalize(run, stream, KEYS[6], ARGV[6], ARGV[5]) else redis.call('ZADD', pending, now, id) end
+if not final then redis.call('ZADD', pending, now, id) end
 return state

@@ -16,14 +16,10 @@ for i = 16, #ARGV, 2 do
 end
 add_attempt(run, {n = attempt, worker = ARGV[7], started = ARGV[8], ended = ARGV[9], state = ARGV[10],
                   exit_code = ARGV[11], error_type = ARGV[12], error = ARGV[13], reason = ARGV[14], start = ARGV[15]})
-end_record(run, stream, attempt, state, final, ARGV[5])
+output_end(run, stream, KEYS[6], attempt, state, final, ARGV[5], ARGV[6])
 transition(run, state, now, attempt)
 redis.call('DEL', lease)
 local id = run_id(run)
 redis.call('ZREM', active, id)
-if final then
-  finalize(run, stream, KEYS[6], ARGV[6], ARGV[5])
-else
-  redis.call('ZADD', pending, now, id)
-end
+if not final then redis.call('ZADD', pending, now, id) end
 return 1

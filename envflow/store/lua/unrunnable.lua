@@ -8,14 +8,9 @@ if f[1] ~= S.PENDING and f[1] ~= S.SCHEDULED then return 0 end
 local attempt = f[2] or '0'
 redis.call('HSET', run, 'error_type', 'EnvNotFound', 'error', ARGV[2])
 if attempt == '0' then  -- it never ran: its output says why, as a failed start's would (0-0 is no stream id)
-  local note = 'envflow: ' .. ARGV[2]
-  redis.call('XADD', KEYS[3], '0-1', 's', 'e', 'p', '0', 'n', '1', 'd', note)
-  redis.call('HSET', run, 'out_seq', 2)
-  redis.call('HINCRBY', run, 'out_bytes', #note)
-  publish_entry(KEYS[3], '0-1', 'e', '0', '1', note)
+  output_note(run, KEYS[3], 'envflow: ' .. ARGV[2])
 end
-end_record(run, KEYS[3], attempt, S.FAILED, true, ARGV[3])
+output_end(run, KEYS[3], KEYS[4], attempt, S.FAILED, true, ARGV[3], ARGV[4])
 transition(run, S.FAILED, ARGV[1], attempt)
 redis.call('ZREM', KEYS[2], run_id(run))
-finalize(run, KEYS[3], KEYS[4], ARGV[4], ARGV[3])
 return 1
