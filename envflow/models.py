@@ -8,7 +8,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .states import FINAL_STATES, RunState
-from .store import run_hash
 
 __all__ = ["FINAL_STATES", "Attempt", "DeploymentRecord", "EnvKind", "EnvSpec", "RunRecord", "RunState",
            "ScheduleRecord"]
@@ -186,14 +185,6 @@ class RunRecord(BaseModel):
     schedule: str | None = None
     route: str | None = None  # the env a worker must have to take it (envflow/store/routing.py)
     waiting: str | None = None  # why a PENDING run waits (no live worker has its env), when it does
-
-    @classmethod
-    def from_hash(cls, raw: dict[bytes, bytes] | dict[str, str], run_id: str | None = None) -> RunRecord:
-        """The record from the run's hash (its layout: ``run_hash.py``).
-
-        :param run_id: the run's id, which the hash itself need not hold.
-        """
-        return cls.model_validate(run_hash.decode(raw, run_id))
 
     @property
     def short_id(self) -> str:

@@ -7,9 +7,9 @@ import json
 import threading
 import time
 
-from envflow.models import RunRecord, RunState
+from envflow.models import RunState
 from envflow.output import AttemptEnd, Entry
-from envflow.store import keys
+from envflow.store import keys, run_hash
 from envflow.store.packing import PACK_MAX_ENTRIES
 from envflow.store.protocol import Claimed
 from envflow.store.runs import FAILED_JOB_TTL
@@ -107,7 +107,7 @@ def test_a_record_written_before_this_layout_is_read_and_carried_on(client):
     drive(client, run_id)
     raw = client.redis.hgetall(keys.run(run_id))
     assert json.loads(raw[b"transitions"])[-1][0] == "COMPLETED"
-    record = RunRecord.from_hash(raw)
+    record = run_hash.record(raw)
     assert [t[0] for t in record.transitions] == ["PENDING", "RUNNING", "COMPLETED"]
     assert record.updated_at == record.transitions[-1][1] and record.attempts[0].worker == "w1"
     assert client.runs(state="COMPLETED")[0].id == run_id

@@ -166,7 +166,7 @@ def _claim_reply(run_id: str) -> Callable[[list[Any]], Claimed | NotClaimed]:
         spec = run_hash.spec_json(fields["spec"], _text(raw[2]) or None)
         if spec is None:  # claim.lua ends a run whose snapshot is gone; they read the reference alike
             raise ValueError(f"run {run_id}: claimed without its deployment snapshot")
-        return Claimed(int(raw[1]), RunRecord.from_hash(fields, run_id), DeploymentRecord.model_validate_json(spec),
+        return Claimed(int(raw[1]), run_hash.record(fields, run_id), DeploymentRecord.model_validate_json(spec),
                        float(fields["attempt_started_at"]))
 
     return decode

@@ -191,13 +191,12 @@ class Queries:
         return out
 
     def _records(self, ids: list[str]) -> list[RunRecord | None]:
-        from ..models import RunRecord
 
         with self.redis.pipeline(transaction=False) as pipe:
             for run_id in ids:
                 pipe.hgetall(keys.run(run_id))
             hashes = pipe.execute()
-        return [RunRecord.from_hash(raw, run_id) if raw else None for run_id, raw in zip(ids, hashes)]
+        return [run_hash.record(raw, run_id) if raw else None for run_id, raw in zip(ids, hashes)]
 
     # Deployments and queues
 

@@ -1,6 +1,6 @@
 """The run record's hash (``envflow:run:<id>``): its fields and how each is encoded. Stdlib only.
 
-This module is the one reader of run hash fields (``RunRecord.from_hash`` and listings both go
+This module is the one reader of run hash fields (``record`` and listings both go
 through it); ``runs.py`` writes a new run's fields and the Lua scripts change them, through
 the helpers of ``lua/_lib.lua`` (``transition``, ``add_attempt``), which write the encodings read here.
 
@@ -28,9 +28,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..states import BY_CODE, RunState
+
+if TYPE_CHECKING:
+    from ..models import RunRecord
 
 # What a listing row needs (``queries.RunSummary``): read with one HMGET per run.
 SUMMARY_FIELDS = ("deployment", "state", "attempt", "created_at", "worker", "attempt_started_at", "transitions",
@@ -105,6 +108,16 @@ def decode(raw: dict[bytes, bytes] | dict[str, str], run_id: str | None = None) 
         data["result"] = json.loads(h["result"])
         data["has_result"] = True
     return data
+
+
+def record(raw: dict[bytes, bytes] | dict[str, str], run_id: str | None = None) -> RunRecord:
+    """The run's record from its hash.
+
+    :param run_id: the run's id, which the hash itself need not hold.
+    """
+    from ..models import RunRecord
+
+    return RunRecord.model_validate(decode(raw, run_id))
 
 
 def summary(run_id: str, values: list[bytes | None]) -> dict[str, Any] | None:

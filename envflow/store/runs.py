@@ -176,7 +176,7 @@ class RunStore:
         raw = self.redis.hgetall(keys.run(run_id))
         if not raw:
             raise RunNotFound(f"no run {run_id}; list runs with `envflow run ls`")
-        return self.explain([RunRecord.from_hash(raw, run_id)])[0]
+        return self.explain([run_hash.record(raw, run_id)])[0]
 
     def resolve_id(self, text: str) -> str:
         """A full run id from an id or a unique prefix of at least 4 characters (see ``Queries.resolve_id``)."""
