@@ -53,3 +53,12 @@ ensure_chromium() {
   fi
   echo "chromium/chromedriver not installed: the UI's browser tests will skip (as root, apt-get install chromium chromium-driver)" >&2
 }
+
+# installed_tree DIR: a copy of the package laid out as installed (worker/ and scheduler/ are
+# envflow.worker and envflow.scheduler through package-dir), for tools that read packages from disk.
+installed_tree() {
+  cp -r envflow "$1/envflow"
+  cp -r worker "$1/envflow/worker"
+  cp -r scheduler "$1/envflow/scheduler"
+  find "$1" -name __pycache__ -prune -exec rm -rf {} +
+}
