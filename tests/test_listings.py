@@ -1,5 +1,5 @@
-"""Listings read the state indexes: filters, paging, prefixes; the indexes follow every state change,
-shrink back as runs expire, and take over what earlier releases' indexes held."""
+"""Listings read the state indexes: filters, paging, prefixes; the indexes follow every state change
+and shrink back as runs expire."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 from envflow.errors import EnvflowError, RunNotFound
 from envflow.models import RunState
 from envflow.store import keys
-from envflow.store.indexes import VERSION_KEY, index_keys
 from envflow.store.queries import Queries
 
 from .helpers_runs import drive, register
@@ -105,26 +104,6 @@ def test_the_trim_keeps_runs_whose_record_is_still_there(client):
     drive(client, run_id)
     assert client.store.reaper.indexes.trim(now=time.time() + client.settings.run_ttl + 1) == 0
     assert [r.id for r in client.runs()] == [run_id]
-
-
-def test_the_indexes_of_earlier_releases_are_taken_over(client):
-    deployment = register(client)
-    made = [client.store.create(deployment, {}) for _ in range(3)]
-    drive(client, made[0])
-    r = client.redis
-    for key in index_keys() + index_keys(deployment.name):  # as an earlier release left them
-        r.delete(key)
-    for run_id in made:
-        score = float(r.hget(keys.run(run_id), "created_at"))
-        r.zadd(keys.LEGACY_RUNS, {run_id: score})
-        r.zadd(keys.LEGACY_DEPLOYMENT_RUNS_PREFIX + deployment.name, {run_id: score})
-    r.zadd(keys.LEGACY_DEPLOYMENT_RUNS_PREFIX + "gone/dep", {"0" * 32: 1.0})
-    assert client.runs() == []
-    client.store.reaper.indexes.maintain("test")
-    assert [x.id for x in client.runs()] == list(reversed(made))
-    assert [x.id for x in client.runs(state="COMPLETED")] == [made[0]]
-    assert not r.exists(keys.LEGACY_RUNS) and not r.keys(keys.LEGACY_DEPLOYMENT_RUNS_PREFIX + "*")
-    assert r.get(VERSION_KEY) == b"2"
 
 
 def test_stats_tell_where_the_memory_goes(client, runs, env_vars):

@@ -1,5 +1,4 @@
-"""What a run leaves in Redis: a compact record, a packed history, shared deployment snapshots;
-and records written before that layout, still read and carried on."""
+"""What a run leaves in Redis: a compact record, a packed history, shared deployment snapshots."""
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ import time
 
 from envflow.models import RunState
 from envflow.output import AttemptEnd, Entry
-from envflow.store import keys, run_hash
+from envflow.store import keys
 from envflow.store.packing import PACK_MAX_ENTRIES
 from envflow.store.protocol import Claimed
 from envflow.store.runs import FAILED_JOB_TTL
@@ -95,22 +94,6 @@ def test_a_run_whose_snapshot_expired_fails_when_claimed(client):
     record = client.store.get(run_id)
     assert record.state is RunState.FAILED and "ENVFLOW_RUN_TTL" in record.error
     assert client.get_run(run_id).wait(5) is RunState.FAILED
-
-
-def test_a_record_written_before_this_layout_is_read_and_carried_on(client):
-    deployment = register(client)
-    run_id = client.store.create(deployment, {})
-    created = float(client.redis.hget(keys.run(run_id), "created_at"))
-    client.redis.hset(keys.run(run_id), mapping={  # as earlier releases wrote a new run
-        "id": run_id, "updated_at": repr(created), "parameters": "{}", "attempts": "[]",
-        "transitions": json.dumps([["PENDING", created, 0]]), "spec": deployment.model_dump_json()})
-    drive(client, run_id)
-    raw = client.redis.hgetall(keys.run(run_id))
-    assert json.loads(raw[b"transitions"])[-1][0] == "COMPLETED"
-    record = run_hash.record(raw)
-    assert [t[0] for t in record.transitions] == ["PENDING", "RUNNING", "COMPLETED"]
-    assert record.updated_at == record.transitions[-1][1] and record.attempts[0].worker == "w1"
-    assert client.runs(state="COMPLETED")[0].id == run_id
 
 
 def test_rq_keeps_a_completed_runs_job_no_longer_than_it_needs_it(client, start_worker, venv, workdir):

@@ -2,15 +2,13 @@
 
 ``envflow:runs:state:<STATE>`` and ``envflow:runs:state:<STATE>:<deployment>`` are sorted sets of
 run ids scored by creation time. A run is in exactly one state's pair: ``RunStore.create`` adds
-it (:func:`add`), and ``lua/_lib.lua``'s ``transition`` moves it in the same script as every state
+it (:func:`add`), and ``store/lua/_lib.lua``'s ``transition`` moves it in the same script as every state
 change. So a listing filtered by deployment and/or state reads one index, or merges eight
 newest-first (``queries.py``), whatever the number of runs.
 
 Retention: a run's record expires ``run_ttl`` after it ended. :meth:`IndexMaintenance.trim` removes
 the index entries of runs created more than ``run_ttl`` ago whose record is gone. The reaper's
-periodic pass runs it (at most once a minute cluster-wide), and first moves, a batch per pass,
-what the indexes of earlier releases (``envflow:runs``, ``envflow:runs:dep:<name>``) hold into
-these (:meth:`IndexMaintenance.migrate`).
+periodic pass runs it, at most once a minute cluster-wide.
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ from . import keys
 
 TRIM_INTERVAL = 60.0  # seconds between trims, cluster-wide
 TRIM_BUDGET = 20_000  # index entries one trim examines at most (it goes on at the next)
-MIGRATE_BUDGET = 20_000  # legacy index entries moved per pass
 PAGE = 1000
 # A sorted set that grew keeps its larger encoding when it shrinks: a trim rebuilds an index left
 # with at most LISTPACK_ENTRIES entries (Redis's default zset-max-listpack-entries, under which a
@@ -34,8 +31,6 @@ PAGE = 1000
 LISTPACK_ENTRIES = 128
 COMPACT_SLACK = 4
 ENTRY_BYTES = 150
-VERSION_KEY = keys.INDEXES_VERSION
-VERSION = "2"  # the state indexes; "1" (no key) was envflow:runs and envflow:runs:dep:<name>
 
 
 def add(pipe: Pipeline, run_id: str, deployment: str, state: RunState, created: float) -> None:
@@ -55,16 +50,14 @@ def indexed_deployments(client: Redis) -> list[str]:
 
 
 class IndexMaintenance:
-    """Trims expired runs from the state indexes and moves legacy index entries into them."""
+    """Trims expired runs from the state indexes."""
 
     def __init__(self, client: Redis, run_ttl: int) -> None:
         self.redis = client
         self.run_ttl = run_ttl
 
     def maintain(self, holder: str) -> None:
-        """One pass, from the reaper: a batch of the legacy migration, and a trim once a minute."""
-        if self.redis.get(VERSION_KEY) != VERSION.encode():
-            self.migrate()
+        """One pass, from the reaper: a trim, once a minute cluster-wide."""
         if self.redis.set(keys.INDEXES_LOCK, holder, nx=True, px=int(TRIM_INTERVAL * 1000)):
             self.trim()
 
@@ -134,33 +127,3 @@ class IndexMaintenance:
                 pipe.execute()
             except redis.exceptions.WatchError:
                 pass
-
-    def migrate(self, budget: int = MIGRATE_BUDGET) -> int:
-        """Move up to ``budget`` runs from the legacy indexes into the state indexes; mark the
-        migration done once none are left. Returns how many runs were moved."""
-        moved = 0
-        while moved < budget:
-            batch = self.redis.zrange(keys.LEGACY_RUNS, 0, PAGE - 1)
-            if not batch:
-                self._drop_legacy_deployment_indexes()
-                self.redis.set(VERSION_KEY, VERSION)
-                break
-            ids = [i.decode() for i in batch]
-            with self.redis.pipeline(transaction=False) as pipe:
-                for run_id in ids:
-                    pipe.hmget(keys.run(run_id), "state", "deployment", "created_at")
-                found = pipe.execute()
-            with self.redis.pipeline(transaction=False) as pipe:
-                for run_id, (state, deployment, created) in zip(ids, found):
-                    if state is not None and deployment is not None and created is not None:
-                        add(pipe, run_id, deployment.decode(), RunState(state.decode()), float(created))
-                        pipe.zrem(keys.LEGACY_DEPLOYMENT_RUNS_PREFIX + deployment.decode(), run_id)
-                pipe.zrem(keys.LEGACY_RUNS, *ids)
-                pipe.execute()
-            moved += len(ids)
-        return moved
-
-    def _drop_legacy_deployment_indexes(self) -> None:
-        """Once every run has moved, what is left of the per-deployment legacy indexes names expired runs."""
-        for key in self.redis.scan_iter(match=keys.LEGACY_DEPLOYMENT_RUNS_PREFIX + "*", count=1000, _type="zset"):
-            self.redis.delete(key)

@@ -18,7 +18,6 @@ Layout::
     envflow:runs:active                zset    ids of RUNNING runs (score: start time), scanned by the reaper
     envflow:runs:pending               zset    ids of PENDING/SCHEDULED runs (score: when due)
     envflow:indexes:lock               string  held while one process trims the state indexes
-    envflow:indexes:version            string  the layout of the state indexes this Redis holds
     envflow:reaper:lock                string  held by the process whose reaper pass runs now
     envflow:schedule:<deployment>      hash    schedule id -> cursor (Unix s): every slot up to it was handled
     envflow:slot:<deployment>:<sched>:<ms>     string  run id of that slot (ms: Unix milliseconds), expires after 3 days
@@ -50,12 +49,7 @@ PAUSED_QUEUES = PREFIX + "queues:paused"
 INDEXED_DEPLOYMENTS = PREFIX + "runs:deps"
 STATE_INDEX_PREFIX = PREFIX + "runs:state:"
 INDEXES_LOCK = PREFIX + "indexes:lock"
-INDEXES_VERSION = PREFIX + "indexes:version"
 REAPER_LOCK = PREFIX + "reaper:lock"
-# The indexes of releases before the state indexes: every run, and the runs of each deployment
-# (both scored by creation time). The reaper's pass moves what they hold into the state indexes.
-LEGACY_RUNS = PREFIX + "runs"
-LEGACY_DEPLOYMENT_RUNS_PREFIX = PREFIX + "runs:dep:"
 
 
 def deployment(name: str) -> str:

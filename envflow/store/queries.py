@@ -124,7 +124,7 @@ class Queries:
         if is_run_id(text) and self.redis.exists(keys.run(text)):
             return text
         found: set[str] = set()
-        for key in [*index_keys(), keys.LEGACY_RUNS]:  # the legacy index until the reaper has moved it
+        for key in index_keys():
             found.update(m.decode() for m, _ in self.redis.zscan_iter(key, match=f"{text}*", count=1000))
         matches = [m for m in sorted(found) if self.redis.exists(keys.run(m))]
         if not matches:

@@ -19,9 +19,6 @@ error, large parameters) makes that hash a hashtable, about 1 KB more. So:
 - empty values and defaults (``attempt`` 0, ``retries`` 0, ``parameters`` ``{}``) are not stored,
   and neither is what the key or other fields already say (the id; ``updated_at``, the last
   transition's time; ``flow_name``, the start of ``deployment``).
-
-Records written before this layout (JSON transitions and attempt objects, ``id``, ``updated_at``,
-the whole deployment inline in ``spec``) are read as they are.
 """
 
 from __future__ import annotations
@@ -60,11 +57,9 @@ def _at(created: float, micros: int | None) -> float | None:
 
 
 def transitions(value: str, created: float) -> list[tuple[str, float, int]]:
-    """``[(state, time, attempt), ...]`` from a stored transition history (either layout)."""
+    """``[(state, time, attempt), ...]`` from a stored transition history."""
     if not value:
         return []
-    if value.startswith("["):
-        return [(s, float(t), int(a)) for s, t, a in json.loads(value)]
     out = []
     for item in value.split(","):
         offset, _, attempt = item[1:].partition("/")
@@ -73,14 +68,11 @@ def transitions(value: str, created: float) -> list[tuple[str, float, int]]:
 
 
 def attempts(value: str, created: float) -> list[dict[str, Any]]:
-    """The ended attempts, as ``models.Attempt`` takes them (either layout)."""
+    """The ended attempts, as ``models.Attempt`` takes them."""
     if not value:
         return []
     out = []
     for item in json.loads(value):
-        if isinstance(item, dict):
-            out.append(item)
-            continue
         entry = dict(zip(ATTEMPT_FIELDS, item))
         entry["started_at"] = _at(created, entry.get("started_at"))
         entry["ended_at"] = _at(created, entry.get("ended_at"))
@@ -89,19 +81,19 @@ def attempts(value: str, created: float) -> list[dict[str, Any]]:
     return out
 
 
-def decode(raw: dict[bytes, bytes] | dict[str, str], run_id: str | None = None) -> dict[str, Any]:
+def decode(raw: dict[bytes, bytes] | dict[str, str], run_id: str) -> dict[str, Any]:
     """The fields of ``models.RunRecord`` from a run's hash.
 
-    :param run_id: the run's id (records written before this layout also hold it).
+    :param run_id: the run's id (the hash does not hold it).
     """
     h = texts(raw)
     data: dict[str, Any] = {k: h[k] for k in SCALARS if h.get(k, "") != ""}
-    data["id"] = run_id or h["id"]
+    data["id"] = run_id
     data.setdefault("flow_name", flow_of(h.get("deployment", "")))
     created = float(h["created_at"])
     data["transitions"] = transitions(h.get("transitions", ""), created)
     data["attempts"] = attempts(h.get("attempts", ""), created)
-    data["updated_at"] = data["transitions"][-1][1] if data["transitions"] else h.get("updated_at") or None
+    data["updated_at"] = data["transitions"][-1][1] if data["transitions"] else None
     if h.get("parameters"):
         data["parameters"] = json.loads(h["parameters"])
     if h.get("result"):
@@ -110,7 +102,7 @@ def decode(raw: dict[bytes, bytes] | dict[str, str], run_id: str | None = None) 
     return data
 
 
-def record(raw: dict[bytes, bytes] | dict[str, str], run_id: str | None = None) -> RunRecord:
+def record(raw: dict[bytes, bytes] | dict[str, str], run_id: str) -> RunRecord:
     """The run's record from its hash.
 
     :param run_id: the run's id, which the hash itself need not hold.
@@ -168,9 +160,7 @@ def spec_json(field: str, snapshot: str | None) -> str | None:
     """The deployment a run was created with, as JSON: its ``spec`` field (a reference, with any
     fields given beside it) resolved against the stored snapshot; None when that snapshot is gone."""
     inline = json.loads(field)
-    if "ref" not in inline:
-        return field  # a record written before snapshots were shared
-    if snapshot is None:
+    if "ref" not in inline or snapshot is None:
         return None
     merged = json.loads(snapshot)
     merged.update({k: v for k, v in inline.items() if k != "ref"})

@@ -44,11 +44,6 @@ local function transition(key, state, now, attempt)
   local f = redis.call('HMGET', key, 'state', 'created_at', 'deployment', 'transitions')
   reindex(run_id(key), f[1], state, f[2], f[3])
   redis.call('HSET', key, 'state', state)
-  if f[4] and string.sub(f[4], 1, 1) == '[' then  -- a record written before the compact layout
-    append_json(key, 'transitions', '["' .. state .. '",' .. now .. ',' .. attempt .. ']')
-    redis.call('HSET', key, 'updated_at', now)
-    return
-  end
   local item = CODE[state] .. since(f[2], now) .. '/' .. attempt
   redis.call('HSET', key, 'transitions', f[4] and (f[4] .. ',' .. item) or item)
 end
@@ -57,13 +52,6 @@ end
 -- a: {n, worker, started, ended, state, exit_code, error_type, error, reason, start}, numbers as text.
 local function add_attempt(key, a)
   local f = redis.call('HMGET', key, 'attempts', 'created_at')
-  if f[1] and string.sub(f[1], 1, 2) == '[{' then  -- a record written before the compact layout
-    append_json(key, 'attempts', cjson.encode({n = tonumber(a.n), worker = a.worker or '',
-      started_at = tonumber(a.started or '0'), ended_at = tonumber(a.ended), state = a.state,
-      exit_code = tonumber(a.exit_code or ''), error_type = a.error_type, error = a.error, reason = a.reason,
-      start = a.start}))
-    return
-  end
   local parts = {a.n, cjson.encode(a.worker or ''), since(f[2], a.started), since(f[2], a.ended),
                  '"' .. CODE[a.state] .. '"'}
   local tail = {a.exit_code, a.error_type, a.error, a.reason, a.start}
