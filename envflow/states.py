@@ -6,6 +6,7 @@ the one-letter codes the compact transition history stores (``run_hash.py``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 
 
@@ -42,3 +43,26 @@ CODES = {
     RunState.TIMED_OUT: "T",
 }
 BY_CODE = {code: state for state, code in CODES.items()}
+
+
+@dataclass(frozen=True)
+class Look:
+    """How a state is shown: ``terminal`` is click's colour name, ``colour`` the web UI's badge and
+    strip bar (white text on it keeps a contrast of at least 4.5:1). States are named in text too."""
+
+    terminal: str
+    colour: str
+
+
+LOOKS = {
+    RunState.SCHEDULED: Look("blue", "#4f5fb8"),
+    RunState.PENDING: Look("yellow", "#8a6d00"),
+    RunState.RUNNING: Look("cyan", "#1565a8"),
+    RunState.COMPLETED: Look("green", "#1f7a3d"),
+    RunState.FAILED: Look("red", "#b42330"),
+    RunState.CANCELLED: Look("magenta", "#6d3fb0"),
+    RunState.CRASHED: Look("red", "#7f1d2c"),
+    RunState.TIMED_OUT: Look("red", "#a05a00"),
+}
+if set(CODES) != set(RunState) or set(LOOKS) != set(RunState):  # a new state needs both, or nothing starts
+    raise RuntimeError("every RunState needs its letter in CODES and its look in LOOKS")

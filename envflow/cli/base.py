@@ -20,17 +20,9 @@ import click
 
 from ..errors import EnvflowError
 from ..redaction import redact_text
+from ..states import LOOKS
 
-STATE_COLORS = {
-    "COMPLETED": "green",
-    "RUNNING": "cyan",
-    "PENDING": "yellow",
-    "SCHEDULED": "blue",
-    "FAILED": "red",
-    "CRASHED": "red",
-    "TIMED_OUT": "red",
-    "CANCELLED": "magenta",
-}
+STATE_COLORS = {state.value: look.terminal for state, look in LOOKS.items()}
 
 
 class EnvflowGroup(click.Group):

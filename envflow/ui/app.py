@@ -16,12 +16,13 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Mount
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..client import Client
 from ..errors import DeploymentNotFound, EnvflowError, ParameterError, QueueError, RunNotFound
 from ..settings import Settings
+from ..states import LOOKS
 from . import actions, pages
 from .context import UI, ui_of
 from .metrics import Metrics
@@ -51,6 +52,15 @@ async def _error_page(request: Request, exc: Exception) -> Response:
     return ui.render(request, "error.html", status=status, status_code=status, message=message)
 
 
+def _states_css() -> str:
+    return "".join(f".state-{s.value.lower()} {{ background: {look.colour}; }}\n" for s, look in LOOKS.items())
+
+
+async def states_css(request: Request) -> Response:
+    """Each state's badge colour, from the one table of how states look (``envflow/states.py``)."""
+    return Response(_states_css(), media_type="text/css", headers={"cache-control": "max-age=300"})
+
+
 def create_app(settings: Settings, client: Client | None = None) -> Starlette:
     """The UI's ASGI application.
 
@@ -63,6 +73,7 @@ def create_app(settings: Settings, client: Client | None = None) -> Starlette:
     routes = [
         *actions.routes(),
         *pages.routes(),
+        Route("/static/states.css", states_css),
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(

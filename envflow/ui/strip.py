@@ -15,18 +15,9 @@ import time
 from markupsafe import Markup
 
 from ..models import RunRecord
+from ..states import LOOKS
 from .views import run_duration, seconds, timestamp
 
-COLOURS = {
-    "COMPLETED": "#2e9e4f",
-    "FAILED": "#d1343b",
-    "CRASHED": "#8f1d2c",
-    "TIMED_OUT": "#e07b00",
-    "CANCELLED": "#8b5cc4",
-    "RUNNING": "#1f8fd6",
-    "PENDING": "#c9a400",
-    "SCHEDULED": "#6b7fd6",
-}
 BAR, GAP, HEIGHT, STUB = 8, 2, 32, 3
 
 
@@ -54,7 +45,7 @@ def strip_svg(records: list[RunRecord], now: float | None = None) -> Markup:
             '<a href="/runs/{id}"><rect x="{x}" y="{y}" width="{bw}" height="{bh}" rx="1" fill="{fill}">'
             '<title>{label}</title></rect></a>'
         ).format(id=record.id, x=i * (BAR + GAP), y=HEIGHT - bar, bw=BAR, bh=bar,
-                 fill=COLOURS.get(state, "#888"), label=label))
+                 fill=LOOKS[record.state].colour, label=label))
     parts.append(Markup("</svg>"))
     return Markup("").join(parts)
 

@@ -18,7 +18,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from ..cli.base import ago, printable
-from ..models import RunRecord, RunState
+from ..models import FINAL_STATES, RunRecord, RunState
 from ..redaction import redact_text
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -87,5 +87,6 @@ def environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters.update(ts=timestamp, ago=ago, secs=seconds, json=json_text, redact=redact_text)
-    env.globals.update(states=STATES, error_text=error_text, run_duration=run_duration, RUNNING=RunState.RUNNING)
+    env.globals.update(states=STATES, error_text=error_text, run_duration=run_duration, RUNNING=RunState.RUNNING,
+                       final_states=" ".join(sorted(s.value for s in FINAL_STATES)))
     return env

@@ -148,3 +148,17 @@ def test_form_values_go_back_unchanged(client, start_worker, flows_file, venv, s
     bad = session.post(f"/deployments/{name}/run", {"p:name": "<b>\n", "p:times": "x"})
     assert bad.status == 400 and '<textarea name="p:name" rows="3">&lt;b&gt;\n</textarea>' in bad.text
     assert 'name="p:times" value="x"' in bad.text
+
+
+
+def test_every_state_has_its_look_in_the_page_css_and_the_strip(session):
+    from envflow.states import LOOKS, RunState
+
+    css = session.get("/static/states.css")
+    assert css.status == 200 and css.headers["content-type"].startswith("text/css")
+    for state in RunState:
+        assert f".state-{state.value.lower()} {{ background: {LOOKS[state].colour}; }}" in css.text
+    page = session.get("/runs")
+    assert 'data-final-states="CANCELLED COMPLETED CRASHED FAILED TIMED_OUT"' in page.text
+    assert "/static/states.css" in page.text
+    assert len({look.colour for look in LOOKS.values()}) == len(RunState)  # told apart by colour, and by name

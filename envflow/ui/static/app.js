@@ -12,7 +12,7 @@
 (function () {
   const REFRESH_MS = 3000;
   const PER_FRAME = 500;
-  const FINAL = new Set(["COMPLETED", "FAILED", "CANCELLED", "CRASHED", "TIMED_OUT"]);
+  const FINAL = new Set((document.body.dataset.finalStates || "").split(" "));  // from envflow/states.py
 
   function refresher(el) {
     let busy = false;
