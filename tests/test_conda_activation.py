@@ -12,6 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from envflow.errors import EnvActivationError
 from envflow.models import EnvKind, EnvSpec
 from envflow.settings import Settings
 from envflow.worker.env_cache import EnvCache, Prepared
@@ -272,3 +275,37 @@ def test_activate_variables_is_pure():
     assert delta["PATH"] == "/opt/conda/envs/x/bin:/usr/bin" and delta["K"] == "v"
     assert delta["CONDA_SHLVL"] == "2" and delta["CONDA_PREFIX_1"] == "/opt/conda"
     assert delta["CONDA_PROMPT_MODIFIER"] == "(x) "
+
+
+def test_a_script_whose_last_command_fails_does_not_fail_activation(tmp_path):
+    # PosixActivator.run_script_tmpl is `. "%s"`, one line per script in the eval'd text
+    # (_yield_commands), so a script's exit status is ignored and the next line still runs.
+    # Common in packages: `[ -n "$X" ] && export Y=1` returns 1 when X is unset.
+    log = tmp_path / "scripts.log"
+    old = make_conda_prefix(tmp_path / "envs" / "old", env_vars={},
+                            deactivate_scripts={"d.sh": f'echo deactivate >> "{log}"\n[ -n "$NOPE" ] && unset KEEP\n'})
+    prefix = make_conda_prefix(
+        tmp_path / "envs" / "x",
+        env_vars={},
+        scripts={"10-a.sh": '[ -n "$NOPE" ] && export NEVER=1\n', "20-b.sh": "export AFTER=1\nfalse\n"},
+    )
+    v = activate(tmp_path, prefix, CONDA_SHLVL="1", CONDA_PREFIX=str(old), KEEP="1").variables
+    assert v["AFTER"] == "1" and "NEVER" not in v and v["KEEP"] == "1" and v["CONDA_PREFIX"] == str(prefix)
+    assert log.read_text().split() == ["deactivate"]
+
+
+def test_a_script_that_exits_the_shell_fails_activation(tmp_path):
+    # `exit` in a sourced script ends the shell conda activates in (an interactive one closes):
+    # activation did not finish, whatever the status.
+    prefix = make_conda_prefix(tmp_path / "envs" / "x", env_vars={}, scripts={"a.sh": "echo leaving >&2\nexit 0\n"})
+    with pytest.raises(EnvActivationError, match=r"a\.sh\) exited the shell \(exit status 0\).*: leaving"):
+        activate(tmp_path, prefix)
+
+
+def test_names_sh_cannot_hold_survive_activate_scripts(tmp_path):
+    # conda's eval breaks on `export MY-VAR=...`; envflow sets such a config var (a documented
+    # difference), and the sh that sources activate.d scripts, which drops such names from its
+    # environment, must not unset it.
+    prefix = make_conda_prefix(tmp_path / "envs" / "x", env_vars={"MY-VAR": "1"}, scripts={"a.sh": "export S=1\n"})
+    v = activate(tmp_path, prefix).variables
+    assert v["MY-VAR"] == "1" and v["S"] == "1"
