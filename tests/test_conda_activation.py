@@ -20,6 +20,7 @@ from envflow.settings import Settings
 from envflow.worker.env_cache import EnvCache, Prepared
 from envflow.worker.environments.conda_config import CondaConfig, condarc_files, search_path
 from envflow.worker.environments.conda_vars import CondaSetup, activate_variables
+from envflow.worker.environments.variables import flow_base
 from envflow.worker.resolve import EnvResolver
 
 from .conftest import make_conda_prefix
@@ -300,6 +301,46 @@ def test_a_script_that_exits_the_shell_fails_activation(tmp_path):
     prefix = make_conda_prefix(tmp_path / "envs" / "x", env_vars={}, scripts={"a.sh": "echo leaving >&2\nexit 0\n"})
     with pytest.raises(EnvActivationError, match=r"a\.sh\) exited the shell \(exit status 0\).*: leaving"):
         activate(tmp_path, prefix)
+
+
+def test_condarc_and_xdg_config_home_are_read_from_the_workers_environment(tmp_path):
+    # SEARCH_PATH (conda/base/constants.py) names $XDG_CONFIG_HOME/conda/condarc and $CONDARC;
+    # neither variable reaches a flow, but conda (run by the worker) would see both.
+    prefix = make_conda_prefix(tmp_path / "envs" / "foo", env_vars={})
+    xdg = tmp_path / "xdg"
+    (xdg / "conda").mkdir(parents=True)
+    (xdg / "conda" / "condarc").write_text("env_prompt: 'xdg:{name} '\n")
+    environ = worker_env(tmp_path, XDG_CONFIG_HOME=str(xdg))
+    cache = cache_for(tmp_path, environ)
+    spec = EnvSpec(kind=EnvKind.CONDA_PREFIX, value=str(prefix))
+    base = flow_base(environ, cache.settings)  # what the worker activates from
+    assert "XDG_CONFIG_HOME" not in base
+    assert cache.prepare(spec, base).variables["CONDA_PROMPT_MODIFIER"] == "xdg:foo "
+    rc = tmp_path / "mine.yml"
+    rc.write_text("env_prompt: 'rc:{name} '\n")  # $CONDARC comes last, so it wins
+    environ["CONDARC"] = str(rc)
+    cache = cache_for(tmp_path, environ)
+    assert cache.prepare(spec, flow_base(environ, cache.settings)).variables["CONDA_PROMPT_MODIFIER"] == "rc:foo "
+
+
+def test_conda_on_path_gets_the_workers_config_variables_and_its_failure_fails(tmp_path):
+    # With conda on PATH its own answer is used: it must see the config the worker has, and a
+    # conda that fails (an env it does not know) must not leave an activation that did nothing.
+    bindir = tmp_path / "standin" / "bin"
+    bindir.mkdir(parents=True)
+    conda = bindir / "conda"
+    conda.write_text('#!/bin/sh\nprintf "export SEEN=\'%s|%s\'\\n" "$CONDARC" "$XDG_CONFIG_HOME"\n')
+    conda.chmod(0o755)
+    prefix = make_conda_prefix(tmp_path / "envs" / "x", env_vars={})
+    environ = worker_env(tmp_path, PATH=f"{bindir}:{BASE_PATH}", CONDARC=str(tmp_path / "rc.yml"),
+                         XDG_CONFIG_HOME=str(tmp_path / "xdg"))
+    cache = cache_for(tmp_path, environ)
+    spec = EnvSpec(kind=EnvKind.CONDA_PREFIX, value=str(prefix))
+    v = cache.prepare(spec, flow_base(environ, cache.settings)).variables
+    assert v["SEEN"] == f"{tmp_path / 'rc.yml'}|{tmp_path / 'xdg'}" and "CONDARC" not in v
+    conda.write_text("#!/bin/sh\necho 'EnvironmentLocationNotFound: Not a conda environment' >&2\nexit 1\n")
+    with pytest.raises(EnvActivationError, match=r"exit status 1.*EnvironmentLocationNotFound"):
+        cache_for(tmp_path, environ).prepare(spec, flow_base(environ, cache.settings))
 
 
 def test_names_sh_cannot_hold_survive_activate_scripts(tmp_path):

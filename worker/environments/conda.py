@@ -13,7 +13,7 @@ from envflow.errors import EnvActivationError
 from envflow.models import EnvKind, EnvSpec
 
 from .base import Environment, Locator
-from .conda_config import read_conda_config, watched
+from .conda_config import config_variables, read_conda_config, watched
 from .conda_vars import CondaSetup, activate_variables, env_vars_to_export, reactivate_variables, shlvl
 from .shell import Delta, apply, diff, quote, run_in_shell, sourced
 
@@ -129,11 +129,14 @@ def conda_activation(env: CondaEnvironment, base: Mapping[str, str], timeout: fl
     """
     conda = shutil.which("conda", path=base.get("PATH"))
     if conda:
-        script = f'eval "$({quote(conda)} shell.posix activate {quote(str(env.prefix))})" >&2'
-        after = run_in_shell(script, base, timeout, f"`conda shell.posix activate {env.prefix}`")
+        # conda reads its configuration from the variables the flow does not get too ($CONDARC...)
+        start = {**config_variables(env.environ), **base}
+        command = f"{quote(conda)} shell.posix activate {quote(str(env.prefix))}"
+        script = f'__envflow_conda="$({command})" || exit $?\neval "$__envflow_conda" >&2'
+        after = run_in_shell(script, start, timeout, f"`conda shell.posix activate {env.prefix}`")
         env.warnings = [_ignored_message(env, name) for name in env.env_vars() if name == "PATH"]
-        return diff(base, after)
-    config = read_conda_config(env.root, base)
+        return diff(start, after)
+    config = read_conda_config(env.root, env.environ)  # the worker's own environment, as conda's
     setup = CondaSetup(env.root, env.has_conda, config)
     active = base.get("CONDA_PREFIX")
     ignored: list[str] = []
