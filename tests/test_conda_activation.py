@@ -343,6 +343,24 @@ def test_conda_on_path_gets_the_workers_config_variables_and_its_failure_fails(t
         cache_for(tmp_path, environ).prepare(spec, flow_base(environ, cache.settings))
 
 
+def test_an_active_prefix_given_otherwise_is_another_env_as_in_conda(tmp_path):
+    # _build_activate_stack reactivates only when os.getenv("CONDA_PREFIX") == prefix, as
+    # strings: a trailing slash or a symlink to the env makes it a stacked activation, and
+    # _replace_prefix_in_path (paths_equal: abspath, no link resolution) swaps that entry's bin
+    # for the env's, normalized (PosixActivator.path_conversion is os.path.normpath).
+    prefix = make_conda_prefix(tmp_path / "envs" / "x", env_vars={"K": "v"})
+    link = tmp_path / "link"
+    link.symlink_to(prefix)
+    for active in (f"{prefix}/", str(link)):
+        path = f"/usr/local/bin:{active}/bin:/usr/bin"
+        v = activate(tmp_path, prefix, PATH=path, CONDA_SHLVL="1", CONDA_PREFIX=active).variables
+        assert (v["CONDA_SHLVL"], v["CONDA_PREFIX_1"], v["CONDA_PREFIX"]) == ("2", active, str(prefix))
+        assert v["PATH"] == f"/usr/local/bin:{prefix}/bin:/usr/bin" and v["K"] == "v"
+    path = f"/usr/bin/:{prefix}/bin:/bin"  # the bin not last: conda fails on that (IndexError)
+    v = activate(tmp_path, prefix, PATH=path, CONDA_SHLVL="1", CONDA_PREFIX=str(prefix)).variables
+    assert v["CONDA_SHLVL"] == "1" and v["PATH"] == f"/usr/bin:{prefix}/bin:/bin"  # a reactivate; entries normalized
+
+
 def test_names_sh_cannot_hold_survive_activate_scripts(tmp_path):
     # conda's eval breaks on `export MY-VAR=...`; envflow sets such a config var (a documented
     # difference), and the sh that sources activate.d scripts, which drops such names from its

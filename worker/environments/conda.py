@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from collections.abc import Mapping
@@ -140,7 +139,7 @@ def conda_activation(env: CondaEnvironment, base: Mapping[str, str], timeout: fl
     setup = CondaSetup(env.root, env.has_conda, config)
     active = base.get("CONDA_PREFIX")
     ignored: list[str] = []
-    if shlvl(base) > 0 and active and _same_dir(active, env.prefix):
+    if shlvl(base) > 0 and active == str(env.prefix):  # as strings, as conda compares them
         delta = reactivate_variables(base, setup)
         replaced = conda_scripts(env.prefix, "deactivate.d")
     else:
@@ -156,13 +155,6 @@ def _ignored_message(env: CondaEnvironment, name: str) -> str:
         f"config var {name} is ignored: conda ignores PATH in an env's variables "
         f"(remove it with `conda env config vars unset -p {env.prefix} {name}`)"
     )
-
-
-def _same_dir(a: str, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def _with_scripts(

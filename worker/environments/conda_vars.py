@@ -81,7 +81,8 @@ def env_vars_to_export(raw: Mapping[str, object], uppercase: bool) -> tuple[dict
 
 
 def _starting_path(base: Mapping[str, str]) -> list[str]:
-    return [p for p in base.get("PATH", DEFAULT_PATH).split(os.pathsep) if p]
+    """``_get_starting_path_list``, normalized as ``PosixActivator.path_conversion`` (``normpath``) does."""
+    return [os.path.normpath(p) for p in base.get("PATH", DEFAULT_PATH).split(os.pathsep) if p]
 
 
 def _joined(parts: Iterable[str]) -> str:
@@ -93,7 +94,7 @@ def add_prefix_to_path(parts: list[str], prefix: str, condabin: str | None) -> l
     already; then ``<root>/condabin`` unless an entry ends with ``condabin``."""
     if condabin and not any(p.endswith("condabin") for p in parts):
         parts = [condabin, *parts]
-    return [f"{prefix}/bin", *parts]
+    return [f"{os.path.normpath(prefix)}/bin", *parts]
 
 
 def replace_prefix_in_path(parts: list[str], old: str | None, new: str) -> list[str]:
@@ -107,7 +108,7 @@ def replace_prefix_in_path(parts: list[str], old: str | None, new: str) -> list[
         if found is not None:
             del parts[found]
             index = found
-    parts.insert(index, f"{new}/bin")
+    parts.insert(index, f"{os.path.normpath(new)}/bin")
     return parts
 
 
