@@ -361,6 +361,16 @@ def test_an_active_prefix_given_otherwise_is_another_env_as_in_conda(tmp_path):
     assert v["CONDA_SHLVL"] == "1" and v["PATH"] == f"/usr/bin:{prefix}/bin:/bin"  # a reactivate; entries normalized
 
 
+def test_a_config_var_named_ce_m_keeps_its_value(tmp_path):
+    # get_export_unset_vars: _CE_M of conda_exe_vars_dict (None) goes to unset_vars, the config
+    # var to export_vars; _yield_commands emits the unsets first, so the config var's value stays.
+    root = fake_conda_root(tmp_path / "miniconda")
+    prefix = make_conda_prefix(root / "envs" / "x", env_vars={"_CE_M": "-m", "CONDA_EXE": "/mine"})
+    v = activate(tmp_path, prefix, root).variables
+    assert v["_CE_M"] == "-m" and v["_CE_CONDA"] == ""
+    assert v["CONDA_EXE"] == f"{root}/bin/conda"  # a set meta variable is exported after, and wins
+
+
 def test_names_sh_cannot_hold_survive_activate_scripts(tmp_path):
     # conda's eval breaks on `export MY-VAR=...`; envflow sets such a config var (a documented
     # difference), and the sh that sources activate.d scripts, which drops such names from its

@@ -128,13 +128,20 @@ def conda_exe_variables(root: Path) -> dict[str, str | None]:
 
 def _finish(export: dict[str, str | None], base: Mapping[str, str], setup: CondaSetup) -> Delta:
     """``get_export_unset_vars``: conda's own variables added, names uppercased when
-    ``envvars_force_uppercase``; an unset comes first and is written ``export NAME=''``
-    (``PosixActivator.unset_var_tmpl``), so it leaves the variable empty."""
+    ``envvars_force_uppercase``. Unsets come first (``_yield_commands``), written
+    ``export NAME=''`` (``PosixActivator.unset_var_tmpl``), so they leave the variable empty,
+    and an export of the same name (a config var ``_CE_M``) wins over them."""
+    unset = [k for k, v in export.items() if v is None]
+    exported = {k: v for k, v in export.items() if v is not None}
     if setup.has_conda and setup.root is not None:
-        export.update(conda_exe_variables(setup.root))
+        for name, value in conda_exe_variables(setup.root).items():
+            if value is None:
+                unset.append(name)
+            else:
+                exported[name] = value
     upper = setup.config.envvars_force_uppercase
-    delta: Delta = {(k.upper() if upper else k): "" for k, v in export.items() if v is None}
-    delta.update({(k.upper() if upper else k): v for k, v in export.items() if v is not None})
+    delta: Delta = {(k.upper() if upper else k): "" for k in unset}
+    delta.update({(k.upper() if upper else k): v for k, v in exported.items()})
     if "VIRTUAL_ENV" in base and "VIRTUAL_ENV" not in delta:
         delta["VIRTUAL_ENV"] = None  # envflow's own rule: see activate_variables
     return delta
