@@ -12,11 +12,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from envflow.errors import EnvActivationError
 from envflow.models import EnvKind, EnvSpec
 from envflow.settings import Settings
 from envflow.worker.env_cache import EnvCache, Prepared
 from envflow.worker.environments.conda_config import CondaConfig, condarc_files, search_path
 from envflow.worker.environments.conda_vars import CondaSetup, activate_variables
+from envflow.worker.environments.variables import flow_base
 from envflow.worker.resolve import EnvResolver
 
 from .conftest import make_conda_prefix
@@ -272,3 +276,105 @@ def test_activate_variables_is_pure():
     assert delta["PATH"] == "/opt/conda/envs/x/bin:/usr/bin" and delta["K"] == "v"
     assert delta["CONDA_SHLVL"] == "2" and delta["CONDA_PREFIX_1"] == "/opt/conda"
     assert delta["CONDA_PROMPT_MODIFIER"] == "(x) "
+
+
+def test_a_script_whose_last_command_fails_does_not_fail_activation(tmp_path):
+    # PosixActivator.run_script_tmpl is `. "%s"`, one line per script in the eval'd text
+    # (_yield_commands), so a script's exit status is ignored and the next line still runs.
+    # Common in packages: `[ -n "$X" ] && export Y=1` returns 1 when X is unset.
+    log = tmp_path / "scripts.log"
+    old = make_conda_prefix(tmp_path / "envs" / "old", env_vars={},
+                            deactivate_scripts={"d.sh": f'echo deactivate >> "{log}"\n[ -n "$NOPE" ] && unset KEEP\n'})
+    prefix = make_conda_prefix(
+        tmp_path / "envs" / "x",
+        env_vars={},
+        scripts={"10-a.sh": '[ -n "$NOPE" ] && export NEVER=1\n', "20-b.sh": "export AFTER=1\nfalse\n"},
+    )
+    v = activate(tmp_path, prefix, CONDA_SHLVL="1", CONDA_PREFIX=str(old), KEEP="1").variables
+    assert v["AFTER"] == "1" and "NEVER" not in v and v["KEEP"] == "1" and v["CONDA_PREFIX"] == str(prefix)
+    assert log.read_text().split() == ["deactivate"]
+
+
+def test_a_script_that_exits_the_shell_fails_activation(tmp_path):
+    # `exit` in a sourced script ends the shell conda activates in (an interactive one closes):
+    # activation did not finish, whatever the status.
+    prefix = make_conda_prefix(tmp_path / "envs" / "x", env_vars={}, scripts={"a.sh": "echo leaving >&2\nexit 0\n"})
+    with pytest.raises(EnvActivationError, match=r"a\.sh\) exited the shell \(exit status 0\).*: leaving"):
+        activate(tmp_path, prefix)
+
+
+def test_condarc_and_xdg_config_home_are_read_from_the_workers_environment(tmp_path):
+    # SEARCH_PATH (conda/base/constants.py) names $XDG_CONFIG_HOME/conda/condarc and $CONDARC;
+    # neither variable reaches a flow, but conda (run by the worker) would see both.
+    prefix = make_conda_prefix(tmp_path / "envs" / "foo", env_vars={})
+    xdg = tmp_path / "xdg"
+    (xdg / "conda").mkdir(parents=True)
+    (xdg / "conda" / "condarc").write_text("env_prompt: 'xdg:{name} '\n")
+    environ = worker_env(tmp_path, XDG_CONFIG_HOME=str(xdg))
+    cache = cache_for(tmp_path, environ)
+    spec = EnvSpec(kind=EnvKind.CONDA_PREFIX, value=str(prefix))
+    base = flow_base(environ, cache.settings)  # what the worker activates from
+    assert "XDG_CONFIG_HOME" not in base
+    assert cache.prepare(spec, base).variables["CONDA_PROMPT_MODIFIER"] == "xdg:foo "
+    rc = tmp_path / "mine.yml"
+    rc.write_text("env_prompt: 'rc:{name} '\n")  # $CONDARC comes last, so it wins
+    environ["CONDARC"] = str(rc)
+    cache = cache_for(tmp_path, environ)
+    assert cache.prepare(spec, flow_base(environ, cache.settings)).variables["CONDA_PROMPT_MODIFIER"] == "rc:foo "
+
+
+def test_conda_on_path_gets_the_workers_config_variables_and_its_failure_fails(tmp_path):
+    # With conda on PATH its own answer is used: it must see the config the worker has, and a
+    # conda that fails (an env it does not know) must not leave an activation that did nothing.
+    bindir = tmp_path / "standin" / "bin"
+    bindir.mkdir(parents=True)
+    conda = bindir / "conda"
+    conda.write_text('#!/bin/sh\nprintf "export SEEN=\'%s|%s\'\\n" "$CONDARC" "$XDG_CONFIG_HOME"\n')
+    conda.chmod(0o755)
+    prefix = make_conda_prefix(tmp_path / "envs" / "x", env_vars={})
+    environ = worker_env(tmp_path, PATH=f"{bindir}:{BASE_PATH}", CONDARC=str(tmp_path / "rc.yml"),
+                         XDG_CONFIG_HOME=str(tmp_path / "xdg"))
+    cache = cache_for(tmp_path, environ)
+    spec = EnvSpec(kind=EnvKind.CONDA_PREFIX, value=str(prefix))
+    v = cache.prepare(spec, flow_base(environ, cache.settings)).variables
+    assert v["SEEN"] == f"{tmp_path / 'rc.yml'}|{tmp_path / 'xdg'}" and "CONDARC" not in v
+    conda.write_text("#!/bin/sh\necho 'EnvironmentLocationNotFound: Not a conda environment' >&2\nexit 1\n")
+    with pytest.raises(EnvActivationError, match=r"exit status 1.*EnvironmentLocationNotFound"):
+        cache_for(tmp_path, environ).prepare(spec, flow_base(environ, cache.settings))
+
+
+def test_an_active_prefix_given_otherwise_is_another_env_as_in_conda(tmp_path):
+    # _build_activate_stack reactivates only when os.getenv("CONDA_PREFIX") == prefix, as
+    # strings: a trailing slash or a symlink to the env makes it a stacked activation, and
+    # _replace_prefix_in_path (paths_equal: abspath, no link resolution) swaps that entry's bin
+    # for the env's, normalized (PosixActivator.path_conversion is os.path.normpath).
+    prefix = make_conda_prefix(tmp_path / "envs" / "x", env_vars={"K": "v"})
+    link = tmp_path / "link"
+    link.symlink_to(prefix)
+    for active in (f"{prefix}/", str(link)):
+        path = f"/usr/local/bin:{active}/bin:/usr/bin"
+        v = activate(tmp_path, prefix, PATH=path, CONDA_SHLVL="1", CONDA_PREFIX=active).variables
+        assert (v["CONDA_SHLVL"], v["CONDA_PREFIX_1"], v["CONDA_PREFIX"]) == ("2", active, str(prefix))
+        assert v["PATH"] == f"/usr/local/bin:{prefix}/bin:/usr/bin" and v["K"] == "v"
+    path = f"/usr/bin/:{prefix}/bin:/bin"  # the bin not last: conda fails on that (IndexError)
+    v = activate(tmp_path, prefix, PATH=path, CONDA_SHLVL="1", CONDA_PREFIX=str(prefix)).variables
+    assert v["CONDA_SHLVL"] == "1" and v["PATH"] == f"/usr/bin:{prefix}/bin:/bin"  # a reactivate; entries normalized
+
+
+def test_a_config_var_named_ce_m_keeps_its_value(tmp_path):
+    # get_export_unset_vars: _CE_M of conda_exe_vars_dict (None) goes to unset_vars, the config
+    # var to export_vars; _yield_commands emits the unsets first, so the config var's value stays.
+    root = fake_conda_root(tmp_path / "miniconda")
+    prefix = make_conda_prefix(root / "envs" / "x", env_vars={"_CE_M": "-m", "CONDA_EXE": "/mine"})
+    v = activate(tmp_path, prefix, root).variables
+    assert v["_CE_M"] == "-m" and v["_CE_CONDA"] == ""
+    assert v["CONDA_EXE"] == f"{root}/bin/conda"  # a set meta variable is exported after, and wins
+
+
+def test_names_sh_cannot_hold_survive_activate_scripts(tmp_path):
+    # conda's eval breaks on `export MY-VAR=...`; envflow sets such a config var (a documented
+    # difference), and the sh that sources activate.d scripts, which drops such names from its
+    # environment, must not unset it.
+    prefix = make_conda_prefix(tmp_path / "envs" / "x", env_vars={"MY-VAR": "1"}, scripts={"a.sh": "export S=1\n"})
+    v = activate(tmp_path, prefix).variables
+    assert v["MY-VAR"] == "1" and v["S"] == "1"

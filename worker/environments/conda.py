@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from collections.abc import Mapping
@@ -13,7 +12,7 @@ from envflow.errors import EnvActivationError
 from envflow.models import EnvKind, EnvSpec
 
 from .base import Environment, Locator
-from .conda_config import read_conda_config, watched
+from .conda_config import config_variables, read_conda_config, watched
 from .conda_vars import CondaSetup, activate_variables, env_vars_to_export, reactivate_variables, shlvl
 from .shell import Delta, apply, diff, quote, run_in_shell, sourced
 
@@ -129,15 +128,18 @@ def conda_activation(env: CondaEnvironment, base: Mapping[str, str], timeout: fl
     """
     conda = shutil.which("conda", path=base.get("PATH"))
     if conda:
-        script = f'eval "$({quote(conda)} shell.posix activate {quote(str(env.prefix))})" >&2'
-        after = run_in_shell(script, base, timeout, f"`conda shell.posix activate {env.prefix}`")
+        # conda reads its configuration from the variables the flow does not get too ($CONDARC...)
+        start = {**config_variables(env.environ), **base}
+        command = f"{quote(conda)} shell.posix activate {quote(str(env.prefix))}"
+        script = f'__envflow_conda="$({command})" || exit $?\neval "$__envflow_conda" >&2'
+        after = run_in_shell(script, start, timeout, f"`conda shell.posix activate {env.prefix}`")
         env.warnings = [_ignored_message(env, name) for name in env.env_vars() if name == "PATH"]
-        return diff(base, after)
-    config = read_conda_config(env.root, base)
+        return diff(start, after)
+    config = read_conda_config(env.root, env.environ)  # the worker's own environment, as conda's
     setup = CondaSetup(env.root, env.has_conda, config)
     active = base.get("CONDA_PREFIX")
     ignored: list[str] = []
-    if shlvl(base) > 0 and active and _same_dir(active, env.prefix):
+    if shlvl(base) > 0 and active == str(env.prefix):  # as strings, as conda compares them
         delta = reactivate_variables(base, setup)
         replaced = conda_scripts(env.prefix, "deactivate.d")
     else:
@@ -153,13 +155,6 @@ def _ignored_message(env: CondaEnvironment, name: str) -> str:
         f"config var {name} is ignored: conda ignores PATH in an env's variables "
         f"(remove it with `conda env config vars unset -p {env.prefix} {name}`)"
     )
-
-
-def _same_dir(a: str, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def _with_scripts(

@@ -3,10 +3,11 @@
 conda (26.7, ``conda/base/constants.py`` ``SEARCH_PATH``, ``conda/common/configuration.py``
 ``Configuration._expand_search_path``) reads every condarc on its search path, in order,
 later files winning, then ``CONDA_<SETTING>`` environment variables, which win over files.
-The same places are read here, with the variables of the environment activation starts
-from: ``$CONDA_ROOT`` is that variable or else the conda root, ``$CONDA_PREFIX`` the active
-env (else the root), ``~`` that environment's ``HOME``. Only ``env_prompt``, ``changeps1``
-and ``envvars_force_uppercase`` are read; ``#!final`` markers are not honoured.
+The same places are read here, with the variables of the worker's own environment (a flow's
+lacks ``$CONDARC`` and ``$XDG_CONFIG_HOME``): ``$CONDA_ROOT`` is that variable or else the
+conda root, ``$CONDA_PREFIX`` the active env (else the root), ``~`` that environment's ``HOME``.
+Only ``env_prompt``, ``changeps1`` and ``envvars_force_uppercase`` are read; ``#!final``
+markers are not honoured.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ DEFAULT_ENV_PROMPT = "({default_env}) "
 TRUE_WORDS = ("true", "yes", "on", "y")
 FALSE_WORDS = ("false", "off", "n", "no", "non", "none", "")
 _VARIABLE = re.compile(r"\$(\w+)|\$\{(\w+)\}")
+# The variables the search path is made of ("~" is HOME).
+SEARCH_PATH_VARIABLES = ("HOME", *dict.fromkeys(m[0] or m[1] for e in SEARCH_PATH for m in _VARIABLE.findall(e)))
 
 
 @dataclass
@@ -155,6 +158,12 @@ def read_conda_config(root: Path | None, environ: Mapping[str, str]) -> CondaCon
             # conda/common/configuration.py EnvRawParameter: "!important" only marks the value final
             _apply(config, key, value.split("!important")[0].strip(), f"CONDA_{key.upper()}")
     return config
+
+
+def config_variables(environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables of ``environ`` that say where conda's configuration is (``$CONDARC``,
+    ``$XDG_CONFIG_HOME``...): a conda started for an activation needs them, a flow does not get them."""
+    return {name: environ[name] for name in SEARCH_PATH_VARIABLES if name in environ}
 
 
 def watched(root: Path | None, environ: Mapping[str, str]) -> list[Path]:

@@ -81,7 +81,8 @@ def env_vars_to_export(raw: Mapping[str, object], uppercase: bool) -> tuple[dict
 
 
 def _starting_path(base: Mapping[str, str]) -> list[str]:
-    return [p for p in base.get("PATH", DEFAULT_PATH).split(os.pathsep) if p]
+    """``_get_starting_path_list``, normalized as ``PosixActivator.path_conversion`` (``normpath``) does."""
+    return [os.path.normpath(p) for p in base.get("PATH", DEFAULT_PATH).split(os.pathsep) if p]
 
 
 def _joined(parts: Iterable[str]) -> str:
@@ -93,7 +94,7 @@ def add_prefix_to_path(parts: list[str], prefix: str, condabin: str | None) -> l
     already; then ``<root>/condabin`` unless an entry ends with ``condabin``."""
     if condabin and not any(p.endswith("condabin") for p in parts):
         parts = [condabin, *parts]
-    return [f"{prefix}/bin", *parts]
+    return [f"{os.path.normpath(prefix)}/bin", *parts]
 
 
 def replace_prefix_in_path(parts: list[str], old: str | None, new: str) -> list[str]:
@@ -107,7 +108,7 @@ def replace_prefix_in_path(parts: list[str], old: str | None, new: str) -> list[
         if found is not None:
             del parts[found]
             index = found
-    parts.insert(index, f"{new}/bin")
+    parts.insert(index, f"{os.path.normpath(new)}/bin")
     return parts
 
 
@@ -127,13 +128,20 @@ def conda_exe_variables(root: Path) -> dict[str, str | None]:
 
 def _finish(export: dict[str, str | None], base: Mapping[str, str], setup: CondaSetup) -> Delta:
     """``get_export_unset_vars``: conda's own variables added, names uppercased when
-    ``envvars_force_uppercase``; an unset comes first and is written ``export NAME=''``
-    (``PosixActivator.unset_var_tmpl``), so it leaves the variable empty."""
+    ``envvars_force_uppercase``. Unsets come first (``_yield_commands``), written
+    ``export NAME=''`` (``PosixActivator.unset_var_tmpl``), so they leave the variable empty,
+    and an export of the same name (a config var ``_CE_M``) wins over them."""
+    unset = [k for k, v in export.items() if v is None]
+    exported = {k: v for k, v in export.items() if v is not None}
     if setup.has_conda and setup.root is not None:
-        export.update(conda_exe_variables(setup.root))
+        for name, value in conda_exe_variables(setup.root).items():
+            if value is None:
+                unset.append(name)
+            else:
+                exported[name] = value
     upper = setup.config.envvars_force_uppercase
-    delta: Delta = {(k.upper() if upper else k): "" for k, v in export.items() if v is None}
-    delta.update({(k.upper() if upper else k): v for k, v in export.items() if v is not None})
+    delta: Delta = {(k.upper() if upper else k): "" for k in unset}
+    delta.update({(k.upper() if upper else k): v for k, v in exported.items()})
     if "VIRTUAL_ENV" in base and "VIRTUAL_ENV" not in delta:
         delta["VIRTUAL_ENV"] = None  # envflow's own rule: see activate_variables
     return delta

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,6 +19,7 @@ Delta = dict[str, str | None]  # variable -> new value, or None to unset it
 
 # Shell bookkeeping that is not part of an activation.
 SHELL_NOISE = frozenset({"PWD", "OLDPWD", "SHLVL", "_", "PS1", "PS2"})
+SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # what sh keeps of its environment
 DUMP_ENVIRONMENT = "import json, os, sys; sys.stdout.write(json.dumps(dict(os.environ)))"
 
 
@@ -42,7 +44,13 @@ def quote(text: str) -> str:
 
 
 def run_in_shell(script: str, env: Mapping[str, str], timeout: float, what: str) -> dict[str, str]:
-    """Run ``script`` in ``sh`` (its output goes to stderr), then return the resulting environment."""
+    """Run ``script`` in ``sh`` (its output goes to stderr), then return the resulting environment.
+
+    The script's own exit status does not matter (conda ignores it too); a script that ends the
+    shell (``exit``, an error ``sh`` cannot go on from) or does not finish within ``timeout`` is an
+    error. Variables whose names ``sh`` cannot hold (``MY-VAR``) are dropped by ``sh``, so they
+    keep their value from ``env``.
+    """
     shell = shutil.which("sh", path=env.get("PATH")) or "/bin/sh"
     command = f"{script}\nexec {quote(sys.executable)} -c {quote(DUMP_ENVIRONMENT)}"
     proc = subprocess.Popen(
@@ -59,14 +67,21 @@ def run_in_shell(script: str, env: Mapping[str, str], timeout: float, what: str)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         raise EnvActivationError(f"{what} did not finish within {timeout:g}s (ENVFLOW_ACTIVATION_TIMEOUT)") from None
-    done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-    if done.returncode != 0:
-        tail = done.stderr.decode(errors="replace").strip().splitlines()[-5:]
+    try:
+        after = json.loads(stdout) if proc.returncode == 0 else None
+    except ValueError:
+        after = None  # the dump never ran: the shell ended first
+    if not isinstance(after, dict):
+        tail = stderr.decode(errors="replace").strip().splitlines()[-5:]
         detail = "; ".join(tail) or "no output"
-        raise EnvActivationError(f"{what} failed with exit status {done.returncode}: {detail}")
-    return json.loads(done.stdout)
+        raise EnvActivationError(
+            f"{what} exited the shell (exit status {proc.returncode}) before activation finished: {detail}"
+        )
+    after.update({k: v for k, v in env.items() if not SHELL_NAME.fullmatch(k)})
+    return after
 
 
 def sourced(scripts: list[Path]) -> str:
-    """Shell lines sourcing each script (its output to stderr), stopping at the first that fails."""
-    return "\n".join(f". {quote(str(path))} >&2 || exit $?" for path in scripts)
+    """Shell lines sourcing each script (its output to stderr), as conda's ``. "script"`` lines:
+    a script's exit status is ignored."""
+    return "\n".join(f". {quote(str(path))} >&2" for path in scripts)
