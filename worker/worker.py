@@ -305,18 +305,16 @@ class FlowWorker(SimpleWorker):
         if outcome.state is RunState.COMPLETED:
             self._ride_out(run_id, lambda: self._complete(job, execution, run_id, end))
         else:
-            self._ride_out(run_id, lambda: self.scripts.finish(run_id, end).run())
+            if outcome.state is RunState.CANCELLED:
+                self._stopped_job_id = job.id  # RQ marks it STOPPED and does not retry it
+            elif end.next_state.is_final:
+                job.retries_left = 0
+            failure = f"{outcome.state.value}: {outcome.error or outcome.reason}"
+            retries_left = job.retries_left
+            self._ride_out(run_id, lambda: self._fail(job, queue, execution, run_id, end, failure, retries_left))
         detail = f"{outcome.error_type + ': ' if outcome.error_type else ''}{outcome.error or outcome.reason}"
         log.info("run %s: %s in %.2fs%s", run_id[:8], outcome.state.value, end.attempt.ended_at - claim.started_at,
                  f" ({detail})" if (outcome.error or outcome.reason) else "")
-        if outcome.state is RunState.COMPLETED:
-            return
-        if outcome.state is RunState.CANCELLED:
-            self._stopped_job_id = job.id  # RQ marks it STOPPED and does not retry it
-        elif end.next_state.is_final:
-            job.retries_left = 0
-        self.handle_job_failure(job, queue, exc_string=f"{outcome.state.value}: {outcome.error or outcome.reason}",
-                                execution=execution)
 
     def _complete(self, job: Job, execution: Execution, run_id: str, end: Ending) -> None:
         """Record a COMPLETED attempt on the run and finish its job as RQ's ``handle_job_success`` does
@@ -341,6 +339,35 @@ class FlowWorker(SimpleWorker):
                 job.finished_job_registry.add(job, result_ttl, pipe)
                 job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
             results = pipe.execute(raise_on_error=False)
+        finish.result(results[0])
+
+    def _fail(self, job: Job, queue: Queue, execution: Execution, run_id: str, end: Ending, failure: str,
+              retries_left: int | None) -> None:
+        """Record a failed, timed-out or cancelled attempt on the run and hand its job to RQ as RQ's
+        ``handle_job_failure`` does for a job without dependents, webhooks or rate limits (envflow
+        creates none), in one round trip. Safe to repeat: the job's retry count is set again first."""
+        job.retries_left = retries_left
+        finish = self.scripts.finish(run_id, end)
+        with self.connection.pipeline() as pipe:
+            finish.queue(pipe)
+            stopped = self._stopped_job_id == job.id
+            retry = job.should_retry and not stopped
+            if stopped:
+                job.set_status(JobStatus.STOPPED, pipeline=pipe)
+            elif not retry:
+                job.set_status(JobStatus.FAILED, pipeline=pipe)
+            self.cleanup_execution(job, pipeline=pipe, execution=execution)
+            if not retry:
+                job._handle_failure(failure, pipeline=pipe, worker_name=self.name, execution_id=execution.id,
+                                    execution_started_at=execution.created_at, execution_ended_at=job.ended_at)
+            self.increment_failed_job_count(pipe)
+            if job.started_at and job.ended_at:
+                self.increment_total_working_time(job.ended_at - job.started_at, pipe)
+            if retry:
+                job.retry(queue, pipe)
+            results = pipe.execute(raise_on_error=False)
+        if stopped:
+            self._stopped_job_id = None
         finish.result(results[0])
 
     def _ride_out(self, run_id: str, write: Callable[[], object]) -> None:
