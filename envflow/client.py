@@ -249,7 +249,7 @@ class Client:
     def runs(self, deployment: str | None = None, state: RunState | str | None = None, limit: int = 20) -> list[RunRecord]:
         """Recent runs, newest first."""
         with wrap_errors(self.redis):
-            return self.store.list(deployment, RunState(state) if isinstance(state, str) else state, limit)
+            return self.store.recent(deployment, RunState(state) if isinstance(state, str) else state, limit)
 
     def cancel(self, run_id: str, reason: str = "cancelled by request") -> str:
         """Cancel a run. Returns what happened: ``cancelled`` (it had not started), ``requested`` (its worker

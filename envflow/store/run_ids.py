@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import uuid
 
-LENGTH = 32
 MIN_PREFIX = 4
 _ID = re.compile(r"[0-9a-f]{32}")
 _PREFIX = re.compile(r"[0-9a-f]{4,32}")

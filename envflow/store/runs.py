@@ -182,7 +182,7 @@ class RunStore:
         """A full run id from an id or a unique prefix of at least 4 characters (see ``Queries.resolve_id``)."""
         return self.queries.resolve_id(text)
 
-    def list(self, deployment: str | None = None, state: RunState | None = None, limit: int = 20) -> list[RunRecord]:
+    def recent(self, deployment: str | None = None, state: RunState | None = None, limit: int = 20) -> list[RunRecord]:
         """Newest runs first, optionally of one deployment and/or in one state."""
         return self.explain(self.queries.run_records(deployment, state, limit).runs)
 
