@@ -26,7 +26,7 @@ def connect(url: str, **kwargs: object) -> Redis:
     else:
         kwargs.setdefault("driver_info", DriverInfo(lib_version=redis.__version__))
     try:
-        return Redis.from_url(url, **kwargs)  # type: ignore[arg-type]
+        return Redis.from_url(url, **kwargs)  # type: ignore[call-overload]  # driver_info is newer than the stubs
     except ValueError as e:
         raise QueueError(f"invalid Redis URL {redact_url(url)!r}: {e}") from e
 

@@ -83,7 +83,8 @@ class EnvSpec(BaseModel):
         """
         prefix, sep, value = text.partition(":")
         if sep and prefix in SPEC_PREFIXES:
-            return cls.from_fields(**{SPEC_PREFIXES[prefix]: value})
+            field = SPEC_PREFIXES[prefix]
+            return cls.from_fields(condaenv=value) if field == "condaenv" else cls.from_fields(virtualenv=value)
         if text in ("", "worker"):
             return cls()
         if text.startswith(("/", "~", ".")):

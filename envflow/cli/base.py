@@ -119,11 +119,11 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     """Print an aligned table; cells are escaped (see :func:`printable`), ``Styled`` ones keep their colors."""
     if not rows:
         return
-    rows = [[printable(c) for c in row] for row in rows]
-    plain = [[click.unstyle(c) for c in row] for row in rows]
+    cells = [[printable(c) for c in row] for row in rows]
+    plain = [[click.unstyle(str(c)) for c in row] for row in cells]
     widths = [max(len(h), *(len(r[i]) for r in plain)) for i, h in enumerate(headers)]
     click.echo("  ".join(click.style(h.ljust(w), bold=True) for h, w in zip(headers, widths)).rstrip())
-    for row, prow in zip(rows, plain):
+    for row, prow in zip(cells, plain):
         click.echo("  ".join(str(c) + " " * (w - len(p)) for c, p, w in zip(row, prow, widths)).rstrip())
 
 

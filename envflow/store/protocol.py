@@ -77,7 +77,7 @@ class Call(Generic[T]):
 
     def queue(self, pipe: Pipeline) -> None:
         # A plain EVALSHA: redis-py would otherwise ask whether the script exists before every execute.
-        pipe.evalsha(self.script.sha, len(self.keys), *self.keys, *self.args)
+        pipe.evalsha(self.script.sha, len(self.keys), *self.keys, *self.args)  # type: ignore[attr-defined]  # not in the stubs
 
     def result(self, raw: Any) -> T:
         """The decoded reply from a pipeline's results; run again alone when a restarted Redis forgot the script."""

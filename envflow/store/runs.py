@@ -60,9 +60,10 @@ def _new_record(
     timeout: float | None,
     scheduled_for: float | None,
     schedule: str | None,
-) -> dict[str, Any]:
+    route: str | None,
+) -> dict[str | bytes, str | int | float]:
     """The fields of a new run's hash (layout: ``run_hash.py``; the deployment as a snapshot reference)."""
-    fields: dict[str, Any] = {
+    fields: dict[str | bytes, str | int | float] = {
         "deployment": deployment.name,
         "queue": deployment.queue,
         "state": state.value,
@@ -76,7 +77,6 @@ def _new_record(
         fields["retries"] = deployment.retries
     if parameters:
         fields["parameters"] = json.dumps(parameters, separators=(",", ":"))
-    route = routing.route_key(deployment.env)
     if route is not None:
         fields["route"] = route
     if timeout is not None:
@@ -131,8 +131,9 @@ class RunStore:
         state = RunState.SCHEDULED if delayed else RunState.PENDING
         spec = deployment.model_dump_json()
         digest = run_hash.spec_digest(spec)
+        route = routing.route_key(deployment.env)
         fields = _new_record(deployment, digest, parameters, created_at, state,
-                             timeout if timeout is not None else deployment.timeout, scheduled_for, schedule)
+                             timeout if timeout is not None else deployment.timeout, scheduled_for, schedule, route)
         pipe = pipeline if pipeline is not None else self.redis.pipeline(transaction=True)
         if not pipe.explicit_transaction:
             pipe.multi()  # RQ's enqueue expects a pipeline already in MULTI once commands are queued
@@ -143,7 +144,7 @@ class RunStore:
         indexes.add(pipe, run_id, deployment.name, state, float(created_at))
         # Waiting runs are indexed by when they became due, for the reaper's stuck-job check.
         pipe.zadd(keys.PENDING_RUNS, {run_id: scheduled_for if delayed and scheduled_for else now})
-        queue = self.queue(routing.rq_queue(deployment.queue, fields.get("route")))
+        queue = self.queue(routing.rq_queue(deployment.queue, route))
         job = self._job(queue, deployment, run_id)
         if delayed:
             assert scheduled_for is not None
