@@ -14,10 +14,10 @@ from starlette.routing import BaseRoute, Route
 from .. import schedules
 from ..errors import DeploymentNotFound, EnvflowError
 from ..flow_run import FlowRun
-from ..models import DeploymentRecord
+from ..models import DeploymentRecord, RunState
 from ..output import Entry, dropped_before
 from ..redaction import redact_text
-from . import fleet, forms
+from . import chart, fleet, forms, overview
 from .context import see_other, ui_of
 from .listing import recent_records, recent_runs
 from .stream import EventStream
@@ -167,7 +167,14 @@ def metrics(request: Request) -> Response:
 
 
 def home(request: Request) -> Response:
-    return see_other("/runs")
+    """The overview: counts by state, runs per span, what runs, waits and failed, the fleet."""
+    ui = ui_of(request)
+    chart_range = request.query_params.get("range", "24h")
+    chart_range = chart_range if chart_range in overview.RANGES else "24h"
+    view = overview.read(ui.client, chart_range)
+    return ui.render(request, "overview.html", nav="overview", view=view, chart_range=chart_range,
+                     ranges=list(overview.RANGES), state_members=list(RunState), chart_order=chart.ORDER,
+                     chart=chart.runs_chart(view.chart, view.chart_start, view.chart_width), now=time.time())
 
 
 def routes() -> list[BaseRoute]:
