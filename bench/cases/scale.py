@@ -6,7 +6,9 @@ large fill (``bench/fill.py``: by pipeline, no worker; 1 run in 100 is the small
 
 - ``Queries.runs`` (what ``run ls`` reads) unfiltered, by state, by deployment, by both; the
   rarest filter (the small deployment's failed runs) is 1 run in 10,000 of the large database;
-- the whole ``envflow run ls --limit 20`` process at each size, beside ``python -c "import click, redis"``.
+- the whole ``envflow run ls --limit 20`` process at each size, beside ``python -c "import click, redis"``;
+- the web UI's overview (``envflow.ui.overview.read``: counts by state and span, the newest running,
+  waiting and failed runs, the fleet), p50 and p95.
 
 Retention: the filled runs' records are made to expire, then the index trim (the reaper's pass,
 its clock a run ttl ahead) runs until it finds nothing more; the index entries must be back to
@@ -57,6 +59,7 @@ def run(ctx: Context) -> Result:
         fill_seconds = time.monotonic() - started
         filled = index_usage(clients["large"])
         query_samples = _time_queries(clients, ctx.sizes.scale_rounds)
+        overview_samples = _time_overview(h, urls, ctx.sizes.scale_rounds)
         env = {size: environ(url) for size, url in urls.items()}
         argv = [*envflow_argv(), "run", "ls", "--limit", "20"]
         cli = interleaved({"baseline": (baseline_argv(), env["100"]), "100": (argv, env["100"]),
@@ -68,7 +71,7 @@ def run(ctx: Context) -> Result:
             client.flushdb()
             client.close()
     size = f"{n:,}"
-    rows = _query_rows(query_samples, size) + _cli_rows(cli, size)
+    rows = _query_rows(query_samples, size) + _overview_rows(overview_samples, size) + _cli_rows(cli, size)
     rows.append(Row(
         case=f"index entries after {size} runs expired (trimmed)",
         envflow=f"{after.items:,} entries, {stats.size(after.bytes)}",
@@ -82,7 +85,8 @@ def run(ctx: Context) -> Result:
              + (" (--quick: 20,000, not 1,000,000)" if ctx.quick else "")
              + f"; queries timed {ctx.sizes.scale_rounds}x per size, alternating databases; index bytes are "
              "MEMORY USAGE of every index key (the trim rebuilds an index that shrank far below its table's size)"]
-    return Result(rows, notes, {"queries": query_samples, "cli": cli, "fill_seconds": fill_seconds})
+    return Result(rows, notes, {"queries": query_samples, "overview": overview_samples, "cli": cli,
+                                "fill_seconds": fill_seconds})
 
 
 def _time_queries(clients: dict[str, redis.Redis], rounds: int) -> dict[str, dict[str, list[float]]]:
@@ -99,6 +103,38 @@ def _time_queries(clients: dict[str, redis.Redis], rounds: int) -> dict[str, dic
                 if i >= 2:
                     samples[name][size].append(elapsed)
     return samples
+
+
+def _time_overview(h, urls: dict[str, str], rounds: int) -> dict[str, list[float]]:  # type: ignore[no-untyped-def]
+    from envflow.client import Client
+    from envflow.ui import overview
+
+    clients = {size: Client(settings=h.settings(redis_url=url)) for size, url in urls.items()}
+    samples: dict[str, list[float]] = {size: [] for size in clients}
+    for i in range(rounds + 2):
+        for size, client in clients.items():
+            t0 = time.perf_counter()
+            view = overview.read(client)
+            elapsed = time.perf_counter() - t0
+            if not sum(view.windows["7d"].values()):
+                raise RuntimeError(f"scale: the overview at {size} counted no runs")
+            if i >= 2:
+                samples[size].append(elapsed)
+    return samples
+
+
+def _overview_rows(samples: dict[str, list[float]], size: str) -> list[Row]:
+    small, large = samples["100"], samples["large"]
+    p50 = statistics.median(large) / statistics.median(small)
+    p95 = stats.percentile(large, 95) / stats.percentile(small, 95)
+    return [Row(
+        case=f"web UI overview at {size} runs",
+        envflow=f"p50 {stats.ms(statistics.median(large))}, p95 {stats.ms(stats.percentile(large, 95))}",
+        baselines=[f"at 100 runs p50 {stats.ms(statistics.median(small))}, p95 {stats.ms(stats.percentile(small, 95))}"],
+        ratios=[f"{p50:.2f}x p50, {p95:.2f}x p95 at 100"],
+        target=f"<= {RATIO_TARGET}x at 100",
+        met=p50 <= RATIO_TARGET,
+    )]
 
 
 def _query_rows(samples: dict[str, dict[str, list[float]]], size: str) -> list[Row]:
