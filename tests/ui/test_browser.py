@@ -131,6 +131,13 @@ def test_live_output_then_cancel(client, start_worker, workdir, venv, ui, browse
     browser.get(f"{ui.base}/deployments")
     browser.save_screenshot(str(screenshots / "ui-deployments.png"))
 
+    browser.get(f"{ui.base}/")  # the overview: its counts are the runs `run ls` lists
+    listed = {s: n for s, n in client.store.queries.state_counts().items() if n}
+    assert listed == {RunState.COMPLETED: 3, RunState.CANCELLED: 1}
+    assert texts(browser, 'td[data-total="1h"]') == ["4"]
+    assert "CANCELLED 1" in browser.find_element(By.CSS_SELECTOR, "svg.chart").get_attribute("aria-label")
+    browser.save_screenshot(str(screenshots / "ui-overview.png"))
+
 
 def test_nothing_from_a_flow_or_a_deployment_runs_in_the_page(client, start_worker, workdir, venv, ui, browser):
     from selenium.common.exceptions import NoAlertPresentException
