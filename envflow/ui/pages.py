@@ -21,10 +21,11 @@ from . import chart, fleet, forms, overview
 from .context import see_other, ui_of
 from .listing import recent_records, recent_runs
 from .stream import EventStream
-from .strip import strip_svg
+from .strip import durations
 from .views import STATES
 
 STRIP_RUNS = 40
+HISTORY_RUNS = 100  # a deployment page's duration chart
 NEXT_SLOTS = 3
 
 
@@ -105,15 +106,17 @@ def run_output_text(request: Request) -> Response:
 
 
 def _deployment_view(ui, record: DeploymentRecord, paused: set[str], now: float, runs: int) -> dict:  # type: ignore[no-untyped-def]
-    upcoming = sorted(t for s in record.schedules for t in schedules.upcoming(s, now, NEXT_SLOTS))[:NEXT_SLOTS]
+    is_paused = record.name in paused
+    upcoming = [] if is_paused else sorted(
+        t for s in record.schedules for t in schedules.upcoming(s, now, NEXT_SLOTS))[:NEXT_SLOTS]
     recent = recent_records(ui.client, record.name, None, runs)
     return {
         "record": record,
-        "paused": record.name in paused,
+        "paused": is_paused,
         "schedules": [schedules.describe(s) for s in record.schedules],
         "next_slots": upcoming,
         "env_vars": ui.settings.redactor.mapping(record.env_vars),
-        "strip": strip_svg(recent, now),
+        "durations": durations(recent, now),
         "recent": recent,
     }
 
@@ -135,7 +138,8 @@ def render_deployment(request: Request, name: str, *, status: int = 200, error: 
     ui = ui_of(request)
     record = ui.client.get_deployment(name)
     now = time.time()
-    view = _deployment_view(ui, record, ui.client.paused_deployments(), now, STRIP_RUNS)
+    view = _deployment_view(ui, record, ui.client.paused_deployments(), now, HISTORY_RUNS)
+    view["capable"] = ui.client.capable_workers(record)
     rows = recent_runs(ui.client, record.name, None, 20)
     return ui.render(request, "deployment.html", status=status, nav="deployments", d=view, rows=rows, now=now,
                      fields=forms.fields(record), takes_more=forms.takes_more(record), field_prefix=forms.FIELD_PREFIX,

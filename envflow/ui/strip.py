@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 from markupsafe import Markup
 
@@ -19,6 +20,26 @@ from ..states import LOOKS
 from .views import run_duration, seconds, timestamp
 
 BAR, GAP, HEIGHT, STUB = 8, 2, 32, 3
+
+
+@dataclass(frozen=True)
+class Durations:
+    """How long a deployment's recent ended runs took: their strip, and its p50 and p95."""
+
+    strip: Markup
+    runs: int
+    p50: float | None
+    p95: float | None
+
+
+def durations(records: list[RunRecord], now: float | None = None) -> Durations:
+    """The duration chart of ``records`` (newest first): every run's bar, percentiles of the ended ones."""
+    took = sorted(d for r in records if r.state.is_final and (d := run_duration(r, now)) is not None)
+
+    def percentile(p: float) -> float | None:
+        return took[min(len(took) - 1, math.ceil(p * len(took)) - 1)] if took else None
+
+    return Durations(strip_svg(records, now), len(took), percentile(0.5), percentile(0.95))
 
 
 def strip_svg(records: list[RunRecord], now: float | None = None) -> Markup:

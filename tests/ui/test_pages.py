@@ -162,3 +162,25 @@ def test_every_state_has_its_look_in_the_page_css_and_the_strip(session):
     assert 'data-final-states="CANCELLED COMPLETED CRASHED FAILED TIMED_OUT"' in page.text
     assert "/static/states.css" in page.text
     assert len({look.colour for look in LOOKS.values()}) == len(RunState)  # told apart by colour, and by name
+
+
+def test_a_deployments_page_says_who_can_run_it_and_how_long_its_runs_take(client, start_worker, flows_file, venv,
+                                                                           session):
+    from envflow.schedules import Interval
+
+    name = deploy(client, flows_file, "hello", virtualenv=str(venv), schedule=Interval(hours=1))
+    page = session.get(f"/deployments/{name}")
+    assert "none of the queue's live workers can run it now" in page.text and "no ended run yet" in page.text
+    assert "Next runs" in page.text and "paused:" not in page.text
+    worker = start_worker()
+    for _ in range(3):
+        assert client.run(name).wait(30) is RunState.COMPLETED
+    workers = client.capable_workers(client.get_deployment(name))
+    page = wait_for(lambda: (p := session.get(f"/deployments/{name}")) and workers[0] in p.text and p,
+                    "the worker on the page")
+    assert re.search(r"3 ended: p50 [\d.]+(ms|s), p95 [\d.]+(ms|s)", page.text), page.text
+    client.pause_deployment(name)
+    paused = session.get(f"/deployments/{name}").text
+    assert "paused: no scheduled runs until it is resumed" in paused
+    assert not re.search(r"Next runs</th><td><div>", paused)
+    worker.stop()
