@@ -17,6 +17,7 @@ from .models import DeploymentRecord, RunRecord, RunState
 from .parameters import check_types, merge_parameters
 from .settings import Settings, get_settings
 from .store import keys, routing
+from .store.queries import Page, RunFilter
 from .store.runs import RunStore
 
 if TYPE_CHECKING:
@@ -250,6 +251,25 @@ class Client:
         """Recent runs, newest first."""
         with wrap_errors(self.redis):
             return self.store.recent(deployment, RunState(state) if isinstance(state, str) else state, limit)
+
+    def find_runs(self, *, deployment: str | None = None, tag: str | None = None, queue: str | None = None,
+                  worker: str | None = None, state: RunState | str | None = None, since: float | None = None,
+                  until: float | None = None, limit: int = 20, cursor: str | None = None) -> Page[RunRecord]:
+        """Runs newest first that match every filter given, a page at a time.
+
+        :param tag: runs of the deployments that have this tag now.
+        :param since: created at or after this time (Unix seconds); ``until``: at or before it.
+        :param cursor: the ``cursor`` of the previous page, for the next one.
+        """
+        names: tuple[str, ...] | None = None
+        if tag is not None:
+            names = tuple(d.name for d in self.deployments() if tag in d.tags and deployment in (None, d.name))
+        elif deployment is not None:
+            names = (self.get_deployment(deployment).name,)
+        where = RunFilter(names, RunState(state) if isinstance(state, str) else state, since, until, worker, queue)
+        with wrap_errors(self.redis):
+            page = self.store.queries.find(where, limit, cursor)
+            return Page(self.store.explain(page.runs), page.cursor)
 
     def cancel(self, run_id: str, reason: str = "cancelled by request") -> str:
         """Cancel a run. Returns what happened: ``cancelled`` (it had not started), ``requested`` (its worker

@@ -75,6 +75,36 @@ def _parse_cursor(cursor: str) -> tuple[float, str]:
     return value, run_id
 
 
+@dataclass(frozen=True)
+class RunFilter:
+    """Which runs a listing shows: of these deployments (None: every one), in this state, created
+    within ``since``..``until`` (Unix seconds), run by this worker, of this queue. Deployments, state
+    and times select index entries; worker and queue are checked on each record read."""
+
+    deployments: tuple[str, ...] | None = None
+    state: RunState | None = None
+    since: float | None = None
+    until: float | None = None
+    worker: str | None = None
+    queue: str | None = None
+
+    @classmethod
+    def of(cls, deployment: str | None, state: RunState | None) -> RunFilter:
+        return cls(None if deployment is None else (deployment,), state)
+
+    def sources(self) -> list[str]:
+        states = [self.state] if self.state else None
+        if self.deployments is None:
+            return index_keys(None, states)
+        return [key for d in self.deployments for key in index_keys(d, states)]
+
+    def keeps(self, item: Any) -> bool:
+        """Whether a run read from the sources matches (its state may have changed since it was indexed)."""
+        return ((self.state is None or item.state is self.state)
+                and (self.worker is None or item.worker == self.worker)
+                and (self.queue is None or item.queue == self.queue))
+
+
 class Queries:
     """Read-only views over envflow's Redis, for listings.
 
@@ -92,12 +122,18 @@ class Queries:
 
         :param cursor: the ``cursor`` of the previous page, for the next one.
         """
-        return self._page(deployment, state, limit, cursor, self._summaries)
+        return self._page(RunFilter.of(deployment, state), limit, cursor, self._summaries)
 
     def run_records(self, deployment: str | None = None, state: RunState | None = None, limit: int = 20,
                     cursor: str | None = None) -> Page[RunRecord]:
         """As :meth:`runs`, with each run's full record."""
-        return self._page(deployment, state, limit, cursor, self._records)
+        return self._page(RunFilter.of(deployment, state), limit, cursor, self._records)
+
+    def find(self, where: RunFilter, limit: int = 20, cursor: str | None = None) -> Page[RunRecord]:
+        """Runs newest first that match ``where``, with their full records. A filter on worker or queue
+        reads the runs of the other filters and keeps those that match, at most ``MAX_ROUNDS`` reads
+        per page: a page can then hold fewer runs than ``limit`` and still have a next one."""
+        return self._page(where, limit, cursor, self._records)
 
     def count(self, deployment: str | None = None, state: RunState | None = None) -> int:
         """How many runs (of a deployment, in a state) Redis holds."""
@@ -133,43 +169,52 @@ class Queries:
             raise RunNotFound(f"{text!r} matches {len(matches)} runs ({', '.join(matches[:5])}...); give more characters")
         return matches[0]
 
-    def _page(self, deployment: str | None, state: RunState | None, limit: int, cursor: str | None,
+    def _page(self, where: RunFilter, limit: int, cursor: str | None,
               fetch: Callable[[list[str]], list[T | None]]) -> Page[T]:
-        sources = index_keys(deployment, [state] if state else None)
+        sources = where.sources()
         after = _parse_cursor(cursor) if cursor else None
         out: list[tuple[float, str, T]] = []
         seen: set[str] = set()
+        scanned_to, exhausted = after, not sources
         for _ in range(MAX_ROUNDS):
             want = limit - len(out)
-            candidates = self._newest(sources, want, after)
+            candidates = self._newest(sources, want, after, where.since, where.until)
+            if len(candidates) < want:
+                exhausted = True
             if not candidates:
                 break
-            after = (candidates[-1][2], candidates[-1][1])
+            after = scanned_to = (candidates[-1][2], candidates[-1][1])
             fresh = [c for c in candidates if c[1] not in seen]  # a run that moved between two reads
             seen.update(run_id for _, run_id, _ in fresh)
             gone: dict[str, list[str]] = {}
             for (key, run_id, score), item in zip(fresh, fetch([run_id for _, run_id, _ in fresh])):
                 if item is None:
                     gone.setdefault(key, []).append(run_id)  # its record expired; the trim has not run yet
-                elif state is None or getattr(item, "state") is state:  # noqa: B009 (RunSummary | RunRecord)
+                elif where.keeps(item):
                     out.append((score, run_id, item))
             for key, ids in gone.items():
                 self.redis.zrem(key, *ids)
-            if len(out) >= limit or len(candidates) < want:
+            if len(out) >= limit or exhausted:
                 break
-        next_cursor = _cursor(out[limit - 1][0], out[limit - 1][1]) if len(out) >= limit else None
+        if len(out) >= limit:
+            next_cursor: str | None = _cursor(out[limit - 1][0], out[limit - 1][1])
+        else:  # a filter that keeps few runs: the next page goes on from where this one's reads ended
+            next_cursor = None if exhausted or scanned_to is None else _cursor(*scanned_to)
         return Page([item for _, _, item in out[:limit]], next_cursor)
 
-    def _newest(self, sources: list[str], want: int, after: tuple[float, str] | None) -> list[tuple[str, str, float]]:
+    def _newest(self, sources: list[str], want: int, after: tuple[float, str] | None, since: float | None = None,
+                until: float | None = None) -> list[tuple[str, str, float]]:
         """Up to ``want`` index entries ``(key, run id, score)`` over ``sources``, newest first (equal
-        scores: higher id first), strictly older than ``after``."""
-        top = "+inf" if after is None else repr(after[0])
+        scores: higher id first), strictly older than ``after``, created within ``since``..``until``."""
+        bounds = [b for b in (after[0] if after else None, until) if b is not None]
+        top = repr(min(bounds)) if bounds else "+inf"
+        bottom = "-inf" if since is None else repr(since)
         fetch = want
         entries: list[tuple[str, str, float]] = []
         for _ in range(MAX_ROUNDS):
             with self.redis.pipeline(transaction=True) as pipe:  # one consistent view of every source
                 for key in sources:
-                    pipe.zrevrangebyscore(key, top, "-inf", start=0, num=fetch, withscores=True)
+                    pipe.zrevrangebyscore(key, top, bottom, start=0, num=fetch, withscores=True)
                 results = pipe.execute()
             rows = sorted(((score, m.decode(), key) for key, found in zip(sources, results) for m, score in found),
                           reverse=True)

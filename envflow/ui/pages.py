@@ -19,42 +19,34 @@ from ..output import Entry, dropped_before
 from ..redaction import redact_text
 from . import chart, fleet, forms, overview
 from .context import see_other, ui_of
-from .listing import recent_records, recent_runs
+from .listing import SINCE, RunsView, find_rows, recent_records, recent_runs
 from .stream import EventStream
 from .strip import durations
-from .views import STATES
 
 STRIP_RUNS = 40
 HISTORY_RUNS = 100  # a deployment page's duration chart
 NEXT_SLOTS = 3
 
 
-def _filters(request: Request) -> tuple[str, str, int]:
-    state = request.query_params.get("state", "").upper()
-    deployment = request.query_params.get("deployment", "").strip()
-    try:
-        limit = int(request.query_params.get("limit", "50"))
-    except ValueError:
-        limit = 50
-    return (state if state in STATES else ""), deployment, limit
-
-
-def _rows(request: Request) -> tuple[list, str, str, int, str]:
+def _rows(request: Request) -> tuple[list, RunsView, str | None, str]:
     ui = ui_of(request)
-    state, deployment, limit = _filters(request)
+    view = RunsView.parse(request.query_params)
     try:
-        rows, problem = recent_runs(ui.client, deployment, state, limit), ""
-    except DeploymentNotFound as e:
-        rows, problem = [], str(e)
-    return rows, state, deployment, limit, problem
+        rows, cursor = find_rows(ui.client, view)
+        return rows, view, cursor, ""
+    except (DeploymentNotFound, EnvflowError) as e:  # an unknown deployment, a cursor not ours
+        return [], view, None, str(e)
 
 
 def runs_page(request: Request) -> Response:
     ui = ui_of(request)
-    rows, state, deployment, limit, problem = _rows(request)
-    names = [d.name for d in ui.client.deployments()]
-    return ui.render(request, "runs.html", nav="runs", rows=rows, state=state, deployment=deployment, limit=limit,
-                     problem=problem, deployments=names, query=request.url.query, now=time.time())
+    rows, view, cursor, problem = _rows(request)
+    deployments = ui.client.deployments()
+    return ui.render(request, "runs.html", nav="runs", rows=rows, view=view, problem=problem,
+                     deployments=[d.name for d in deployments], tags=sorted({t for d in deployments for t in d.tags}),
+                     queues=sorted({d.queue for d in deployments}), ranges=list(SINCE), query=view.query(),
+                     next_query=view.next_query(cursor) if cursor else None, previous_query=view.previous_query(),
+                     now=time.time())
 
 
 def runs_rows(request: Request) -> Response:

@@ -184,3 +184,39 @@ def test_a_deployments_page_says_who_can_run_it_and_how_long_its_runs_take(clien
     assert "paused: no scheduled runs until it is resumed" in paused
     assert not re.search(r"Next runs</th><td><div>", paused)
     worker.stop()
+
+
+def test_runs_filter_by_tag_queue_worker_and_time_and_page_by_cursor(client, session):
+    from envflow.models import DeploymentRecord
+
+    from ..helpers_runs import drive, record
+
+    gpu = client.create_deployment(record("train/gpu").model_copy(update={"tags": ["gpu"], "queue": "big"}))
+    cpu = client.create_deployment(record("train/cpu"))
+    assert isinstance(gpu, DeploymentRecord)
+    made = {}
+    for i in range(7):
+        deployment = gpu if i % 2 else cpu
+        run_id = client.store.create(deployment, {})
+        drive(client, run_id, worker="w-a" if i < 4 else "w-b")
+        made[i] = run_id
+    newest = [made[i] for i in reversed(range(7))]
+    assert run_ids(session.get("/runs?tag=gpu").text) == [made[5], made[3], made[1]]
+    assert run_ids(session.get("/runs?queue=big").text) == [made[5], made[3], made[1]]
+    assert run_ids(session.get("/runs?worker=w-b").text) == [made[6], made[5], made[4]]
+    assert run_ids(session.get("/runs?worker=w-b&tag=gpu").text) == [made[5]]
+    assert run_ids(session.get("/runs?since=1h").text) == newest
+    client.redis.zadd("envflow:runs:state:COMPLETED", {made[0]: 1.0})  # created long ago, as the index says
+    assert made[0] not in run_ids(session.get("/runs?since=7d").text)
+
+    # Pages of 3, Next then Previous, each URL reopened giving the same rows.
+    first = session.get("/runs?limit=3")
+    assert run_ids(first.text) == newest[:3] and 'rel="prev"' not in first.text
+    link = re.search(r'rel="next" href="([^"]+)"', first.text).group(1).replace("&amp;", "&")
+    second = session.get(link)
+    assert run_ids(second.text)[:3] == newest[3:6]
+    assert run_ids(session.get(link).text) == run_ids(second.text)  # the URL is the view
+    back = re.search(r'rel="prev" href="([^"]+)"', second.text).group(1).replace("&amp;", "&")
+    assert run_ids(session.get(back).text) == newest[:3]
+    bad = session.get("/runs?cursor=nonsense")
+    assert bad.status == 200 and "invalid listing cursor" in bad.text
