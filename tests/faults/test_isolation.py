@@ -318,7 +318,9 @@ def test_ordinary_flows_still_work_in_the_sandbox(client, start_worker, env, wor
     (data / "input.txt").write_text("mounted data")
     (workdir / "helpers.py").write_text("VALUE = 'sibling'\n")
     name = deploy(client, write_flow(workdir, ORDINARY, "ordinary.py"), "ordinary", virtualenv=str(env))
-    start(start_worker, HOME=str(home))
+    worker = start(start_worker, HOME=str(home))
+    assert "flow sandbox: Landlock ABI" in worker.output()
+    assert client.workers()[0]["sandbox"]["on"] is True  # as `envflow worker status` shows it
     for _ in range(3):  # cold, then started ahead or forked
         result = client.run(name, {"data": str(data / "input.txt")}).result(timeout=30)
         assert result == {"child": "from a child", "mounted": "mounted data", "sqlite": True, "sibling": "sibling"}

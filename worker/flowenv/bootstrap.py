@@ -304,7 +304,7 @@ def run(control_fd, result_fd, nonce, forked=False):
     spec = receive()
     if isinstance(spec, Exception):
         return refuse(result_fd, spec)
-    if HIDDEN and not forked:
+    if HIDDEN or forked:
         set_dumpable(1)  # the run's process is the flow's own (it reads its /proc/self, as any process does)
 
     # The flow sees itself as a script: its directory first on sys.path (for a stored source, the

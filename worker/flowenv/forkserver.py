@@ -116,8 +116,7 @@ def _fork(sock, fds, nonce, wake_r, wake_w):
         os.close(stderr_fd)
         if RULESET:
             restrict(RULESET[0])  # a domain of its own: no other run, waiting child or the parent is in reach
-        _make_undumpable(1)
-        _reseed()
+        _reseed()  # it stays undumpable until its run comes (bootstrap.run)
         raise Forked(control_fd, result_fd, nonce)  # args: the run's pipes and nonce
     for fd in (*fds, led_w):
         os.close(fd)
