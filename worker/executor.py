@@ -44,6 +44,10 @@ def flow_sandbox(settings: Settings) -> Sandbox:
     missing one could be made by a flow."""
     for path in (settings.state_dir, settings.env_cache_dir):
         private_dir(path)
+    if not settings.flow_sandbox:
+        note = "turned off (ENVFLOW_FLOW_SANDBOX=false): flows can reach other processes, the state dir and built envs"
+        log.warning("flow sandbox: %s", note)
+        return Sandbox(deny=(), read=(), on=False, note=note)
     on, note = probe()
     if on:
         log.info("flow sandbox: %s", note)

@@ -68,8 +68,8 @@ class Sandbox:
     on: bool = True  # the worker's probe found Landlock working
     note: str = ""  # the probe's one line: what holds, or what is open
 
-    def config(self) -> dict[str, list[str]]:
-        return {"deny": list(self.deny), "read": list(self.read)}
+    def config(self) -> dict[str, list[str]] | None:
+        return {"deny": list(self.deny), "read": list(self.read)} if self.deny or self.read else None
 
 
 STARTUP_PREFIXES = ("LD_", "PYTHON", "MALLOC_")  # read by the loader or interpreter at exec: given there

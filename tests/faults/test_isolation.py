@@ -173,6 +173,15 @@ ORDINARY = """
                 "sibling": helpers.VALUE}
 """
 
+RANDOM = """
+    import random
+    from envflow import flow
+
+    @flow
+    def draw():
+        return random.random()
+"""
+
 THREADED = "import threading, time\nthreading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n"
 SLOW = "import time\ntime.sleep(1.5)\n"
 
@@ -326,3 +335,25 @@ def test_ordinary_flows_still_work_in_the_sandbox(client, start_worker, env, wor
         assert result == {"child": "from a child", "mounted": "mounted data", "sqlite": True, "sibling": "sibling"}
     assert (workdir / "made-in-cwd.txt").read_text() == "cwd"
     assert (home / ".cache" / "some-tool" / "entry").read_text() == "cached"
+
+
+def test_a_worker_without_the_sandbox_says_so_once_and_in_worker_status(client, start_worker, env_vars):
+    worker = start(start_worker, ENVFLOW_FLOW_SANDBOX="false")
+    assert worker.output().count("flow sandbox: turned off") == 1
+    shown = subprocess.run([sys.executable, "-m", "envflow", "worker", "status"], capture_output=True, text=True,
+                           timeout=60, env={**os.environ, **env_vars})
+    assert " OFF " in shown.stdout and "flows can reach other processes" in shown.stdout, shown
+
+
+def test_forked_runs_draw_numbers_of_their_own(client, start_worker, env, workdir):
+    name = deploy(client, write_flow(workdir, RANDOM, "draws.py"), "draw", virtualenv=str(env))
+    start(start_worker)
+    drawn = {}
+    for _ in range(20):
+        run = client.run(name)
+        value = run.result(timeout=30)
+        if run.record().attempts[-1].start == "fork":
+            drawn[run.id] = value
+        if len(drawn) == 3:
+            break
+    assert len(drawn) == 3 and len(set(drawn.values())) == 3, drawn
