@@ -57,6 +57,17 @@ ATTACKS = """
         return sorted(found)
 
     @flow
+    def signal_each(pids: list):
+        reached = []
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+                reached.append(pid)
+            except OSError:
+                pass
+        return reached
+
+    @flow
     def hijack():
         code = 'from envflow import flow\\n@flow\\ndef victim():\\n    print("PWNED")\\n    return "PWNED"\\n'
         spec = {"flow_file": "/x/flows.py", "flow_source": code, "flow_name": "victim", "parameters": {},
@@ -357,3 +368,10 @@ def test_forked_runs_draw_numbers_of_their_own(client, start_worker, env, workdi
         if len(drawn) == 3:
             break
     assert len(drawn) == 3 and len(set(drawn.values())) == 3, drawn
+
+
+def test_a_flow_cannot_signal_the_worker_or_envflow_processes(client, start_worker, env, workdir, holder):
+    attacker = deploy(client, write_flow(workdir, ATTACKS, "attacks.py"), "signal_each", name="a",
+                      virtualenv=str(env))
+    worker = start(start_worker)
+    assert client.run(attacker, {"pids": [worker.pid, holder.pid]}).result(timeout=30) == []
