@@ -259,6 +259,8 @@ def test_a_flow_reads_no_secret_of_a_process_waiting_for_its_run(client, start_w
     worker = start(start_worker)
     warm_victim(client, victim, worker, how)
     assert client.run(attacker, {"needles": [SECRET, HELD_SECRET]}).result(timeout=30) == []
+    for pid in waiting_processes(worker.pid, how):  # not even in its exec environment: it came over the pipe
+        assert SECRET.encode() not in Path(f"/proc/{pid}/environ").read_bytes()
     assert client.run(victim).result(timeout=30)["token"] == SECRET  # the secret still reaches its own run
 
 
