@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     )
     warm_idle: float = Field(300.0, ge=0, description="Seconds an env stays warm on a worker after its last run.")
     warm_max: int = Field(4, ge=0, description="Ready processes a worker keeps at most (0: no warm pool).")
+    flow_sandbox: bool = Field(
+        True, description="Confine flows with Landlock (see README Security); false leaves the state dir, "
+        "built envs and other processes open to flows."
+    )
     pass_env: str = Field(
         "",
         description="','-separated names (globs allowed) of the worker's own variables that flows also get, "

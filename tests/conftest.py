@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -112,11 +113,20 @@ def workdir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def env_vars(redis_url: str, workdir: Path, tmp_path: Path) -> dict[str, str]:
+def state_dir() -> Iterator[Path]:
+    """A worker state dir outside /tmp, as the image's /var/lib/envflow is: flows cannot make new
+    entries in the directories above a state dir (its sandbox), and flows of tests write in /tmp."""
+    base = Path(tempfile.mkdtemp(prefix="envflow-state-", dir="/var/tmp"))
+    yield base / "state"
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def env_vars(redis_url: str, workdir: Path, tmp_path: Path, state_dir: Path) -> dict[str, str]:
     """ENVFLOW_* settings every process of a test shares (client, workers, scheduler)."""
     return {
         "ENVFLOW_REDIS_URL": redis_url,
-        "ENVFLOW_STATE_DIR": str(tmp_path / "state"),
+        "ENVFLOW_STATE_DIR": str(state_dir),
         "ENVFLOW_ENV_ROOTS": os.pathsep.join([str(tmp_path), str(VENV_ROOT)]),
         "ENVFLOW_HEARTBEAT_INTERVAL": "0.5",
         "ENVFLOW_LEASE_TTL": "3",
@@ -213,12 +223,12 @@ def start_worker(env_vars: dict[str, str], workdir: Path, tmp_path: Path) -> Ite
     workers: list[WorkerProcess] = []
 
     def start(*args: str, extra_env: dict[str, str] | None = None, wait_ready: bool = True,
-              cwd: Path | None = None) -> WorkerProcess:
+              cwd: Path | None = None, prefix: tuple[str, ...] = ()) -> WorkerProcess:
         log = tmp_path / f"worker-{len(workers)}.log"
         env = {**os.environ, **env_vars, **(extra_env or {})}
         handle = open(log, "wb")
         proc = subprocess.Popen(
-            envflow_command("worker", "start", *args), cwd=cwd or workdir, env=env, stdout=handle, stderr=subprocess.STDOUT
+            [*prefix, *envflow_command("worker", "start", *args)], cwd=cwd or workdir, env=env, stdout=handle, stderr=subprocess.STDOUT
         )
         worker = WorkerProcess(proc, log)
         workers.append(worker)

@@ -104,9 +104,15 @@ def status(as_json: bool) -> None:
     for w in workers:
         warm = [f"{p['env']}{' [' + ','.join(p['preload']) + ']' if p['preload'] else ''} {p['mode']} "
                 f"{p['rss'] / 2**20:.0f}MiB" for p in w.get("warm", [])]
+        sandbox = w.get("sandbox") or {}
         rows.append([printable(w["name"]), printable(w["state"]), printable(",".join(w["queues"])),
-                     printable((w["run"] or "-")[:8]), printable("; ".join(warm) or "-")])
-    table(["WORKER", "STATE", "QUEUES", "RUN", "WARM"], rows)
+                     printable((w["run"] or "-")[:8]), "on" if sandbox.get("on") else "OFF",
+                     printable("; ".join(warm) or "-")])
+    table(["WORKER", "STATE", "QUEUES", "RUN", "SANDBOX", "WARM"], rows)
+    for w in workers:
+        sandbox = w.get("sandbox") or {}
+        if not sandbox.get("on"):
+            click.echo(f"{printable(w['name'])}: {printable(sandbox.get('note') or 'no flow sandbox reported')}")
 
 
 @click.group("worker")

@@ -24,6 +24,9 @@ from envflow.store.protocol import Beat, Claimed, RunScripts
 from .attempt import AttemptLoop
 from .env_cache import EnvCache, Prepared
 from .environments import flow_base
+from .flowenv.sandbox import probe
+from .identity import private_dir
+from .launcher import Sandbox, split_own
 from .outcome import Outcome
 from .prepare import Interrupted, prepare_env
 from .sources import FlowSources
@@ -33,6 +36,24 @@ from .warm import WarmPool
 log = logging.getLogger("envflow.worker")
 
 HeartbeatHook = Callable[[Pipeline], None]
+
+
+def flow_sandbox(settings: Settings) -> Sandbox:
+    """What flows are kept from: the state dir (sources, name slots, ``envflow up``'s password) and the
+    built envs, which they may read and run but not change. Both exist before any flow runs: a
+    missing one could be made by a flow."""
+    for path in (settings.state_dir, settings.env_cache_dir):
+        private_dir(path)
+    if not settings.flow_sandbox:
+        note = "turned off (ENVFLOW_FLOW_SANDBOX=false): flows can reach other processes, the state dir and built envs"
+        log.warning("flow sandbox: %s", note)
+        return Sandbox(deny=(), read=(), on=False, note=note)
+    on, note = probe()
+    if on:
+        log.info("flow sandbox: %s", note)
+    else:
+        log.warning("flow sandbox: %s", note)
+    return Sandbox(deny=(str(settings.state_dir),), read=(str(settings.env_cache_dir),), on=on, note=note)
 
 
 def warm_key(prepared: Prepared, preload: tuple[str, ...]) -> tuple[Any, ...]:
@@ -50,7 +71,7 @@ class Executor:
         self.env_cache = env_cache
         self.stops = StopRequest()
         self.sources = FlowSources(scripts.redis, settings.state_dir, worker_name)
-        self.pool = WarmPool(settings.warm_max, settings.warm_idle)
+        self.pool = WarmPool(settings.warm_max, settings.warm_idle, flow_sandbox(settings))
         self.last_key: tuple[Any, ...] | None = None
         self.base_environ = flow_base(os.environ, settings)  # the worker's environment never changes
 
@@ -70,6 +91,8 @@ class Executor:
                                    interval=self.settings.heartbeat_interval, deadline=deadline, writer=writer)
             run_spec = {
                 "flow_file": str(flow_file),
+                "flow_path": spec.flow_path,
+                "path0": self.sources.search_dir(spec),
                 "flow_source": flow_source,
                 "flow_name": spec.flow_name,
                 "parameters": claimed.run.parameters,
@@ -95,10 +118,11 @@ class Executor:
 
     def _run(self, run_id: str, prepared: Prepared, spec: DeploymentRecord, run_spec: dict[str, Any],
              writer: OutputWriter, beat: Callable[[], Beat], deadline: Deadline) -> Outcome:
-        python, variables, preload = prepared.python, prepared.variables, tuple(spec.preload)
+        python, preload = prepared.python, tuple(spec.preload)
         key = warm_key(prepared, preload)
         try:
-            flow = self.pool.launch(python, variables, key, preload, str(spec.env))
+            variables, own = split_own(prepared.variables, spec.env_vars)
+            flow = self.pool.launch(python, variables, key, preload, str(spec.env), own)
         except Exception as e:  # noqa: BLE001 - OSError, ValueError (a NUL in a variable), ...: the run fails
             writer.note(f"cannot start {python}: {e}")
             writer.flush_until_done()

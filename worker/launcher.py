@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -21,6 +22,7 @@ import envflow.flows
 
 BOOTSTRAP = Path(__file__).parent / "flowenv" / "bootstrap.py"
 FORKSERVER = Path(__file__).parent / "flowenv" / "forkserver.py"  # the serve mode, handed over with it
+SANDBOX = Path(__file__).parent / "flowenv" / "sandbox.py"  # the confinement, handed over with both
 FLOWS_PY = Path(envflow.flows.__file__)
 FLOWS_SOURCE = FLOWS_PY.read_text(encoding="utf-8")  # read once: what flows run never comes from a flow-writable file
 # Runs the bootstrap from SOURCE_FD (the last argument), read at its offset 0 so every process can share the fd.
@@ -29,9 +31,9 @@ STUB = ("import os,sys;f=int(sys.argv[-1]);s=os.pread(f,os.fstat(f).st_size,0);o
 
 
 def _sealed_source() -> int:
-    """The bootstrap's source (its serve mode first), read once, in a sealed in-memory file: flows can
+    """The bootstrap's source (its sandbox and serve mode first), read once, in a sealed in-memory file: flows can
     neither change the files on disk that later runs execute nor write to this copy."""
-    data = FORKSERVER.read_bytes() + b"\n" + BOOTSTRAP.read_bytes()
+    data = b"\n".join(path.read_bytes() for path in (SANDBOX, FORKSERVER, BOOTSTRAP))
     fd = os.memfd_create("envflow-bootstrap", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     os.write(fd, data)
     fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
@@ -41,13 +43,59 @@ def _sealed_source() -> int:
 BOOTSTRAP_FD = _sealed_source()
 
 
+NONCE_SIZE = 16  # bytes; the bootstrap's NONCE_SIZE
+
+
 def bootstrap_argv(python: Path, mode: str, *fds: int) -> list[str]:
     return [str(python), "-u", "-c", STUB, mode, *map(str, fds), str(BOOTSTRAP_FD)]
 
 
-def setup_message(preload: tuple[str, ...]) -> dict[str, Any]:
-    """What a flow process sets up before its run: envflow's stand-in and the modules to preload."""
-    return {"flows_path": str(FLOWS_PY), "flows_source": FLOWS_SOURCE, "preload": list(preload)}
+def setup_message(preload: tuple[str, ...], sandbox: Sandbox | None = None,
+                  environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """What a flow process sets up before its run: the sandbox it enters first, envflow's stand-in,
+    the deployment's own variables (kept out of its exec environment) and the modules to preload."""
+    return {"flows_path": str(FLOWS_PY), "flows_source": FLOWS_SOURCE, "preload": list(preload),
+            "sandbox": sandbox.config() if sandbox is not None else None, "environ": environ or {}}
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """What every flow process is denied (``sandbox.py``): ``deny`` unreadable and unwritable (the state
+    dir), ``read`` read-only (the built-env cache)."""
+
+    deny: tuple[str, ...]
+    read: tuple[str, ...]
+    on: bool = True  # the worker's probe found Landlock working
+    note: str = ""  # the probe's one line: what holds, or what is open
+
+    def config(self) -> dict[str, list[str]] | None:
+        return {"deny": list(self.deny), "read": list(self.read)} if self.deny or self.read else None
+
+
+STARTUP_PREFIXES = ("LD_", "PYTHON", "MALLOC_")  # read by the loader or interpreter at exec: given there
+
+
+def split_own(variables: dict[str, str], own: Iterable[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """A flow process's exec environment, and the deployment's own variables (``env=``) taken out of it
+    to be handed over its control pipe: a process's exec environment is readable in /proc wherever
+    the sandbox is missing. Names read at exec (``LD_*``, ``PYTHON*``, ``MALLOC_*``) stay in both."""
+    handed = {k: variables[k] for k in own if k in variables}
+    for name, value in handed.items():
+        if "\0" in name or "\0" in value:  # as Popen refuses it: no process can be given it
+            raise ValueError(f"embedded null byte in the variable {name[:80]!r}")
+    startup = {k for k in handed if k.startswith(STARTUP_PREFIXES)}
+    return {k: v for k, v in variables.items() if k not in handed or k in startup}, handed
+
+
+def nonce_pipe() -> tuple[int, bytes]:
+    """A pipe holding a new nonce, to pass to one process (its read end) at its start, and the nonce."""
+    nonce = os.urandom(NONCE_SIZE)
+    r, w = os.pipe()
+    try:
+        os.write(w, nonce)
+    finally:
+        os.close(w)
+    return r, nonce
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -88,11 +136,12 @@ class FlowProcess:
     result_r: int
     key: tuple[Any, ...]
     how: str = "new"
+    nonce: bytes = b""  # every message to it carries this: it refuses any other (another process's)
     started: float = field(default_factory=time.monotonic)
 
     def send(self, spec: dict[str, Any]) -> None:
         try:
-            write_all(self.control_w, encode(spec))
+            write_all(self.control_w, encode({**spec, "nonce": self.nonce}))
         except BrokenPipeError:
             pass  # the interpreter died at once; its exit status tells why
 
@@ -126,24 +175,29 @@ def spawn(
     cwd: str | None = None,
     capture: bool = True,
     how: str = "new",
+    sandbox: Sandbox | None = None,
+    environ: dict[str, str] | None = None,
 ) -> FlowProcess:
     """Start ``python`` on the bootstrap in a new session, set up and waiting for its run.
 
     :param capture: pipe the flow's stdout and stderr to the worker (else they are inherited).
+    :param sandbox: what the process confines itself from before any code of the env or flow runs.
+    :param environ: the deployment's own variables, handed over the control pipe (not in ``variables``).
     :raises OSError: the interpreter cannot be executed.
     :raises ValueError: ``variables`` cannot be passed to a process (a NUL byte in a value).
     """
     control_r, control_w = os.pipe()
     result_r, result_w = os.pipe()
+    nonce_r, nonce = nonce_pipe()
     try:
         proc = subprocess.Popen(
-            bootstrap_argv(python, "run", control_r, result_w),
+            bootstrap_argv(python, "run", control_r, result_w, nonce_r),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if capture else None,
             stderr=subprocess.PIPE if capture else None,
             env=variables,
             cwd=cwd,
-            pass_fds=(control_r, result_w, BOOTSTRAP_FD),
+            pass_fds=(control_r, result_w, nonce_r, BOOTSTRAP_FD),
             start_new_session=True,
         )
     except BaseException:
@@ -151,8 +205,8 @@ def spawn(
         os.close(result_r)
         raise
     finally:
-        os.close(control_r)
-        os.close(result_w)
-    flow = FlowProcess(proc, control_w, result_r, key, how)
-    flow.send(setup_message(preload))  # a few kB: the pipe holds it until the bootstrap reads
+        for fd in (control_r, result_w, nonce_r):
+            os.close(fd)
+    flow = FlowProcess(proc, control_w, result_r, key, how, nonce)
+    flow.send(setup_message(preload, sandbox, environ))  # a few kB: the pipe holds it until the bootstrap reads
     return flow

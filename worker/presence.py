@@ -25,6 +25,7 @@ from envflow.store import keys, routing
 from .env_cache import EnvCache, Fingerprint, fingerprint
 from .environments import flow_base, kind_for
 from .executor import warm_key
+from .launcher import split_own
 from .warm import WarmPool
 
 log = logging.getLogger("envflow.worker")
@@ -132,7 +133,9 @@ class Presence:
             pipe.execute()
 
     def describe(self) -> dict[str, Any]:
-        return {"envs": self.envs, "missing": self.missing, "warm": self.pool.status(), "at": round(time.time(), 3)}
+        sandbox = self.pool.sandbox
+        return {"envs": self.envs, "missing": self.missing, "warm": self.pool.status(), "at": round(time.time(), 3),
+                "sandbox": {"on": sandbox.on, "note": sandbox.note} if sandbox is not None else None}
 
     def remove(self) -> None:
         with self.redis.pipeline(transaction=False) as pipe:
@@ -151,6 +154,7 @@ class Presence:
                 continue
             try:
                 prepared = self.env_cache.prepare(record.env, self.base, record.env_vars)
+                variables, own = split_own(prepared.variables, record.env_vars)
             except Exception as e:  # noqa: BLE001 - an env this worker cannot prepare stays cold
                 if record.name not in self._failed:
                     log.warning("cannot keep %s warm here: %s", record.name, e)
@@ -158,5 +162,4 @@ class Presence:
                 continue
             self._failed.discard(record.name)
             preload = tuple(record.preload)
-            self.pool.keep_warm(prepared.python, prepared.variables, warm_key(prepared, preload), preload,
-                                str(record.env))
+            self.pool.keep_warm(prepared.python, variables, warm_key(prepared, preload), preload, str(record.env), own)

@@ -65,6 +65,19 @@ class FlowSources:
                 f.write(data)
         return target, data.decode("utf-8")
 
+    def search_dir(self, spec: DeploymentRecord) -> str | None:
+        """What a run puts first on ``sys.path``: the flow file's directory, as for ``python flow.py``.
+        A stored source's cached copy sits in a directory flows could plant modules in: its run gets
+        the directory the file was registered from, where this worker has it, else nothing."""
+        folder = os.path.dirname(os.path.abspath(spec.flow_path))
+        if spec.flow_storage == "path":
+            return folder
+        real = os.path.realpath(folder)
+        state = os.path.realpath(self.dir.parent)
+        if not os.path.isdir(real) or real == state or real.startswith(state + os.sep):
+            return None
+        return folder
+
     def _fetch(self, spec: DeploymentRecord, digest: str) -> bytes:
         source = self.redis.get(keys.source(digest))
         if source is None:

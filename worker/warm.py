@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .launcher import BOOTSTRAP_FD, FlowProcess, bootstrap_argv, setup_message, spawn
+from .launcher import BOOTSTRAP_FD, NONCE_SIZE, FlowProcess, Sandbox, bootstrap_argv, setup_message, spawn
 
 log = logging.getLogger("envflow.worker")
 
@@ -64,7 +64,8 @@ class ForkedChild:
 class ForkServer:
     """A ready parent for one key, started at once and ready when its setup is done."""
 
-    def __init__(self, python: Path, variables: dict[str, str], preload: tuple[str, ...]) -> None:
+    def __init__(self, python: Path, variables: dict[str, str], preload: tuple[str, ...],
+                 sandbox: Sandbox | None = None, environ: dict[str, str] | None = None) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.proc = subprocess.Popen(
@@ -78,7 +79,7 @@ class ForkServer:
         finally:
             theirs.close()
         self.sock = ours
-        self.sock.sendall(marshal.dumps(setup_message(preload), 2))
+        self.sock.sendall(marshal.dumps(setup_message(preload, sandbox, environ), 2))
         self.ready = False
         self.alive = True
         self.threads = 0
@@ -119,9 +120,10 @@ class ForkServer:
         control_r, control_w = os.pipe()
         result_r, result_w = os.pipe()
         theirs = [out_w, err_w, control_r, result_w]
+        nonce = os.urandom(NONCE_SIZE)  # the child's alone: it refuses control messages without it
         try:
             self.sock.settimeout(REPLY_WAIT)
-            self.sock.sendmsg([b"F"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", theirs))])
+            self.sock.sendmsg([b"F" + nonce], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", theirs))])
             pid = self._reply_pid()
         except BaseException:
             for fd in (out_r, err_r, control_w, result_r):
@@ -131,7 +133,7 @@ class ForkServer:
             for fd in theirs:
                 os.close(fd)
         child = ForkedChild(pid, self, os.fdopen(out_r, "rb", buffering=0), os.fdopen(err_r, "rb", buffering=0))
-        return FlowProcess(child, control_w, result_r, key, "fork")
+        return FlowProcess(child, control_w, result_r, key, "fork", nonce)
 
     def _reply_pid(self) -> int:
         deadline = time.monotonic() + REPLY_WAIT
@@ -186,13 +188,15 @@ class Ready:
     variables: dict[str, str]
     preload: tuple[str, ...]
     label: str
+    sandbox: Sandbox | None = None
+    environ: dict[str, str] = field(default_factory=dict)  # the deployment's own variables
     pinned: bool = False  # a warm=True deployment's: kept however long it idles
     server: ForkServer | None = None
     spare: FlowProcess | None = None
     last_used: float = field(default_factory=time.monotonic)
 
     def start(self) -> None:
-        self.server = ForkServer(self.python, self.variables, self.preload)
+        self.server = ForkServer(self.python, self.variables, self.preload, self.sandbox, self.environ)
 
     def take(self) -> FlowProcess | None:
         """A process for a run now, or None (still starting: the run starts a new one)."""
@@ -226,7 +230,8 @@ class Ready:
             if self.server.next is None and self.server.poll_ready() and self.server.threads <= 1:
                 self.server.next = self.server.fork(self.key)
         elif self.spare is None:
-            self.spare = spawn(self.python, self.variables, self.key, self.preload, how="spare")
+            self.spare = spawn(self.python, self.variables, self.key, self.preload, how="spare", sandbox=self.sandbox,
+                               environ=self.environ)
 
     def _fall_back(self, reason: str) -> None:
         log.warning("warm env %s: %s; its runs start in processes started ahead instead", self.label, reason)
@@ -252,17 +257,19 @@ class WarmPool:
 
     :param max_ready: at most this many keys kept ready (``ENVFLOW_WARM_MAX``).
     :param idle: seconds an unpinned key stays ready after its last run (``ENVFLOW_WARM_IDLE``).
+    :param sandbox: what every flow process started here confines itself from.
     """
 
-    def __init__(self, max_ready: int, idle: float) -> None:
+    def __init__(self, max_ready: int, idle: float, sandbox: Sandbox | None = None) -> None:
         self.max_ready = max_ready
         self.idle = idle
+        self.sandbox = sandbox
         self.entries: OrderedDict[tuple[Any, ...], Ready] = OrderedDict()
         self.lock = threading.Lock()
         self.closed = False
 
     def launch(self, python: Path, variables: dict[str, str], key: tuple[Any, ...], preload: tuple[str, ...],
-               label: str) -> FlowProcess:
+               label: str, environ: dict[str, str] | None = None) -> FlowProcess:
         """A process for a run: forked from the key's ready parent, its spare, or else started now (and
         the key made ready for the next run)."""
         with self.lock:
@@ -274,16 +281,16 @@ class WarmPool:
                 if flow is not None:
                     return flow
             elif not self.closed and self.max_ready > 0:
-                self._add(Ready(key, python, variables, preload, label))
-        return spawn(python, variables, key, preload)
+                self._add(Ready(key, python, variables, preload, label, self.sandbox, environ or {}))
+        return spawn(python, variables, key, preload, sandbox=self.sandbox, environ=environ)
 
     def keep_warm(self, python: Path, variables: dict[str, str], key: tuple[Any, ...], preload: tuple[str, ...],
-                  label: str) -> None:
+                  label: str, environ: dict[str, str] | None = None) -> None:
         """Make a key ready and keep it so however long it idles (a ``warm=True`` deployment's env)."""
         with self.lock:
             entry = self.entries.get(key)
             if entry is None and not self.closed and self.max_ready > 0:
-                entry = self._add(Ready(key, python, variables, preload, label))
+                entry = self._add(Ready(key, python, variables, preload, label, self.sandbox, environ or {}))
             if entry is not None:
                 entry.pinned = True
 
@@ -300,7 +307,8 @@ class WarmPool:
     def _add(self, entry: Ready) -> Ready:
         # The same env, variables and preloads under another key: its files changed, that process is stale.
         stale = [k for k, e in self.entries.items()
-                 if (e.python, e.variables, e.preload) == (entry.python, entry.variables, entry.preload)]
+                 if (e.python, e.variables, e.preload, e.environ) == (entry.python, entry.variables, entry.preload,
+                                                                     entry.environ)]
         for key in stale:
             self.entries.pop(key).close()
         try:

@@ -88,3 +88,8 @@ def no_overlap(events: list[dict]) -> None:
     """Assert no attempt found another attempt of its run still alive (see the lock in JOURNALED)."""
     overlapping = [e for e in events if e["event"] == "start" and e.get("overlap")]
     assert not overlapping, f"attempts started while an earlier attempt of the same run was alive: {overlapping}"
+
+
+# Runs a command as a flow really runs: no capabilities at all. As root, CAP_SYS_PTRACE and
+# CAP_DAC_OVERRIDE would open every /proc entry and every 0600 file whatever envflow does.
+CAPLESS = ("setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--")

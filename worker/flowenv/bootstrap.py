@@ -3,10 +3,12 @@
 The worker starts ``<env python> -u -c STUB MODE ... SOURCE_FD``; STUB runs this file's source,
 read from a sealed in-memory file (SOURCE_FD), so nothing a flow writes decides what later runs do.
 
-``run CONTROL_FD RESULT_FD``: one run. CONTROL_FD brings a setup message (envflow's ``flows.py``
-source, the modules to preload; a process started ahead imports them while it waits), then the
-run; each a length line and a marshal. Its EOF (the worker died) makes a watchdog kill the process
-group. The outcome goes to RESULT_FD as JSON; stdout and stderr belong to the flow.
+``run CONTROL_FD RESULT_FD NONCE_FD``: one run. NONCE_FD holds a secret the worker made for this
+process alone; CONTROL_FD brings a setup message (the sandbox to enter, envflow's ``flows.py``
+source, the deployment's variables, the modules to preload; a process started ahead imports them
+while it waits), then the run; each a length line and a marshal carrying the nonce (any other
+message is refused). Its EOF (the worker died) makes a watchdog kill the process group. The
+outcome goes to RESULT_FD as JSON; stdout and stderr belong to the flow.
 
 ``serve SOCKET_FD``: a ready parent of a warm pool (``forkserver.py``, handed over with this file).
 
@@ -22,6 +24,7 @@ import sys
 
 EXIT_RAISED = 1
 EXIT_LOAD_ERROR = 3
+NONCE_SIZE = 16
 
 
 def read_exactly(fd, size):
@@ -34,14 +37,26 @@ def read_exactly(fd, size):
     return data
 
 
-def read_message(fd):
+class Refused(ValueError):
+    """A control message that did not come from the worker."""
+
+
+def read_message(fd, nonce):
     header = b""
     while not header.endswith(b"\n"):
         header += read_exactly(fd, 1)
-    return marshal.loads(read_exactly(fd, int(header)))
+    return checked(marshal.loads(read_exactly(fd, int(header))), nonce)
 
 
-def start_watchdog(control_fd):
+def checked(message, nonce):
+    """``message`` if it carries this process's nonce (only the worker has it), else Refused."""
+    if type(message) is not dict or message.get("nonce") != nonce:
+        raise Refused("a message on the run's control pipe did not come from the worker (another process "
+                      "wrote to it); refused, the flow was not run")
+    return message
+
+
+def start_watchdog(control_fd, nonce):
     """A thread that reads the run from the control pipe and hands it over (``receive``), then waits
     for the worker's end to close and kills the process group (this flow and all it started).
     Started before the run comes, it costs the run nothing. `_thread` is built in: no import cost."""
@@ -51,7 +66,7 @@ def start_watchdog(control_fd):
 
     def watch():
         try:
-            box.append(read_message(control_fd))
+            box.append(read_message(control_fd, nonce))
         except (EOFError, ValueError, OSError) as e:
             box.append(e)
         arrived.release()
@@ -76,13 +91,31 @@ def on_sigterm(signum, frame):
     raise SystemExit(128 + signum)
 
 
+class StoredSource(object):
+    """The loader of a module run from a source held in memory: tracebacks show its lines (linecache
+    asks ``get_source``) though no file of that name exists here."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def get_source(self, name):
+        return self.source if isinstance(self.source, str) else self.source.decode("utf-8", "replace")
+
+
+SHOWN_SOURCES = {}  # file name -> the source it ran from, for the tracebacks this file prints
+
+
 def exec_source(name, path, source=None, package=None):
-    """Run ``source`` (read from ``path`` when not given) as module ``name``, registered in sys.modules."""
+    """Run ``source`` (read from ``path`` when not given) as module ``name``, registered in sys.modules;
+    its code and tracebacks name ``path``."""
     if source is None:
         with open(path, "rb") as f:
             source = f.read()
+    else:
+        SHOWN_SOURCES[path] = source
     module = type(sys)(name)
     module.__file__ = path
+    module.__loader__ = StoredSource(source)
     if package is not None:
         module.__package__ = package
     sys.modules[name] = module
@@ -147,11 +180,13 @@ def install_envflow_shim(flows_path, flows_source):
 
 def load_flow(spec, flows):
     """The flow the run names, from its file (the source given with the run, or the file at its path)."""
-    path = spec["flow_file"]
+    path = spec.get("flow_path") or spec["flow_file"]  # the name the user gave it: tracebacks show it
     stem = os.path.splitext(os.path.basename(path))[0]
     name = stem if stem.isidentifier() and stem not in sys.modules else "__envflow_flow__"
     loading = getattr(flows, "loading", None)
     source = spec.get("flow_source")  # None: the flow is stored as a path, read it there
+    if source is None:
+        path = spec["flow_file"]
     if loading is not None:
         with loading():
             module = exec_source(name, path, source)
@@ -203,9 +238,13 @@ def to_json(value):
 
 
 def print_user_traceback(error):
-    """Print a traceback without the frames of this file."""
+    """Print a traceback without the frames of this file, with the lines of sources run from memory."""
+    import linecache
     import traceback
 
+    for path, source in SHOWN_SOURCES.items():
+        text = source if isinstance(source, str) else source.decode("utf-8", "replace")
+        linecache.cache[path] = (len(text), None, text.splitlines(True), path)  # no mtime: never re-read
     tb = error.__traceback__
     here = print_user_traceback.__code__.co_filename
     while tb is not None and tb.tb_frame.f_code.co_filename == here:
@@ -221,12 +260,22 @@ def write_result(fd, outcome):
 
 
 SETUP_FAILED = []  # what did not import in setup: each run imports it again, and fails with it
+HIDDEN = []  # set_dumpable(0) was called: the run's own process shows itself again
+RULESET = []  # the sandbox's Landlock ruleset, kept by a ready parent: each forked run enters its own domain
 
 
 def setup(message):
-    """Install envflow's stand-in and import the preloads (a failure waits for the run to report it)."""
+    """Enter the sandbox, install envflow's stand-in, take the deployment's variables and import the
+    preloads (a failure waits for the run to report it)."""
+    if message.get("sandbox"):
+        set_dumpable(0)  # until its run comes: what it is handed is not for other processes of this uid
+        HIDDEN.append(True)
+    ruleset = confine(message.get("sandbox"))  # before any code of the env's or the flow's runs
+    if ruleset is not None:
+        RULESET.append(ruleset)
     if sys.path and sys.path[0] == "":
         del sys.path[0]  # `-c` put the worker's directory first; the flow's own goes there later
+    os.environ.update(message.get("environ") or {})  # the deployment's variables: never in /proc/<pid>/environ
     for name in ("envflow.flows", *(message.get("preload") or ())):
         try:
             if name == "envflow.flows":
@@ -237,22 +286,32 @@ def setup(message):
             SETUP_FAILED.append(name)
 
 
-def run(control_fd, result_fd, forked=False):
+def refuse(result_fd, error):
+    sys.stderr.write("envflow bootstrap: {}\n".format(error))
+    if isinstance(error, Refused):
+        write_result(result_fd, {"ok": False, "stage": "load", "error_type": "ControlRefused", "error": str(error)})
+    return EXIT_LOAD_ERROR
+
+
+def run(control_fd, result_fd, nonce, forked=False):
     """One run, the setup done: read the run, load the flow, call it, report the outcome."""
     for fd in (control_fd, result_fd):
         os.set_inheritable(fd, False)  # the flow's own child processes must not hold them
-    receive = start_watchdog(control_fd)
+    receive = start_watchdog(control_fd, nonce)
     _signal.signal(_signal.SIGTERM, on_sigterm)
     if forked:
         rehearse()
     spec = receive()
     if isinstance(spec, Exception):
-        sys.stderr.write("envflow bootstrap: {}\n".format(spec))
-        return EXIT_LOAD_ERROR
+        return refuse(result_fd, spec)
+    if HIDDEN or forked:
+        set_dumpable(1)  # the run's process is the flow's own (it reads its /proc/self, as any process does)
 
-    # The flow sees itself as a script: its directory first on sys.path.
-    sys.path.insert(0, os.path.dirname(os.path.abspath(spec["flow_file"])))
-    sys.argv = [spec["flow_file"]]
+    # The flow sees itself as a script: its directory first on sys.path (for a stored source, the
+    # directory the user knows it in, when the worker has it; never the worker's cache of it).
+    if spec.get("path0"):
+        sys.path.insert(0, spec["path0"])
+    sys.argv = [spec.get("flow_path") or spec["flow_file"]]
     # Per-run variables arrive with the run: the interpreter was started, or forked, before it.
     os.environ.update(spec.get("environ") or {})
 
@@ -302,14 +361,17 @@ def main():
         try:
             return serve(int(sys.argv[2]))
         except Forked as child:  # the serving loop's frames are gone: run as a fresh process would
-            leave(run(*child.args, forked=True))
-    control_fd, result_fd = int(sys.argv[2]), int(sys.argv[3])
+            pipes = child.args
+        # Outside the handler: the flow's exceptions chain to nothing of ours, sys.exc_info() is empty.
+        leave(run(*pipes, forked=True))
+    control_fd, result_fd, nonce_fd = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    nonce = read_exactly(nonce_fd, NONCE_SIZE)
+    os.close(nonce_fd)
     try:
-        setup(read_message(control_fd))
+        setup(read_message(control_fd, nonce))
     except (EOFError, ValueError) as e:
-        sys.stderr.write("envflow bootstrap: {}\n".format(e))
-        return EXIT_LOAD_ERROR
-    return run(control_fd, result_fd)
+        return refuse(result_fd, e)
+    return run(control_fd, result_fd, nonce)
 
 
 if __name__ == "__main__":

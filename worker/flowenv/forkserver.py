@@ -4,9 +4,10 @@ This file is not a module of its own: the worker hands it to the env's interpret
 ``bootstrap.py`` (this one first, in one sealed in-memory file), so it uses the bootstrap's
 functions (``setup``, ``run``, ``to_json``) by name. ``serve`` sets up once, says whether it may
 fork (a preload that started threads makes forking unsafe), then forks a process per request:
-the child starts a session, takes the request's pipes (passed with SCM_RIGHTS) as its stdout,
-stderr, control and result, draws new random seeds, and leaves the serving loop (``Forked``) to run
-as a fresh process would. The parent reports each child's pid and exit status, and exits when
+the child starts a session, enters a Landlock domain of its own (the parent entered the sandbox in
+its setup), takes the request's pipes (passed with SCM_RIGHTS) as its stdout, stderr, control and
+result, and the request's nonce (the only messages its control pipe accepts carry it), draws new
+random seeds, and leaves the serving loop (``Forked``) to run as a fresh process would. The parent reports each child's pid and exit status, and exits when
 the worker's end of the socket closes.
 """
 
@@ -72,8 +73,8 @@ def _serve(sock):
     import select
     import socket
 
-    setup(marshal.loads(sock.recv(1 << 20)))
     _make_undumpable(0)
+    setup(marshal.loads(sock.recv(1 << 20)))
     gc.freeze()  # children's collections leave the parent's objects alone: fewer pages copied on write
     sock.sendall(marshal.dumps({"ready": True, "threads": threads(), "failed": SETUP_FAILED, "pid": os.getpid()}, 2))
     wake_r, wake_w = os.pipe()
@@ -93,10 +94,10 @@ def _serve(sock):
             for level, kind, payload in ancdata:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                     fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-            _fork(sock, list(fds), wake_r, wake_w)
+            _fork(sock, list(fds), data[1:], wake_r, wake_w)
 
 
-def _fork(sock, fds, wake_r, wake_w):
+def _fork(sock, fds, nonce, wake_r, wake_w):
     stdout_fd, stderr_fd, control_fd, result_fd = fds
     sys.stdout.flush()
     sys.stderr.flush()
@@ -113,9 +114,10 @@ def _fork(sock, fds, wake_r, wake_w):
         os.dup2(stderr_fd, 2)
         os.close(stdout_fd)
         os.close(stderr_fd)
-        _make_undumpable(1)
-        _reseed()
-        raise Forked(control_fd, result_fd)  # args: the run's pipes
+        if RULESET:
+            restrict(RULESET[0])  # a domain of its own: no other run, waiting child or the parent is in reach
+        _reseed()  # it stays undumpable until its run comes (bootstrap.run)
+        raise Forked(control_fd, result_fd, nonce)  # args: the run's pipes and nonce
     for fd in (*fds, led_w):
         os.close(fd)
     os.read(led_r, 1)  # EOF once the child has its session
@@ -146,16 +148,6 @@ def _reseed():
                 pass
 
 
-PRCTL = []  # libc's prctl, looked up once by the ready parent
-
-
 def _make_undumpable(flag):
     """The ready parent hides its memory from the runs it forks (same user); its children show theirs."""
-    try:
-        if not PRCTL:
-            import ctypes
-
-            PRCTL.append(ctypes.CDLL(None).prctl)
-        PRCTL[0](4, flag, 0, 0, 0)  # PR_SET_DUMPABLE
-    except Exception:  # noqa: BLE001 - not Linux, or no ctypes in this env
-        pass
+    set_dumpable(flag)
