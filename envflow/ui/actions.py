@@ -31,6 +31,18 @@ async def start_run(request: Request) -> Response:
     return await run_in_threadpool(start)
 
 
+async def rerun(request: Request) -> Response:
+    """Start a new run of the run's deployment with the run's own parameters; open its page."""
+    ui = ui_of(request)
+    await ui.form(request)
+
+    def start() -> str:
+        record = ui.client.get_run(request.path_params["run_id"]).record()
+        return ui.client.run(record.deployment, record.parameters).id
+
+    return see_other(f"/runs/{await run_in_threadpool(start)}")
+
+
 async def cancel_run(request: Request) -> Response:
     ui = ui_of(request)
     await ui.form(request)
@@ -97,6 +109,7 @@ def routes() -> list[BaseRoute]:
         Route("/queues/{name}/pause", _toggle("queue", True), methods=["POST"]),
         Route("/queues/{name}/resume", _toggle("queue", False), methods=["POST"]),
         Route("/runs/{run_id}/cancel", cancel_run, methods=["POST"]),
+        Route("/runs/{run_id}/rerun", rerun, methods=["POST"]),
         Route("/login", login_page, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),

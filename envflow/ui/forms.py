@@ -47,6 +47,14 @@ def fields(record: DeploymentRecord) -> list[Field]:
     return out
 
 
+def prefilled(parameters: dict[str, Any], timeout: float | None) -> dict[str, str]:
+    """The form as a run with these parameters and timeout would have sent it (for "Rerun with changes")."""
+    form = {FIELD_PREFIX + name: field_text(value) for name, value in parameters.items()}
+    if timeout:
+        form["timeout"] = f"{timeout:g}"
+    return form
+
+
 def takes_more(record: DeploymentRecord) -> bool:
     """Whether the flow accepts parameters beyond its named ones (``**kwargs``, or no signature stored)."""
     return not record.parameter_spec or any(p["kind"] == "VAR_KEYWORD" for p in record.parameter_spec)

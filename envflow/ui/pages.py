@@ -121,7 +121,13 @@ def deployments_page(request: Request) -> Response:
 
 
 def deployment_page(request: Request) -> Response:
-    return render_deployment(request, request.path_params["name"])
+    """A deployment's page; ``?from=<run id>`` fills the run form with that run's parameters."""
+    name = request.path_params["name"]
+    source = request.query_params.get("from")
+    if not source:
+        return render_deployment(request, name)
+    run = ui_of(request).client.get_run(source).record()
+    return render_deployment(request, name, form=forms.prefilled(run.parameters, run.timeout))
 
 
 def render_deployment(request: Request, name: str, *, status: int = 200, error: str = "",

@@ -220,3 +220,17 @@ def test_runs_filter_by_tag_queue_worker_and_time_and_page_by_cursor(client, ses
     assert run_ids(session.get(back).text) == newest[:3]
     bad = session.get("/runs?cursor=nonsense")
     assert bad.status == 200 and "invalid listing cursor" in bad.text
+
+
+def test_rerun_with_the_same_parameters_or_with_changes(client, flows_file, venv, session):
+    name = deploy(client, flows_file, "hello", virtualenv=str(venv), parameters={"name": "ada"})
+    first = client.run(name, {"name": "bob", "times": 3}, timeout=90)
+    page = session.get(f"/runs/{first.id}")
+    assert f'action="/runs/{first.id}/rerun"' in page.text
+    reply = session.post(f"/runs/{first.id}/rerun")
+    assert reply.status == 303 and reply.location != f"/runs/{first.id}"
+    again = client.get_run(reply.location.rsplit("/", 1)[1]).record()
+    assert again.deployment == name and again.parameters == {"name": "bob", "times": 3}
+    form = session.get(f"/deployments/{name}?from={first.id}").text
+    assert 'name="p:name" value="bob"' in form and 'name="p:times" value="3"' in form
+    assert 'name="timeout" value="90"' in form
