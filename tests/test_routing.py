@@ -210,3 +210,25 @@ def test_a_change_of_envs_ends_the_workers_wait_at_once(client, settings, workdi
     assert presence.routes
     presence.remove()
     assert not client.redis.exists(routing.wake_key("waker"))
+
+
+def test_rq_sees_each_worker_on_every_queue_it_listens_on(client, start_worker, workdir, fleet, env_vars):
+    from rq.queue import Queue
+    from rq.worker import Worker
+
+    from envflow.store.jobs import SERIALIZER
+
+    flows = write_flow(workdir, FLOWS)
+    name = deploy(client, flows, "where", name="on-a", virtualenv=str(fleet["a"] / "venv-a"))
+    worker_for(start_worker, fleet["a"], "a")
+    sub = routing.rq_queue("default", routing.route_key(client.get_deployment(name).env))
+
+    def registered() -> list[Worker]:
+        return Worker.all(queue=Queue(sub, connection=client.redis, serializer=SERIALIZER))
+
+    (worker,) = wait_until(registered, timeout=30, what="the worker under its env's sub-queue")
+    assert set(worker.queue_names()) == {"default", sub}
+    shown = subprocess.run([os.path.join(os.path.dirname(sys.executable), "rq"), "info", "-W", "-R", "--url",
+                            env_vars["ENVFLOW_REDIS_URL"], "default", sub], capture_output=True, text=True, timeout=60)
+    by_queue = {line.split(":")[0].strip(): line for line in shown.stdout.splitlines() if ":" in line}
+    assert shown.returncode == 0 and worker.name in by_queue[sub] and worker.name in by_queue["default"], shown.stdout

@@ -22,6 +22,7 @@ from typing import Any
 
 import redis
 from redis import Redis
+from rq import worker_registration
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.queue import Queue
@@ -182,10 +183,25 @@ class FlowWorker(SimpleWorker):
             return
         self._routes = routes
         names = [routing.rq_queue(q.name, key) for q in self._base_queues for key in sorted(routes)]
-        self.queues = [*self._base_queues, *(self.queue_class(name, connection=self.connection,
-                                                               job_class=self.job_class, serializer=self.serializer)
-                                             for name in names)]
+        queues = [*self._base_queues, *(self.queue_class(name, connection=self.connection,
+                                                          job_class=self.job_class, serializer=self.serializer)
+                                        for name in names)]
+        self._register_queues(queues)
         log.info("worker %s takes runs for %d env(s): %s", self.name, len(routes), ", ".join(sorted(routes)) or "-")
+
+    def _register_queues(self, queues: list[Queue]) -> None:
+        """Listen on ``queues``, registered under each of them as RQ registers a worker at birth
+        (``rq:workers:<queue>`` and the worker's ``queues`` field), so RQ's own tools (``rq info``,
+        rq-dashboard) see this worker on its envs' sub-queues too."""
+        with self.connection.pipeline() as pipe:
+            worker_registration.unregister(self, pipeline=pipe)
+            self.queues = queues
+            worker_registration.register(self, pipeline=pipe)
+            pipe.hset(self.key, "queues", ",".join(self.queue_names()))
+            try:
+                pipe.execute()
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+                log.warning("worker %s: cannot register its queues yet (%s)", self.name, e)
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         while True:
