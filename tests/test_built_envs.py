@@ -21,9 +21,9 @@ from envflow.settings import Settings
 from envflow.worker.builds.cache import EnvStore
 from envflow.worker.env_cache import EnvCache
 
-from .conftest import deploy, envflow_command, write_flow
-from .faults.helpers import wait_until
-from .test_environments import pyenv_python
+from .support.flows import deploy, write_flow
+from .support.processes import envflow_command, wait_until
+from .support.pythons import pyenv_python
 
 RUN_TIMEOUT = 60
 

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import envflow_command, free_port, make_conda_prefix, write_flow
+from .support.flows import write_flow
+from .support.processes import envflow_command, free_port
+from .support.pythons import make_conda_prefix
 
 REFERENCE_DEPLOYMENT = """
     import sys

@@ -13,7 +13,7 @@ import pytest
 from envflow.redis_url import redis_url
 from envflow.settings import Settings
 
-from .helpers_runs import register
+from .support.runs import register
 
 PROBE = """
 import json, sys

@@ -23,7 +23,7 @@ from envflow.worker.environments.conda_vars import CondaSetup, activate_variable
 from envflow.worker.environments.variables import flow_base
 from envflow.worker.resolve import EnvResolver
 
-from .conftest import make_conda_prefix
+from .support.pythons import make_conda_prefix
 
 BASE_PATH = "/usr/bin:/bin"
 

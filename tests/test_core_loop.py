@@ -15,7 +15,7 @@ from envflow.models import RunState
 from envflow.store import keys
 from envflow.store.jobs import SERIALIZER
 
-from .conftest import deploy, write_flow
+from .support.flows import deploy, write_flow
 
 HELLO = """
     import sys

@@ -12,8 +12,8 @@ import envflow
 from envflow.models import RunState
 from envflow.store import keys
 
-from .conftest import deploy, make_conda_prefix, write_flow
-from .test_environments import pyenv_python
+from .support.flows import deploy, write_flow
+from .support.pythons import make_conda_prefix, pyenv_python
 
 PROBE = """
     import os, sys

@@ -19,15 +19,7 @@ from envflow.worker.environments import SCRUBBED
 from envflow.worker.environments.shell import SHELL_NOISE
 from envflow.worker.resolve import EnvResolver
 
-from .conftest import make_conda_prefix
-
-PYENV_ROOT = Path(subprocess.run(["pyenv", "root"], capture_output=True, text=True).stdout.strip() or "/nonexistent") \
-    if shutil.which("pyenv") else Path("/nonexistent")
-
-
-def pyenv_python(minor: str) -> str | None:
-    matches = sorted(PYENV_ROOT.glob(f"versions/{minor}.*/bin/python{minor}"))
-    return str(matches[-1]) if matches else None
+from .support.pythons import make_conda_prefix, pyenv_python
 
 
 @pytest.fixture

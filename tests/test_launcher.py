@@ -8,8 +8,8 @@ import time
 from envflow.models import RunState
 from envflow.worker.warm import WarmPool
 
-from .conftest import deploy, write_flow
-from .faults.helpers import alive, wait_until
+from .support.flows import deploy, write_flow
+from .support.processes import alive, wait_until
 
 
 def test_a_ready_process_serves_only_its_own_key(venv):

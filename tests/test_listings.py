@@ -12,7 +12,7 @@ from envflow.models import RunState
 from envflow.store import keys
 from envflow.store.queries import Queries
 
-from .helpers_runs import drive, register
+from .support.runs import drive, register
 
 
 def index_sizes(client) -> dict[str, int]:
@@ -111,7 +111,7 @@ def test_stats_tell_where_the_memory_goes(client, runs, env_vars):
     import os
     import subprocess
 
-    from .conftest import envflow_command
+    from .support.processes import envflow_command
 
     done = subprocess.run(envflow_command("stats", "--json"), env={**os.environ, **env_vars}, capture_output=True,
                           text=True, timeout=60, check=True)

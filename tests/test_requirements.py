@@ -19,7 +19,7 @@ from envflow.worker.environments.built import env_key
 from envflow.worker.environments.interpreters import find_interpreter, probe
 from envflow.worker.resolve import EnvResolver
 
-from .test_environments import pyenv_python
+from .support.pythons import pyenv_python
 
 
 def test_requirements_are_normalized_sorted_and_deduplicated():

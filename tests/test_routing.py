@@ -23,8 +23,8 @@ from envflow.worker.presence import Presence
 from envflow.worker.warm import WarmPool
 from envflow.worker.worker import FlowQueue
 
-from .conftest import deploy, envflow_command, write_flow
-from .faults.helpers import wait_until
+from .support.flows import deploy, write_flow
+from .support.processes import envflow_command, wait_until
 
 FLOWS = """
     import os, sys, time

@@ -13,9 +13,9 @@ from envflow.store.packing import PACK_MAX_ENTRIES
 from envflow.store.protocol import Claimed
 from envflow.store.runs import FAILED_JOB_TTL
 
-from .conftest import deploy, write_flow
-from .faults.helpers import wait_until
-from .helpers_runs import claim, drive, register
+from .support.flows import deploy, write_flow
+from .support.processes import wait_until
+from .support.runs import claim, drive, register
 
 FLOWS = """
     from envflow import flow

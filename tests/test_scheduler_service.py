@@ -32,7 +32,8 @@ from envflow.settings import Settings
 from envflow.store import keys
 from envflow.store.jobs import SERIALIZER
 
-from .conftest import RedisServer, WorkerProcess, deploy, envflow_command, load_flows, write_flow
+from .support.flows import deploy, load_flows, write_flow
+from .support.processes import RedisServer, WorkerProcess, envflow_command
 
 BEAT = """
     from envflow import flow

@@ -11,7 +11,7 @@ import pytest
 
 from envflow.models import RunState
 
-from .conftest import deploy, write_flow
+from .support.flows import deploy, write_flow
 
 FLOWS = """
     import sys

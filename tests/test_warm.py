@@ -18,9 +18,9 @@ import pytest
 
 from envflow.models import RunState
 
-from .conftest import deploy, envflow_command, make_conda_prefix, write_flow
-from .faults.helpers import alive, descendants, wait_until
-from .test_environments import pyenv_python
+from .support.flows import deploy, write_flow
+from .support.processes import alive, descendants, envflow_command, wait_until
+from .support.pythons import make_conda_prefix, pyenv_python
 
 FLOWS = """
     import os, sys

@@ -111,14 +111,6 @@ def stack(built: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
         stack.down()
 
 
-def write_flow(directory: Path, source: str, name: str = "flows.py") -> Path:
-    import textwrap
-
-    path = directory / name
-    path.write_text(textwrap.dedent(source))
-    return path
-
-
 def read_env_file(name: str) -> dict[str, Any]:
     import yaml
 

@@ -16,10 +16,9 @@ import pytest
 from envflow.errors import EnvflowWarning
 from envflow.models import RunState
 
-from ..conftest import load_flows
-from .conftest import write_flow
+from ..support.flows import load_flows, write_flow
+from .probes import PROBE, deploy, wait_until_looked_for
 from .stack import FLEET, IMAGE, Stack
-from .test_stack import PROBE, deploy, wait_until_looked_for
 
 # deployment: (its env, the service that has it, its Python, its prefix)
 RUNS = {

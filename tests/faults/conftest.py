@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import write_flow
-from .helpers import JOURNALED
+from ..support.flows import write_flow
+from ..support.processes import JOURNALED
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from envflow.errors import ParameterError, RunNotFound
 from envflow.jobs import RUN_FLOW
 from envflow.store.jobs import SERIALIZER, is_run_job
 
-from ..conftest import deploy, envflow_command, write_flow
-from .helpers import wait_until
+from ..support.flows import deploy, write_flow
+from ..support.processes import envflow_command, wait_until
 
 HELLO = """
     from envflow import flow
@@ -84,7 +84,7 @@ URL_ENV = {"DATABASE_URL": "postgres://u:pg-pass@db.example/app", "HOOK": "https
 
 
 def test_url_credentials_are_hidden_whatever_the_name(cli, client, workdir, venv, tmp_path):
-    from ..conftest import make_conda_prefix
+    from ..support.pythons import make_conda_prefix
 
     name = deploy(client, write_flow(workdir, HELLO), "hello", virtualenv=str(venv), env=URL_ENV)
     shown = [cli("deployment", "inspect", name).stdout, cli("deployment", "inspect", name, "--json").stdout,

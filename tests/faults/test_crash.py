@@ -10,8 +10,9 @@ import time
 from envflow.models import RunState
 from envflow.store import routing
 
-from ..conftest import deploy, make_conda_prefix
-from .helpers import journal_events, no_overlap, survivors, wait_until
+from ..support.flows import deploy
+from ..support.processes import journal_events, no_overlap, survivors, wait_until
+from ..support.pythons import make_conda_prefix
 
 
 def test_killed_mid_run_becomes_crashed_and_leaves_no_process(client, start_worker, venv, work_flow, journal):
@@ -164,7 +165,7 @@ def test_workers_sharing_a_hostname_have_their_own_names(client, start_worker, t
 
     from envflow.store.jobs import SERIALIZER
 
-    from ..conftest import envflow_command
+    from ..support.processes import envflow_command
 
     dirs = [tmp_path / "state-a", tmp_path / "state-b"]
     first, second = (start_worker(extra_env={"ENVFLOW_STATE_DIR": str(d)}) for d in dirs)

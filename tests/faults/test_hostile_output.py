@@ -12,8 +12,8 @@ import psutil
 from envflow.models import RunState
 from envflow.store import keys
 
-from ..conftest import deploy, envflow_command, write_flow
-from .helpers import alive, wait_until
+from ..support.flows import deploy, write_flow
+from ..support.processes import alive, envflow_command, wait_until
 
 HOSTILE = """
     import os, subprocess, sys, time

@@ -18,8 +18,8 @@ from envflow.models import RunState
 from worker.flowenv.sandbox import probe
 from worker.launcher import encode, spawn
 
-from ..conftest import deploy, write_flow
-from .helpers import CAPLESS
+from ..support.flows import deploy, write_flow
+from ..support.processes import CAPLESS
 
 pytestmark = pytest.mark.skipif(not probe()[0], reason="Landlock is not available on this kernel")
 

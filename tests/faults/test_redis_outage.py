@@ -10,8 +10,8 @@ import pytest
 from envflow.client import Client
 from envflow.models import RunState
 
-from ..conftest import RedisServer, deploy, write_flow
-from .helpers import wait_until
+from ..support.flows import deploy, write_flow
+from ..support.processes import RedisServer, wait_until
 
 PRINTER = """
     import time

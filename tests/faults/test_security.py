@@ -11,7 +11,8 @@ import pytest
 from envflow.client import Client
 from envflow.errors import QueueError
 
-from ..conftest import RedisServer, deploy, envflow_command, write_flow
+from ..support.flows import deploy, write_flow
+from ..support.processes import RedisServer, envflow_command
 
 PASSWORD = "s3cr3t-Pa55"
 FLOW = """

@@ -7,8 +7,9 @@ import time
 
 from envflow.models import RunState
 
-from ..conftest import deploy, make_conda_prefix, write_flow
-from .helpers import journal_events, survivors, wait_until
+from ..support.flows import deploy, write_flow
+from ..support.processes import journal_events, survivors, wait_until
+from ..support.pythons import make_conda_prefix
 
 STUBBORN = """
     import signal, time

@@ -22,8 +22,8 @@ from envflow.models import RunState
 from envflow.store import keys
 from envflow.store.jobs import SERIALIZER
 
-from ..conftest import RedisServer, deploy, envflow_command, write_flow
-from .helpers import wait_until
+from ..support.flows import deploy, write_flow
+from ..support.processes import RedisServer, envflow_command, wait_until
 
 PASSWORD = "pw-7f3c9e1d5b"
 

@@ -12,8 +12,8 @@ import psutil
 import pytest
 import redis
 
-from ..conftest import envflow_command, free_port, write_flow
-from .helpers import wait_until
+from ..support.flows import write_flow
+from ..support.processes import envflow_command, free_port, wait_until
 
 GREETER = """
     from envflow import flow

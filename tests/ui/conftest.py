@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import IN_CI, write_flow
+from ..support.flows import write_flow
+from ..support.processes import IN_CI
 from .helpers import Session, UIProcess
 
 if any(importlib.util.find_spec(m) is None for m in ("starlette", "uvicorn", "jinja2", "prometheus_client")):

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..conftest import envflow_command, free_port
+from ..support.processes import envflow_command, free_port
 
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([0-9a-f]+)">')
 

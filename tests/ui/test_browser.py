@@ -18,7 +18,8 @@ import pytest
 
 from envflow.models import RunState
 
-from ..conftest import IN_CI, deploy, write_flow
+from ..support.flows import deploy, write_flow
+from ..support.processes import IN_CI
 from .helpers import wait_for
 
 CHROMIUM = shutil.which("chromium")

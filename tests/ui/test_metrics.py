@@ -6,7 +6,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from envflow.models import RunState
 
-from ..conftest import deploy
+from ..support.flows import deploy
 from .helpers import Session, wait_for
 
 

@@ -12,8 +12,8 @@ import pytest
 from envflow.errors import EnvflowWarning
 from envflow.models import RunState
 
-from ..conftest import deploy, envflow_command
-from ..faults.helpers import wait_until
+from ..support.flows import deploy
+from ..support.processes import envflow_command, wait_until
 
 
 def run_ls_counts(env_vars: dict[str, str]) -> dict[str, int]:

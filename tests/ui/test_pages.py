@@ -6,7 +6,7 @@ import re
 
 from envflow.models import RunState
 
-from ..conftest import deploy
+from ..support.flows import deploy
 from .helpers import wait_for
 
 RUN_LINK = re.compile(r'href="/runs/([0-9a-f]{32})"')
@@ -189,7 +189,7 @@ def test_a_deployments_page_says_who_can_run_it_and_how_long_its_runs_take(clien
 def test_runs_filter_by_tag_queue_worker_and_time_and_page_by_cursor(client, session):
     from envflow.models import DeploymentRecord
 
-    from ..helpers_runs import drive, record
+    from ..support.runs import drive, record
 
     gpu = client.create_deployment(record("train/gpu").model_copy(update={"tags": ["gpu"], "queue": "big"}))
     cpu = client.create_deployment(record("train/cpu"))

@@ -10,7 +10,8 @@ from envflow.deployment_files import build_record
 from envflow.deployments import Deployment
 from envflow.models import RunState
 
-from ..conftest import deploy, envflow_command, free_port, load_flows
+from ..support.flows import deploy, load_flows
+from ..support.processes import envflow_command, free_port
 from .helpers import Session, sse_events, sse_lines
 
 TOKEN = "s3cret-token-for-the-ui-tests"

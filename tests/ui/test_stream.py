@@ -7,7 +7,7 @@ import threading
 from envflow.models import RunState
 from envflow.store import keys
 
-from ..conftest import deploy
+from ..support.flows import deploy
 from .helpers import Session, sse_events, sse_lines, wait_for
 
 

@@ -1,0 +1,37 @@
+"""Flow files and deployments of them, as a user's deployment file would make them."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+from envflow.client import Client
+from envflow.deployments import Deployment
+
+
+def write_flow(directory: Path, source: str, name: str = "flows.py") -> Path:
+    path = directory / name
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
+def load_flows(path: Path) -> dict:
+    """Import a flow file as a module (as a deployment file would) and return its namespace."""
+    import runpy
+
+    from envflow import flows
+
+    sys.path.insert(0, str(path.parent))
+    try:
+        with flows.loading():
+            return runpy.run_path(str(path), run_name=f"test_{path.stem}")
+    finally:
+        sys.path.remove(str(path.parent))
+
+
+def deploy(client: Client, path: Path, flow: str, name: str = "test", **fields) -> str:
+    """Register a deployment of the flow ``flow`` (function name) in ``path``; return its full name."""
+    namespace = load_flows(path)
+    record = client.create_deployment(Deployment(name=name, flow=namespace[flow], **fields))
+    return record.name
