@@ -39,6 +39,23 @@ SOURCES = {
         if __name__ == "__main__":
             lines(int(sys.argv[1]))
     """,
+    # CPU work for about ``ms`` milliseconds (the published sequential benchmark's light task).
+    "busy": """
+        import sys
+        import time
+        from envflow import flow
+
+        @flow
+        def busy(ms=10):
+            end = time.process_time() + ms / 1000
+            n = 0
+            while time.process_time() < end:
+                n += 1
+            print(f"done {n}")
+
+        if __name__ == "__main__":
+            busy(float(sys.argv[1]) if len(sys.argv) > 1 else 10)
+    """,
     # Lines at a steady rate, each carrying the time it was printed.
     "ticker": """
         import time

@@ -92,7 +92,7 @@ class Result:
 
 
 NAMES = ("activation", "dispatch", "latency", "streaming", "memory", "throughput", "warm", "built", "ui", "cli",
-         "scale", "routing", "sandbox")
+         "scale", "routing", "sandbox", "sequential")
 
 
 def load(name: str) -> Callable[[Context], Result]:
