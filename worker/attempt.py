@@ -14,9 +14,9 @@ import logging
 import os
 import selectors
 import signal
-import subprocess
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import redis
 
@@ -27,6 +27,9 @@ from envflow.store.protocol import Beat
 
 from .outcome import Outcome
 from .stops import Deadline, StopRequest
+
+if TYPE_CHECKING:
+    from .launcher import RunProcess
 
 log = logging.getLogger("envflow.worker")
 
@@ -40,7 +43,7 @@ class AttemptLoop:
     def __init__(
         self,
         run_id: str,
-        proc: subprocess.Popen,
+        proc: RunProcess,
         result_fd: int,
         writer: OutputWriter,
         *,

@@ -113,10 +113,17 @@ def write_all(fd: int, data: bytes) -> None:
 class RunProcess(Protocol):
     """What the attempt needs of a flow process: a ``subprocess.Popen``, or a child of a ready parent."""
 
-    pid: int
-    stdout: IO[bytes] | None
-    stderr: IO[bytes] | None
-    returncode: int | None
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def stdout(self) -> IO[bytes] | None: ...
+
+    @property
+    def stderr(self) -> IO[bytes] | None: ...
+
+    @property
+    def returncode(self) -> int | None: ...
 
     def poll(self) -> int | None: ...
 

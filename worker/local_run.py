@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -48,7 +49,7 @@ def execute_here(record: DeploymentRecord, source: str | None, parameters: dict[
                 data = results.read()  # until the flow closes it: read before waiting, a result may fill the pipe
             code = flow.proc.wait()
         except KeyboardInterrupt:
-            flow.proc.terminate()
+            os.kill(flow.proc.pid, signal.SIGTERM)
             code = flow.proc.wait()
         finally:
             flow.close()

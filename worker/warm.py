@@ -56,7 +56,7 @@ class ForkedChild:
         return self.returncode
 
     def wait(self) -> int:
-        if self.returncode is None:
+        while self.returncode is None:  # a blocking wait returns the status (None only without blocking)
             self.returncode = self.server.exit_status(self.pid, block=True)
         return self.returncode
 

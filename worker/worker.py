@@ -329,7 +329,8 @@ class FlowWorker(SimpleWorker):
             retries_left = job.retries_left
             self._ride_out(run_id, lambda: self._fail(job, queue, execution, run_id, end, failure, retries_left))
         detail = f"{outcome.error_type + ': ' if outcome.error_type else ''}{outcome.error or outcome.reason}"
-        log.info("run %s: %s in %.2fs%s", run_id[:8], outcome.state.value, end.attempt.ended_at - claim.started_at,
+        took = (end.attempt.ended_at or time.time()) - claim.started_at
+        log.info("run %s: %s in %.2fs%s", run_id[:8], outcome.state.value, took,
                  f" ({detail})" if (outcome.error or outcome.reason) else "")
 
     def _complete(self, job: Job, execution: Execution, run_id: str, end: Ending) -> None:

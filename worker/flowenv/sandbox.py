@@ -30,7 +30,7 @@ FILE_RIGHTS = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE | FS_IOCTL
 READ_EXECUTE = FS_EXECUTE | FS_READ_FILE | FS_READ_DIR
 
 
-_LIBC = []  # ctypes and libc, loaded on first use (ctypes costs a cold run an import)
+_LIBC: list = []  # ctypes and libc, loaded on first use (ctypes costs a cold run an import)
 
 
 def libc():
