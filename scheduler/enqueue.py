@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import cast
 
 from redis import Redis
 from redis.client import Pipeline
@@ -42,6 +43,12 @@ def slot_key(deployment: str, schedule_id: str, slot: float) -> str:
 
 def parse_cursors(raw: dict[bytes, bytes]) -> dict[str, float]:
     return {k.decode(): float(v) for k, v in raw.items()}
+
+
+def answering(pipe: Pipeline) -> Redis:
+    """A pipeline between WATCH and MULTI runs each command at once and returns its reply, as a client
+    does (redis-py's types know it only as a pipeline)."""
+    return cast(Redis, pipe)
 
 
 @dataclass
@@ -74,12 +81,13 @@ class SlotEnqueuer:
         state_key = keys.schedule_state(name)
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.watch(keys.deployment(name), state_key, keys.PAUSED_DEPLOYMENTS)
-            raw = pipe.get(keys.deployment(name))
-            cursors = parse_cursors(pipe.hgetall(state_key))
+            watched = answering(pipe)
+            raw = watched.get(keys.deployment(name))
+            cursors = parse_cursors(watched.hgetall(state_key))
             if raw is None:
                 return outcome  # deleted meanwhile; delete_deployment drops its cursors
             record = DeploymentRecord.model_validate_json(raw)
-            paused = bool(pipe.sismember(keys.PAUSED_DEPLOYMENTS, name))
+            paused = bool(watched.sismember(keys.PAUSED_DEPLOYMENTS, name))
             decisions = decide_deployment(record, cursors, now, paused=paused, grace=self.grace)
             stale = stale_cursors(record, cursors)
             outcome.decisions = decisions
@@ -94,7 +102,7 @@ class SlotEnqueuer:
                     run_id = self.store.create(record, parameters, scheduled_for=slot, schedule=schedule_id, pipeline=pipe)
                     pipe.set(slot_key(name, schedule_id, slot), run_id, ex=self.slot_ttl)
                     outcome.created.append((schedule_id, slot, run_id))
-            moved = {d.schedule.id: repr(d.cursor) for d in decisions if d.cursor is not None}
+            moved: dict[str | bytes, str] = {d.schedule.id: repr(d.cursor) for d in decisions if d.cursor is not None}
             if moved:
                 pipe.hset(state_key, mapping=moved)
             if stale:
@@ -108,7 +116,7 @@ class SlotEnqueuer:
             return slots
         slot_keys = [slot_key(name, sid, t) for sid, t in slots]
         pipe.watch(*slot_keys)
-        taken = pipe.mget(slot_keys)
+        taken = answering(pipe).mget(slot_keys)
         for (sid, t), run_id in zip(slots, taken):
             if run_id is not None:
                 log.warning("%s: slot %s of schedule %s already has run %s; not enqueued again",
