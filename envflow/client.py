@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import difflib
+import math
 import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 from redis import Redis
 
@@ -14,7 +16,7 @@ from . import keys, routing
 from .connection import connect, wrap_errors
 from .errors import ConfigError, DeploymentNotFound, EnvflowWarning, ParameterError
 from .flow_run import FlowRun
-from .models import DeploymentRecord, RunRecord, RunState
+from .models import DeploymentRecord, RunRecord, RunState, readable_deployments, unreadable
 from .parameters import check_types, merge_parameters
 from .runstore import RunStore
 from .settings import Settings, get_settings
@@ -68,7 +70,7 @@ class Client:
                 ) from None
         with wrap_errors(self.redis):
             existing = self.redis.get(keys.deployment(record.name))
-            previous = DeploymentRecord.model_validate_json(existing) if existing else None
+            previous = readable_deployments([(record.name, existing)])[0] if existing else None
             if previous is not None:
                 record = record.model_copy(update={"created_at": previous.created_at})
             try:
@@ -113,10 +115,21 @@ class Client:
 
         :raises DeploymentNotFound: with the closest registered names.
         """
+        raw = self._stored_deployment(name)
+        try:
+            return DeploymentRecord.model_validate_json(raw)
+        except ValidationError as e:
+            raise ConfigError(unreadable(name, e)) from None
+
+    def _stored_deployment(self, name: str) -> bytes:
+        """The deployment's stored JSON, unchecked.
+
+        :raises DeploymentNotFound: with the closest registered names.
+        """
         with wrap_errors(self.redis):
             raw = self.redis.get(keys.deployment(name))
             if raw is not None:
-                return DeploymentRecord.model_validate_json(raw)
+                return bytes(raw)
             names = [n.decode() for n in self.redis.zrange(keys.DEPLOYMENTS, 0, -1)]
         hint = ""
         if "/" not in name:
@@ -131,14 +144,16 @@ class Client:
         raise DeploymentNotFound(f"no deployment {name!r}{hint}")
 
     def delete_deployment(self, name: str) -> None:
-        record = self.get_deployment(name)
+        """Remove a deployment; one stored in a form envflow cannot read (any more) too."""
+        records = readable_deployments([(name, self._stored_deployment(name))])
         with wrap_errors(self.redis):
             with self.redis.pipeline(transaction=True) as pipe:
                 pipe.delete(keys.deployment(name))
                 pipe.zrem(keys.DEPLOYMENTS, name)
                 pipe.delete(keys.schedule_state(name))
                 pipe.execute()
-            self._retire(record)
+            if records:
+                self._retire(records[0])
 
     def pause_deployment(self, name: str) -> None:
         """Stop the scheduler from creating runs of this deployment (on-demand runs still work)."""
@@ -229,6 +244,8 @@ class Client:
         :raises DeploymentNotFound: no such deployment.
         :raises ParameterError: unknown, missing or non-JSON parameters.
         """
+        if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+            raise ConfigError(f"timeout must be a finite number of seconds above 0, got {timeout}")
         record = self.get_deployment(name)
         merged = merge_parameters(record.parameter_spec, record.parameters, parameters, record.flow_name)
         with wrap_errors(self.redis):

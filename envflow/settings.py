@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .errors import ConfigError
 from .private_redis import completed_url
 from .redaction import DEFAULT_SECRET_PATTERNS, MASK, Redactor, redact_url
 from .redis_url import DEFAULT_REDIS_URL, DEFAULT_STATE_DIR
@@ -98,6 +100,12 @@ class Settings(BaseSettings):
     )
     ui_max_streams: int = Field(64, ge=1, description="Live output streams the web UI serves at once.")
 
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as e:  # one line naming the variable, not pydantic's report
+            raise ConfigError(invalid_setting(e)) from None
+
     @field_validator("state_dir")
     @classmethod
     def _expand_state_dir(cls, value: Path) -> Path:
@@ -141,6 +149,15 @@ class Settings(BaseSettings):
                 value = self.redactor.text(value)
             values[name] = value
         return values
+
+
+def invalid_setting(error: ValidationError) -> str:
+    """The first invalid setting, as its variable, its value and what is wrong, in one line."""
+    first = error.errors()[0]
+    name = "ENVFLOW_" + "_".join(str(p) for p in first["loc"]).upper() if first["loc"] else "an ENVFLOW_* setting"
+    value = str(first.get("input", ""))[:80]
+    shown = MASK if Redactor(DEFAULT_SECRET_PATTERNS).is_secret_name(name) else repr(value)
+    return f"{name}={shown} is invalid: {first['msg'].removeprefix('Value error, ')}"
 
 
 @lru_cache(maxsize=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -168,6 +169,12 @@ def inspect_(name: str, as_json: bool) -> None:
     fields(rows)
 
 
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):  # nan passes FloatRange; 1e400 reads as inf
+        raise click.BadParameter(f"{value} is not a finite number of seconds", ctx, param)
+    return value
+
+
 @deployment.command("delete")
 @click.argument("name")
 def delete(name: str) -> None:
@@ -216,7 +223,8 @@ def parse_params(pairs: tuple[str, ...], params_json: str | None) -> dict[str, A
               help="A parameter (repeatable); VALUE is parsed as JSON when it is JSON, else taken as text.")
 @click.option("--params-json", help="All parameters as one JSON object.")
 @click.option("--follow", "-f", is_flag=True, help="Stream the run's output here until it ends.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Stop the run after S seconds.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), callback=_finite,
+              help="Stop the run after S seconds.")
 def run_(name: str, pairs: tuple[str, ...], params_json: str | None, follow: bool, timeout: float | None) -> None:
     """Start a run of NAME (flow-name/deployment-name) now.
 
