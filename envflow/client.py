@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import time
 import warnings
@@ -59,6 +60,7 @@ class Client:
         record = record.model_copy(
             update={"parameters": check_types(record.parameter_spec, record.parameters, record.flow_name)}
         )
+        self._check_size(record.parameters, f"deployment {record.name}'s parameters (copied into each of its runs)")
         if record.schedules:
             # Scheduled runs use the deployment's own parameters: they must satisfy the flow.
             try:
@@ -91,6 +93,14 @@ class Client:
             if previous is not None:
                 self._retire(previous, record)
         return record
+
+    def _check_size(self, parameters: dict[str, Any], what: str) -> None:
+        """:raises ParameterError: ``parameters`` as JSON are over ``ENVFLOW_PARAMETERS_MAX_BYTES``."""
+        limit = self.settings.parameters_max_bytes
+        size = len(json.dumps(parameters, separators=(",", ":")).encode("utf-8")) if parameters else 0
+        if size > limit:
+            raise ParameterError(f"{what} are {size:,} bytes of JSON, over ENVFLOW_PARAMETERS_MAX_BYTES ({limit:,}); "
+                                 "pass a path or a key to the data instead")
 
     def _retire(self, previous: DeploymentRecord, current: DeploymentRecord | None = None) -> None:
         """Let the flow source and requirements file ``previous`` stored, and no deployment uses any more,
@@ -248,6 +258,7 @@ class Client:
             raise ConfigError(f"timeout must be a finite number of seconds above 0, got {timeout}")
         record = self.get_deployment(name)
         merged = merge_parameters(record.parameter_spec, record.parameters, parameters, record.flow_name)
+        self._check_size(merged, f"the parameters of this run of {name} (its deployment's defaults included)")
         with wrap_errors(self.redis):
             run_id = self.store.create(record, merged, timeout=timeout)
             run = FlowRun(self.store, run_id)

@@ -44,6 +44,15 @@ class Settings(BaseSettings):
     history_max_bytes: int = Field(
         64 * 1024 * 1024, ge=1024 * 1024, description="Output bytes kept per run (the newest); also bounds the worker log's echo."
     )
+    result_max_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="A run's result (as JSON) over this is not stored; the run says why."
+    )
+    error_max_bytes: int = Field(
+        64 * 1024, ge=1024, description="A run's error text is cut to this, with a note saying how long it was."
+    )
+    parameters_max_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Runs whose parameters (as JSON, defaults included) are bigger are refused."
+    )
     history_ttl: int = Field(7 * 24 * 3600, ge=60, description="Seconds a run's output history is kept.")
     run_ttl: int = Field(30 * 24 * 3600, ge=60, description="Seconds a finished run's record is kept.")
     lease_ttl: float = Field(20.0, gt=0, description="Seconds without a heartbeat after which a run is CRASHED.")

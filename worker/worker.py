@@ -45,6 +45,7 @@ from .presence import Presence
 
 log = logging.getLogger("envflow.worker")
 
+LOGGED_ERROR_CHARS = 2000  # of a run's error, in the worker's log line
 PAUSED_POLL = 1.0  # seconds between checks while some of the worker's queues are paused
 ROUTE_POLL = 2  # seconds a dequeue waits before looking at its envs again, when no wake-up (FlowQueue) came
 
@@ -307,6 +308,8 @@ class FlowWorker(SimpleWorker):
         else:
             self._ride_out(run_id, lambda: self.scripts.finish(run_id, end).run())
         detail = f"{outcome.error_type + ': ' if outcome.error_type else ''}{outcome.error or outcome.reason}"
+        if len(detail) > LOGGED_ERROR_CHARS:  # the whole text is in the run's record
+            detail = f"{detail[:LOGGED_ERROR_CHARS]}... ({len(detail):,} characters)"
         log.info("run %s: %s in %.2fs%s", run_id[:8], outcome.state.value, end.attempt.ended_at - claim.started_at,
                  f" ({detail})" if (outcome.error or outcome.reason) else "")
         if outcome.state is RunState.COMPLETED:
@@ -315,7 +318,8 @@ class FlowWorker(SimpleWorker):
             self._stopped_job_id = job.id  # RQ marks it STOPPED and does not retry it
         elif end.next_state.is_final:
             job.retries_left = 0
-        self.handle_job_failure(job, queue, exc_string=f"{outcome.state.value}: {outcome.error or outcome.reason}",
+        why = (outcome.error or outcome.reason or "")[:LOGGED_ERROR_CHARS]
+        self.handle_job_failure(job, queue, exc_string=f"{outcome.state.value}: {why}",
                                 execution=execution)
 
     def _complete(self, job: Job, execution: Execution, run_id: str, end: Ending) -> None:

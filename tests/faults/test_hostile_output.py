@@ -8,8 +8,10 @@ import threading
 import time
 
 import psutil
+import pytest
 
 from envflow import keys
+from envflow.errors import ParameterError
 from envflow.models import RunState
 
 from ..conftest import deploy, envflow_command, write_flow
@@ -148,3 +150,51 @@ def test_background_process_dies_with_the_run(client, start_worker, venv, workdi
     start_worker()
     pid = client.run(name, {"pidfile": str(tmp_path / "pid")}).result(timeout=30)
     wait_until(lambda: not alive(pid), 5, what="the flow's background process to be killed")
+
+
+SIZES = """
+    from envflow import flow
+
+    @flow
+    def big_error(size: int, char: str = "é"):
+        raise ValueError(char * size)
+
+    @flow
+    def big_result(size: int):
+        return "r" * size
+
+    @flow
+    def echo(data: str = ""):
+        return len(data)
+"""
+
+
+def test_results_errors_and_parameters_are_capped(client, start_worker, venv, workdir):
+    path = write_flow(workdir, SIZES, "sizes.py")
+    errors = deploy(client, path, "big_error", name="errors", virtualenv=str(venv))
+    results = deploy(client, path, "big_result", name="results", virtualenv=str(venv))
+    worker = start_worker(extra_env={"ENVFLOW_RESULT_MAX_BYTES": str(2**20)})
+    rss_idle = psutil.Process(worker.pid).memory_info().rss
+    for size, whole in ((15_000_000, False), (200_000, True)):  # past what the worker reads, and within it
+        run = client.run(errors, {"size": size})
+        assert run.wait(120) is RunState.FAILED
+        record = run.record()
+        assert record.error_type == "ValueError" and record.error.startswith("é" * 1000), record.error[:100]
+        assert len(record.error.encode()) < 64 * 1024 + 200 and "over ENVFLOW_ERROR_MAX_BYTES (65,536)" in record.error
+        shown = int(record.error.rsplit("[cut: ", 1)[1].split(" bytes")[0].replace(",", ""))
+        assert shown == 2 * size if whole else shown >= 2 * size, record.error[-200:]  # past it: the whole report
+        assert client.redis.memory_usage(keys.run(run.id)) < 512 * 1024
+    growth = (psutil.Process(worker.pid).memory_info().rss - rss_idle) / 2**20
+    assert growth < 48, f"worker RSS grew by {growth:.0f} MiB for a 30 MB error"
+    ends = [line for line in worker.output().splitlines() if ": FAILED in " in line]
+    assert len(ends) == 2 and max(map(len, ends)) < 4000, [len(e) for e in ends]  # the log line is cut too
+    run = client.run(results, {"size": 3 * 2**20})
+    assert run.wait(60) is RunState.COMPLETED
+    assert "over ENVFLOW_RESULT_MAX_BYTES (1,048,576): not stored" in run.record().result_error
+    assert client.run(results, {"size": 1000}).result(timeout=60) == "r" * 1000
+    echo = deploy(client, path, "echo", name="echo", virtualenv=str(venv))
+    with pytest.raises(ParameterError, match="ENVFLOW_PARAMETERS_MAX_BYTES"):
+        client.run(echo, {"data": "d" * 2 * 2**20})
+    with pytest.raises(ParameterError, match="copied into each of its runs"):
+        deploy(client, path, "echo", name="echo", virtualenv=str(venv), parameters={"data": "d" * 2 * 2**20})
+    assert client.run(echo, {"data": "d" * 1000}).result(timeout=60) == 1000
