@@ -17,8 +17,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
-import redis
-
+from envflow.connection import TRANSIENT_ERRORS
 from envflow.models import RunState
 from envflow.output.writer import OutputWriter
 from envflow.protocol import Beat
@@ -214,7 +213,7 @@ class AttemptLoop:
         self.next_heartbeat = now + self.settings.heartbeat_interval
         try:
             status = self.beat()
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+        except TRANSIENT_ERRORS as e:
             log.warning("run %s: heartbeat failed (%s); the flow keeps running", self.run_id[:8], e)
             self.next_heartbeat = now + min(1.0, self.settings.heartbeat_interval)
             return
