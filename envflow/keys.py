@@ -26,6 +26,7 @@ Layout::
     envflow:worker:<name>              string  JSON of what a live worker publishes: its envs, warm processes (expires)
     envflow:envs                       hash    route key -> env spec JSON, of every env a deployment names
     envflow:route:<queue>:<key>        zset    workers of <queue> that have the env <key> (score: when that lapses)
+    envflow:ui:ended:<session id>      string  a web UI session ended by logging out (expires with the session)
 
 Pub/sub channels::
 
@@ -112,3 +113,7 @@ def schedule_state(deployment_name: str) -> str:
 
 def slot(deployment_name: str, schedule_id: str, slot_ts: int) -> str:
     return f"{PREFIX}slot:{deployment_name}:{schedule_id}:{slot_ts}"
+
+
+def ended_session(session_id: str) -> str:
+    return f"{PREFIX}ui:ended:{session_id}"

@@ -104,6 +104,7 @@ class Settings(BaseSettings):
         description="Token the web UI asks for, and /metrics takes as a Bearer token (16+ characters); "
         "without one the UI serves loopback only.",
     )
+    ui_session_ttl: int = Field(12 * 3600, ge=1, description="Seconds a web UI login lasts (logging out ends it sooner).")
     ui_page_lines: int = Field(
         5000, ge=100, le=1_000_000, description="Output lines a run's page keeps; older ones are offered as a download."
     )
