@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..errors import EnvflowError, ParameterError, QueueError
+from ..errors import DeploymentFileError, EnvflowError, ParameterError, QueueError
 from .base import ago, emit_json, fail, fields, get_client, printable, problem, status, table
 from .follow import EXIT_CODES_HELP, follow_run
 from .lazy import LazyGroup
@@ -77,7 +77,12 @@ def create(files: tuple[str, ...]) -> None:
     client = get_client()
     errors = 0
     for path in files:
-        loaded = load_file(path)
+        try:
+            loaded = load_file(path)
+        except DeploymentFileError as e:  # this file only: the next ones are still registered
+            errors += 1
+            problem("invalid", str(e))
+            continue
         for message in loaded.errors:
             errors += 1
             problem("invalid", message)

@@ -377,3 +377,48 @@ def test_an_invalid_setting_is_one_line(cli):
         for command in (("config",), ("worker", "start"), ("scheduler", "start"), ("ui",), ("deployment", "ls")):
             done = cli(*command, check=None, env_extra={name: value})
             assert name in one_line_error(done), (command, done.stderr)
+
+
+def test_yaml_flow_names_are_checked_like_python_ones(cli, client, workdir):
+    write_flow(workdir, """
+        from envflow import flow
+
+        @flow(name="a/b")
+        def slashed():
+            pass
+    """, "slashed.py")
+    (workdir / "d.yaml").write_text("- {name: d, flow_location: slashed.py}\n")
+    done = cli("deployment", "create", "d.yaml", check=None)
+    assert done.returncode == 1 and "slashed.py:4: invalid flow name 'a/b'" in done.stderr, done.stderr
+    assert client.deployments() == []
+
+
+def test_devices_and_huge_files_are_refused_not_read(cli, client, workdir, tmp_path):
+    write_flow(workdir, HELLO)
+    huge = workdir / "huge.py"
+    with open(huge, "wb") as f:
+        f.truncate(64 * 1024 * 1024)  # sparse: costs no disk
+    (workdir / "reqs.txt").symlink_to("/dev/zero")
+    (workdir / "devices.yaml").write_text(
+        "- {name: zero, flow_location: /dev/zero}\n- {name: huge, flow_location: huge.py}\n"
+        "- {name: zero-reqs, flow_location: flows.py, requirements_file: reqs.txt}\n"
+        "- {name: fine, flow_location: flows.py}\n")
+    done = cli("deployment", "create", "devices.yaml", "/dev/zero", str(huge), check=None)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.count("is not a regular file") == 3 and done.stderr.count("bytes; refused") == 2, done.stderr
+    assert [d.name for d in client.deployments()] == ["hello/fine"]
+    from envflow.scheduler.registration import register_files
+
+    client.delete_deployment("hello/fine")
+    assert register_files(client, str(workdir / "*.yaml")) == ["hello/fine"]  # as the scheduler does at start
+
+
+def test_a_deployment_file_that_exits_stops_only_itself(cli, client, workdir):
+    write_flow(workdir, HELLO)
+    (workdir / "exits.py").write_text("import sys\nsys.exit(3)\n")
+    (workdir / "raises.py").write_text("class Odd(BaseException):\n    pass\n\nraise Odd('odd')\n")
+    (workdir / "good.yaml").write_text("- {name: good, flow_location: flows.py}\n")
+    done = cli("deployment", "create", "exits.py", "raises.py", "good.yaml", check=None)
+    assert done.returncode == 1, done
+    assert "exits.py:2: SystemExit: 3" in done.stderr and "raises.py:4: Odd: odd" in done.stderr, done.stderr
+    assert [d.name for d in client.deployments()] == ["hello/good"]
