@@ -41,9 +41,10 @@ def load_file(path: str | Path) -> LoadedFile:
     :raises DeploymentFileError: the file is missing or cannot be executed/parsed at all.
     """
     p = Path(path).expanduser().resolve()
-    if not p.exists():
-        raise DeploymentFileError(f"deployment file {path} does not exist")
-    read_bounded(p, MAX_SOURCE_BYTES, "deployment file")  # a regular file, not /dev/zero nor a huge one
+    try:
+        read_bounded(p, MAX_SOURCE_BYTES, "deployment file")  # a regular file, not /dev/zero nor a huge one
+    except FileNotFoundError:
+        raise DeploymentFileError(f"deployment file {path} does not exist") from None
     if p.suffix in YAML_SUFFIXES:
         return _load_yaml(p)
     return _load_python(p)
@@ -234,6 +235,8 @@ def read_requirements_file(deployment: Deployment) -> tuple[str, str] | None:
     path = _beside_definition(deployment, f.requirements_file)
     try:
         text, digest = read_file(read_bounded(path, MAX_FILE_BYTES, "requirements file"))
+    except FileNotFoundError as e:
+        raise DeploymentFileError(f"requirements_file: cannot read {path}: {e.strerror}") from None
     except DeploymentFileError as e:
         raise DeploymentFileError(f"requirements_file: {e}") from None
     except ValueError as e:

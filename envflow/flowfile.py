@@ -32,8 +32,9 @@ class FlowInfo:
 def read_bounded(path: Path, limit: int, what: str) -> bytes:
     """The bytes of a regular file of at most ``limit`` bytes.
 
-    :raises DeploymentFileError: it is missing, not a regular file (``/dev/zero``, a FIFO, a
-        directory) or bigger than ``limit``.
+    :raises FileNotFoundError: it is missing.
+    :raises DeploymentFileError: it is not a regular file (``/dev/zero``, a FIFO, a directory),
+        cannot be read or is bigger than ``limit``.
     """
     try:
         with open(path, "rb") as f:
@@ -41,7 +42,7 @@ def read_bounded(path: Path, limit: int, what: str) -> bytes:
                 raise DeploymentFileError(f"{what} {path} is not a regular file")
             data = f.read(limit + 1)  # a file growing as it is read stops here too
     except FileNotFoundError:
-        raise DeploymentFileError(f"{what} {path} does not exist") from None
+        raise
     except OSError as e:
         raise DeploymentFileError(f"cannot read {what} {path}: {e.strerror or e}") from None
     if len(data) > limit:
@@ -51,7 +52,10 @@ def read_bounded(path: Path, limit: int, what: str) -> bytes:
 
 def read_source(path: Path) -> tuple[str, str]:
     """A flow file's text and its sha256 digest."""
-    data = read_bounded(path, MAX_SOURCE_BYTES, "flow file")
+    try:
+        data = read_bounded(path, MAX_SOURCE_BYTES, "flow file")
+    except FileNotFoundError:
+        raise DeploymentFileError(f"flow file {path} does not exist") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
