@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import redis
 from redis import Redis
+from rq import worker_registration
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.queue import Queue
@@ -162,12 +163,26 @@ class FlowWorker(SimpleWorker):
                 return
             with self.connection.pipeline(transaction=False) as pipe:
                 super().heartbeat(timeout, pipeline=pipe)
+                pipe.sismember(worker_registration.REDIS_WORKER_KEYS, self.key)
                 try:
-                    pipe.execute()
+                    registered = pipe.execute()[-1]
                 except redis.exceptions.OutOfMemoryError as e:  # refused, not lost: the next beat tries again
                     log.warning("worker %s: Redis refused its heartbeat (%s); retrying", self.name, e)
+                    return
+            if not registered:
+                self._register_again()
             return
         super().heartbeat(timeout, pipeline=pipeline)
+
+    def _register_again(self) -> None:
+        """Redis lost this worker's registration (flushed, or restarted without its data): register
+        again, as RQ's ``register_birth`` does, so that ``worker health`` and the fleet see it."""
+        log.warning("worker %s: not registered in Redis any more (its data was lost?); registering again", self.name)
+        with self.connection.pipeline() as pipe:
+            pipe.hset(self.key, mapping=self.serialize())
+            worker_registration.register(self, pipe)
+            pipe.expire(self.key, self.worker_ttl + 60)
+            pipe.execute()
 
     # Dequeueing: RQ's, minus paused queues
 

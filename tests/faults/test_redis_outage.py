@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -94,3 +97,19 @@ def test_redis_out_of_memory_stops_no_worker(full_redis, env_vars, settings, sta
     assert client.run(name, {"n": 3, "pause": 0}).wait(60) is RunState.COMPLETED  # both still take runs
     assert busy.proc.poll() is None and idle.proc.poll() is None, busy.output() + idle.output()
     assert "maxmemory" in busy.output() and "cannot start it yet: Redis refuses writes" in idle.output()
+
+
+def test_workers_register_again_after_redis_loses_its_data(client, env_vars, start_worker, venv, workdir):
+    worker = start_worker()
+    health = [sys.executable, "-m", "envflow", "worker", "health"]
+    env = {**os.environ, **env_vars}
+
+    def healthy() -> bool:
+        return subprocess.run(health, env=env, capture_output=True, timeout=30).returncode == 0
+
+    wait_until(healthy, 20, what="a healthy worker")
+    client.redis.flushall()  # as a Redis restarted without persistence
+    wait_until(healthy, 20, interval=0.5, what="the worker registered again")
+    name = deploy(client, write_flow(workdir, PRINTER), "printer", virtualenv=str(venv))
+    assert client.run(name, {"n": 2, "pause": 0}).wait(60) is RunState.COMPLETED
+    assert "registering again" in worker.output()
