@@ -72,7 +72,7 @@ class Client:
                 ) from None
         with wrap_errors(self.redis):
             existing = self.redis.get(keys.deployment(record.name))
-            previous = readable_deployments([(record.name, existing)])[0] if existing else None
+            previous = next(iter(readable_deployments([(record.name, existing)])), None)
             if previous is not None:
                 record = record.model_copy(update={"created_at": previous.created_at})
             try:

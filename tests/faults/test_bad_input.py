@@ -371,6 +371,10 @@ def test_a_stored_record_that_does_not_validate_is_skipped_and_can_be_deleted(cl
     cli("deployment", "delete", "hello/broken")
     assert not client.redis.exists("envflow:deployment:hello/broken")
     assert "hello/broken" not in cli("deployment", "ls").stderr
+    client.redis.set("envflow:deployment:hello/again", json.dumps({**broken, "name": "hello/again"}))
+    client.redis.zadd("envflow:deployments", {"hello/again": 0})
+    deploy(client, workdir / "flows.py", "hello", name="again")  # registering it again replaces it
+    assert [d.name for d in client.deployments()] == ["hello/again", good]
 
 
 def test_an_invalid_setting_is_one_line(cli):
