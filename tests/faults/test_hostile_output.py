@@ -173,24 +173,37 @@ def test_results_errors_and_parameters_are_capped(client, start_worker, venv, wo
     path = write_flow(workdir, SIZES, "sizes.py")
     errors = deploy(client, path, "big_error", name="errors", virtualenv=str(venv))
     results = deploy(client, path, "big_result", name="results", virtualenv=str(venv))
-    worker = start_worker(extra_env={"ENVFLOW_RESULT_MAX_BYTES": str(2**20)})
+    worker = start_worker()
     rss_idle = psutil.Process(worker.pid).memory_info().rss
-    for size, whole in ((15_000_000, False), (200_000, True)):  # past what the worker reads, and within it
-        run = client.run(errors, {"size": size})
+    peak = [rss_idle]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.02):
+            peak[0] = max(peak[0], psutil.Process(worker.pid).memory_info().rss)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    # Past what the worker reads (in two and one bytes a character), and within it.
+    for size, char, whole in ((15_000_000, "é", False), (40_000_000, "x", False), (200_000, "é", True)):
+        run = client.run(errors, {"size": size, "char": char})
         assert run.wait(120) is RunState.FAILED
         record = run.record()
-        assert record.error_type == "ValueError" and record.error.startswith("é" * 1000), record.error[:100]
+        assert record.error_type == "ValueError" and record.error.startswith(char * 1000), record.error[:100]
         assert len(record.error.encode()) < 64 * 1024 + 200 and "over ENVFLOW_ERROR_MAX_BYTES (65,536)" in record.error
         shown = int(record.error.rsplit("[cut: ", 1)[1].split(" bytes")[0].replace(",", ""))
-        assert shown == 2 * size if whole else shown >= 2 * size, record.error[-200:]  # past it: the whole report
+        size_bytes = len((char * size).encode())
+        assert shown == size_bytes if whole else shown >= size_bytes, record.error[-200:]  # past it: the report's
         assert client.redis.memory_usage(keys.run(run.id)) < 512 * 1024
-    growth = (psutil.Process(worker.pid).memory_info().rss - rss_idle) / 2**20
-    assert growth < 48, f"worker RSS grew by {growth:.0f} MiB for a 30 MB error"
+    stop.set()
+    sampler.join()
+    growth = (peak[0] - rss_idle) / 2**20
+    assert growth < 96, f"worker RSS grew by {growth:.0f} MiB at its peak for errors of 30 and 40 MB"
     ends = [line for line in worker.output().splitlines() if ": FAILED in " in line]
-    assert len(ends) == 2 and max(map(len, ends)) < 4000, [len(e) for e in ends]  # the log line is cut too
-    run = client.run(results, {"size": 3 * 2**20})
+    assert len(ends) == 3 and max(map(len, ends)) < 4000, [len(e) for e in ends]  # the log line is cut too
+    run = client.run(results, {"size": 17 * 2**20})
     assert run.wait(60) is RunState.COMPLETED
-    assert "over ENVFLOW_RESULT_MAX_BYTES (1,048,576): not stored" in run.record().result_error
+    assert "over ENVFLOW_RESULT_MAX_BYTES (16,777,216): not stored" in run.record().result_error
     assert client.run(results, {"size": 1000}).result(timeout=60) == "r" * 1000
     echo = deploy(client, path, "echo", name="echo", virtualenv=str(venv))
     with pytest.raises(ParameterError, match="ENVFLOW_PARAMETERS_MAX_BYTES"):
