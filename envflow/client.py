@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import difflib
+import json
+import math
 import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 from redis import Redis
 
 from .connection import connect, wrap_errors
 from .errors import ConfigError, DeploymentNotFound, EnvflowWarning, ParameterError
 from .flow_run import FlowRun
-from .models import DeploymentRecord, RunRecord, RunState
+from .models import DeploymentRecord, RunRecord, RunState, readable_deployments, unreadable
 from .parameters import check_types, merge_parameters
 from .settings import Settings, get_settings
 from .store import keys, routing
@@ -58,6 +61,7 @@ class Client:
         record = record.model_copy(
             update={"parameters": check_types(record.parameter_spec, record.parameters, record.flow_name)}
         )
+        self._check_size(record.parameters, f"deployment {record.name}'s parameters (copied into each of its runs)")
         if record.schedules:
             # Scheduled runs use the deployment's own parameters: they must satisfy the flow.
             try:
@@ -69,7 +73,7 @@ class Client:
                 ) from None
         with wrap_errors(self.redis):
             existing = self.redis.get(keys.deployment(record.name))
-            previous = DeploymentRecord.model_validate_json(existing) if existing else None
+            previous = next(iter(readable_deployments([(record.name, existing)])), None)
             if previous is not None:
                 record = record.model_copy(update={"created_at": previous.created_at})
             try:
@@ -90,6 +94,14 @@ class Client:
             if previous is not None:
                 self._retire(previous, record)
         return record
+
+    def _check_size(self, parameters: dict[str, Any], what: str) -> None:
+        """:raises ParameterError: ``parameters`` as JSON are over ``ENVFLOW_PARAMETERS_MAX_BYTES``."""
+        limit = self.settings.parameters_max_bytes
+        size = len(json.dumps(parameters, separators=(",", ":")).encode("utf-8")) if parameters else 0
+        if size > limit:
+            raise ParameterError(f"{what} are {size:,} bytes of JSON, over ENVFLOW_PARAMETERS_MAX_BYTES ({limit:,}); "
+                                 "pass a path or a key to the data instead")
 
     def _retire(self, previous: DeploymentRecord, current: DeploymentRecord | None = None) -> None:
         """Let the flow source and requirements file ``previous`` stored, and no deployment uses any more,
@@ -114,10 +126,21 @@ class Client:
 
         :raises DeploymentNotFound: with the closest registered names.
         """
+        raw = self._stored_deployment(name)
+        try:
+            return DeploymentRecord.model_validate_json(raw)
+        except ValidationError as e:
+            raise ConfigError(unreadable(name, e)) from None
+
+    def _stored_deployment(self, name: str) -> bytes:
+        """The deployment's stored JSON, unchecked.
+
+        :raises DeploymentNotFound: with the closest registered names.
+        """
         with wrap_errors(self.redis):
             raw = self.redis.get(keys.deployment(name))
             if raw is not None:
-                return DeploymentRecord.model_validate_json(raw)
+                return bytes(raw)
             names = [n.decode() for n in self.redis.zrange(keys.DEPLOYMENTS, 0, -1)]
         hint = ""
         if "/" not in name:
@@ -132,14 +155,16 @@ class Client:
         raise DeploymentNotFound(f"no deployment {name!r}{hint}")
 
     def delete_deployment(self, name: str) -> None:
-        record = self.get_deployment(name)
+        """Remove a deployment; one stored in a form envflow cannot read (any more) too."""
+        records = readable_deployments([(name, self._stored_deployment(name))])
         with wrap_errors(self.redis):
             with self.redis.pipeline(transaction=True) as pipe:
                 pipe.delete(keys.deployment(name))
                 pipe.zrem(keys.DEPLOYMENTS, name)
                 pipe.delete(keys.schedule_state(name))
                 pipe.execute()
-            self._retire(record)
+            if records:
+                self._retire(records[0])
 
     def pause_deployment(self, name: str) -> None:
         """Stop the scheduler from creating runs of this deployment (on-demand runs still work)."""
@@ -230,8 +255,11 @@ class Client:
         :raises DeploymentNotFound: no such deployment.
         :raises ParameterError: unknown, missing or non-JSON parameters.
         """
+        if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+            raise ConfigError(f"timeout must be a finite number of seconds above 0, got {timeout}")
         record = self.get_deployment(name)
         merged = merge_parameters(record.parameter_spec, record.parameters, parameters, record.flow_name)
+        self._check_size(merged, f"the parameters of this run of {name} (its deployment's defaults included)")
         with wrap_errors(self.redis):
             run_id = self.store.create(record, merged, timeout=timeout)
             run = FlowRun(self.store, run_id)

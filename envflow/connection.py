@@ -11,6 +11,14 @@ from redis import Redis
 from .errors import QueueError
 from .redaction import redact_url
 
+# Redis's OOM reply (maxmemory with noeviction): newer than typeshed's redis stubs.
+OutOfMemoryError: type[redis.exceptions.ResponseError] = redis.exceptions.OutOfMemoryError  # type: ignore[attr-defined]
+# What a worker waits out rather than dies of: Redis away or slow, or out of memory (maxmemory
+# with noeviction refuses writes until memory is freed: an outage of writes). Buffer, back off, retry.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OutOfMemoryError,
+)
+
 
 def connect(url: str, **kwargs: object) -> Redis:
     """A Redis client for ``url`` (``redis://``, ``rediss://`` for TLS, ``unix://``).

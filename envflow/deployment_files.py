@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from . import flows as flows_module
 from .deployments import Deployment, DeploymentFields, _Collector, _collectors, format_validation_error
 from .errors import DeploymentFileError
-from .flowfile import flows_in_source, pick_flow, read_source
+from .flowfile import MAX_SOURCE_BYTES, flows_in_source, pick_flow, read_bounded, read_source
 from .models import DeploymentRecord
 
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -41,8 +41,10 @@ def load_file(path: str | Path) -> LoadedFile:
     :raises DeploymentFileError: the file is missing or cannot be executed/parsed at all.
     """
     p = Path(path).expanduser().resolve()
-    if not p.is_file():
-        raise DeploymentFileError(f"deployment file {path} does not exist")
+    try:
+        read_bounded(p, MAX_SOURCE_BYTES, "deployment file")  # a regular file, not /dev/zero nor a huge one
+    except FileNotFoundError:
+        raise DeploymentFileError(f"deployment file {path} does not exist") from None
     if p.suffix in YAML_SUFFIXES:
         return _load_yaml(p)
     return _load_python(p)
@@ -62,7 +64,9 @@ def _load_python(path: Path) -> LoadedFile:
         ) from None
     except SyntaxError as e:
         raise DeploymentFileError(f"{path}:{e.lineno}: syntax error: {e.msg}") from None
-    except Exception as e:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # SystemExit and the like too: they stop this file, not the command
         tb = traceback.extract_tb(e.__traceback__)
         here = next((f for f in reversed(tb) if Path(f.filename) == path), None)
         where = f"{path}:{here.lineno}" if here else str(path)
@@ -162,7 +166,8 @@ def _schedule_from_yaml(value: Any) -> Any:
 
 def _load_yaml(path: Path) -> LoadedFile:
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+        text = read_bounded(path, MAX_SOURCE_BYTES, "deployment file").decode("utf-8")
+        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
     except _ExpandsTooMuch as e:
         raise DeploymentFileError(f"{path}:{e.line}: refused: {e}") from None
     except yaml.MarkedYAMLError as e:
@@ -225,13 +230,15 @@ def read_requirements_file(deployment: Deployment) -> tuple[str, str] | None:
     assert f is not None
     if f.requirements_file is None:
         return None
-    from .requirements import read_file
+    from .requirements import MAX_FILE_BYTES, read_file
 
     path = _beside_definition(deployment, f.requirements_file)
     try:
-        text, digest = read_file(path.read_bytes())
-    except OSError as e:
-        raise DeploymentFileError(f"requirements_file: cannot read {path}: {e.strerror or e}") from None
+        text, digest = read_file(read_bounded(path, MAX_FILE_BYTES, "requirements file"))
+    except FileNotFoundError as e:
+        raise DeploymentFileError(f"requirements_file: cannot read {path}: {e.strerror}") from None
+    except DeploymentFileError as e:
+        raise DeploymentFileError(f"requirements_file: {e}") from None
     except ValueError as e:
         where = f"{path}:{str(e)[5:]}" if str(e).startswith("line ") else f"{path}: {e}"
         raise DeploymentFileError(f"requirements_file: {where}") from None

@@ -7,6 +7,7 @@ same ``Deployment``.
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from pathlib import Path
@@ -21,6 +22,8 @@ from .models import EnvKind, EnvSpec
 from .parameters import ensure_json
 from .schedules import Cron, Interval
 
+# Retries a deployment may ask for: far above any real need, far below a typo's 1e20.
+MAX_RETRIES = 1000
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -59,8 +62,8 @@ class DeploymentFields(BaseModel):
     tags: list[str] = Field(default_factory=list)
     queue: str | None = None
     stream_output: bool = True
-    timeout: float | None = Field(None, gt=0)
-    retries: int = Field(0, ge=0)
+    timeout: float | None = Field(None, gt=0, allow_inf_nan=False)
+    retries: int = Field(0, ge=0, le=MAX_RETRIES)
     retry_delay: float | list[float] = 0
     schedule: Cron | Interval | list[Cron | Interval] | None = None
     missed_runs: Literal["skip", "run_once", "catch_up"] = "run_once"
@@ -145,8 +148,8 @@ class DeploymentFields(BaseModel):
     @classmethod
     def _check_delay(cls, value: float | list[float]) -> float | list[float]:
         for v in value if isinstance(value, list) else [value]:
-            if v < 0:
-                raise ValueError("retry_delay must not be negative")
+            if not math.isfinite(v) or v < 0:
+                raise ValueError(f"give a finite number of seconds, not negative; got {v}")
         return value
 
     @model_validator(mode="after")

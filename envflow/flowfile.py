@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import DeploymentFileError
-from .flows import flow_name_for
+from .flows import flow_name_for, valid_flow_name
+
+# Bigger flow or deployment files are refused: far above any real one, and read in bounded memory.
+MAX_SOURCE_BYTES = 16 * 1024 * 1024
 
 
 @dataclass
@@ -24,13 +29,36 @@ class FlowInfo:
     parameter_spec: list[dict[str, Any]] = field(default_factory=list)
 
 
+def read_bounded(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes.
+
+    :raises FileNotFoundError: it is missing.
+    :raises DeploymentFileError: it is not a regular file (``/dev/zero``, a FIFO, a directory),
+        cannot be read or is bigger than ``limit``.
+    """
+    try:
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise DeploymentFileError(f"{what} {path} is not a regular file")
+            data = f.read(limit + 1)  # a file growing as it is read stops here too
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise DeploymentFileError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    if len(data) > limit:
+        raise DeploymentFileError(f"{what} {path} is bigger than {limit:,} bytes; refused")
+    return data
+
+
 def read_source(path: Path) -> tuple[str, str]:
     """A flow file's text and its sha256 digest."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = read_bounded(path, MAX_SOURCE_BYTES, "flow file")
     except FileNotFoundError:
         raise DeploymentFileError(f"flow file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as e:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
         raise DeploymentFileError(f"cannot read flow file {path}: {e}") from None
     return text, hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -86,6 +114,9 @@ def flows_in_source(source: str, filename: str) -> list[FlowInfo]:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             for decorator in node.decorator_list:
                 name = _decorator_flow_name(decorator, node.name)
+                if name and not valid_flow_name(name):
+                    raise DeploymentFileError(f"{filename}:{decorator.lineno}: invalid flow name {name!r}: use letters, "
+                                              "digits, '-', '_' and '.', starting with a letter or digit")
                 if name:
                     found.append(FlowInfo(name, node.name, node.lineno, _parameter_spec(node.args)))
     return found

@@ -21,7 +21,8 @@ def flow_name_for(function_name):
     return function_name.replace("_", "-")
 
 
-def _valid_name(name):
+def valid_flow_name(name):
+    """Whether ``name`` can name a flow (and so address its deployments as ``flow/deployment``)."""
     return bool(name) and name[0] not in "_.-" and set(name) <= _NAME_CHARS
 
 
@@ -33,7 +34,7 @@ class Flow:
             raise TypeError("@flow decorates a function, got {!r}".format(fn))
         self.fn = fn
         self.name = name or flow_name_for(fn.__name__)
-        if not _valid_name(self.name):
+        if not valid_flow_name(self.name):
             raise ValueError(
                 "invalid flow name {!r}: use letters, digits, '-', '_' and '.', starting with a letter or digit".format(
                     self.name

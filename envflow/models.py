@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError
 
 from .states import FINAL_STATES, RunState
 
 __all__ = ["FINAL_STATES", "Attempt", "DeploymentRecord", "EnvKind", "EnvSpec", "RunRecord", "RunState",
-           "ScheduleRecord"]
+           "ScheduleRecord", "readable_deployments"]
+
+log = logging.getLogger("envflow")
+# Stored deployments already reported unreadable by this process, so that listings say it once.
+_reported: set[tuple[str, int]] = set()
 
 
 class EnvKind(str, Enum):
@@ -130,9 +136,9 @@ class DeploymentRecord(BaseModel):
     stream_output: bool = True
     preload: list[str] = Field(default_factory=list)  # modules a ready process imports ahead
     warm: bool = False  # ready from worker start
-    timeout: float | None = None
+    timeout: FiniteFloat | None = None  # JSON has no nan or inf: stored, they would read back as null
     retries: int = 0
-    retry_delay: list[float] = Field(default_factory=list)
+    retry_delay: list[FiniteFloat] = Field(default_factory=list)
     schedules: list[ScheduleRecord] = Field(default_factory=list)
     missed_runs: Literal["skip", "run_once", "catch_up"] = "run_once"
     catch_up_limit: int = 10
@@ -140,6 +146,30 @@ class DeploymentRecord(BaseModel):
     defined_at: str = ""  # "file:line" of the definition
     created_at: float = 0.0
     updated_at: float = 0.0
+
+
+def unreadable(name: str, error: ValidationError) -> str:
+    """What to tell about a stored deployment that does not validate, in one line."""
+    first = error.errors()[0] if error.errors() else {"loc": (), "msg": str(error)}
+    where = ".".join(str(p) for p in first["loc"]) or "record"
+    return (f"deployment {name} is stored in a form envflow cannot read ({where}: {first['msg']}); "
+            f"delete it (envflow deployment delete {name}) and create it again")
+
+
+def readable_deployments(pairs: Iterable[tuple[str, bytes | str | None]]) -> list[DeploymentRecord]:
+    """The stored deployments (``(name, raw JSON)`` pairs) that validate, in order; a missing one is
+    left out and an unreadable one is skipped with a warning, so one bad record breaks no listing."""
+    out = []
+    for name, raw in pairs:
+        if raw is None:
+            continue
+        try:
+            out.append(DeploymentRecord.model_validate_json(raw))
+        except ValidationError as e:
+            if (name, hash(raw)) not in _reported:
+                _reported.add((name, hash(raw)))
+                log.warning("%s", unreadable(name, e))
+    return out
 
 
 class Attempt(BaseModel):

@@ -25,6 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ScheduleError
 from .models import ScheduleRecord
 
+# The shortest interval a schedule may have, in seconds.
+MIN_INTERVAL = 1.0
 CRON_ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 
 
@@ -105,9 +107,11 @@ class Interval(BaseModel):
     @model_validator(mode="after")
     def _check_positive(self) -> Interval:
         parts = (self.seconds, self.minutes, self.hours)
+        given = ", ".join(f"{n}={v:g}" for n, v in zip(("seconds", "minutes", "hours"), parts) if v) or "0 seconds"
         if not all(math.isfinite(p) for p in parts) or min(parts) < 0 or self.total_seconds <= 0:
-            given = ", ".join(f"{n}={v:g}" for n, v in zip(("seconds", "minutes", "hours"), parts) if v) or "0 seconds"
             raise ValueError(f"an interval must be positive, e.g. Interval(seconds=30); got {given}")
+        if self.total_seconds < MIN_INTERVAL:  # a tighter one floods Redis with runs
+            raise ValueError(f"an interval must be at least {MIN_INTERVAL:g} second; got {given}")
         return self
 
     @property

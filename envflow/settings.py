@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .errors import ConfigError
 from .private_redis import completed_url
 from .redaction import DEFAULT_SECRET_PATTERNS, MASK, Redactor, redact_url
 from .redis_url import DEFAULT_REDIS_URL, DEFAULT_STATE_DIR
@@ -41,6 +43,15 @@ class Settings(BaseSettings):
     history_max_lines: int = Field(200_000, ge=100, description="Output lines kept per run.")
     history_max_bytes: int = Field(
         64 * 1024 * 1024, ge=1024 * 1024, description="Output bytes kept per run (the newest); also bounds the worker log's echo."
+    )
+    result_max_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="A run's result (as JSON) over this is not stored; the run says why."
+    )
+    error_max_bytes: int = Field(
+        64 * 1024, ge=1024, description="A run's error text is cut to this, with a note saying how long it was."
+    )
+    parameters_max_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Runs whose parameters (as JSON, defaults included) are bigger are refused."
     )
     history_ttl: int = Field(7 * 24 * 3600, ge=60, description="Seconds a run's output history is kept.")
     run_ttl: int = Field(30 * 24 * 3600, ge=60, description="Seconds a finished run's record is kept.")
@@ -97,10 +108,17 @@ class Settings(BaseSettings):
         description="Token the web UI asks for, and /metrics takes as a Bearer token (16+ characters); "
         "without one the UI serves loopback only.",
     )
+    ui_session_ttl: int = Field(12 * 3600, ge=1, description="Seconds a web UI login lasts (logging out ends it sooner).")
     ui_page_lines: int = Field(
         5000, ge=100, le=1_000_000, description="Output lines a run's page keeps; older ones are offered as a download."
     )
     ui_max_streams: int = Field(64, ge=1, description="Live output streams the web UI serves at once.")
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as e:  # one line naming the variable, not pydantic's report
+            raise ConfigError(invalid_setting(e)) from None
 
     @field_validator("state_dir")
     @classmethod
@@ -145,6 +163,15 @@ class Settings(BaseSettings):
                 value = self.redactor.text(value)
             values[name] = value
         return values
+
+
+def invalid_setting(error: ValidationError) -> str:
+    """The first invalid setting, as its variable, its value and what is wrong, in one line."""
+    first = error.errors()[0]
+    name = "ENVFLOW_" + "_".join(str(p) for p in first["loc"]).upper() if first["loc"] else "an ENVFLOW_* setting"
+    value = str(first.get("input", ""))[:80]
+    shown = MASK if Redactor(DEFAULT_SECRET_PATTERNS).is_secret_name(name) else repr(value)
+    return f"{name}={shown} is invalid: {first['msg'].removeprefix('Value error, ')}"
 
 
 @lru_cache(maxsize=1)

@@ -13,7 +13,7 @@ from envflow import flow
 from envflow.deployment_files import load_file
 from envflow.deployments import Deployment
 from envflow.errors import ConfigError
-from envflow.models import DeploymentRecord
+from envflow.models import DeploymentRecord, ScheduleRecord
 from envflow.scheduler.plan import MAX_SLOTS_PER_PASS, decide, decide_deployment, stale_cursors
 from envflow.schedules import Cron, Interval, latest_slots, next_slot, slots_between, upcoming
 
@@ -149,6 +149,7 @@ def test_cron_across_fall_back_in_berlin():
         (lambda: Interval(), "must be positive"),
         (lambda: Interval(minutes=-5), "must be positive.*minutes=-5"),
         (lambda: Interval(minutes=1, seconds=-70), "must be positive"),
+        (lambda: Interval(seconds=1e-6), "must be at least 1 second"),
     ],
 )
 def test_bad_schedules_fail_when_the_deployment_is_created(make, message):
@@ -264,7 +265,8 @@ def test_clock_going_backwards_enqueues_nothing():
 
 def test_slot_times_are_exact_for_long_runs():
     # the slot a schedule yields is the same whatever window it is computed from
-    s = Interval(seconds=0.1, anchor=datetime(2024, 1, 1, tzinfo=UTC)).to_record()
+    # (a record of 0.1 s: stored before intervals had a lower bound, its slots are still exact)
+    s = ScheduleRecord(kind="interval", id="tenth", seconds=0.1, anchor=ts(2024, 1, 1))
     start = ts(2024, 1, 1) + timedelta(days=300).total_seconds()
     whole = slots_between(s, start, start + 5)
     pieces = [t for i in range(10) for t in slots_between(s, start + i * 0.5, start + (i + 1) * 0.5)]

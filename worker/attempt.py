@@ -9,7 +9,6 @@ notice cancels recorded in Redis.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import selectors
@@ -18,14 +17,14 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import redis
-
+from envflow.connection import TRANSIENT_ERRORS
 from envflow.models import RunState
 from envflow.output.writer import OutputWriter
 from envflow.settings import Settings
 from envflow.store.protocol import Beat
 
 from .outcome import Outcome
+from .report import ReportBuffer, capped_result, capped_text
 from .stops import Deadline, StopRequest
 
 if TYPE_CHECKING:
@@ -60,7 +59,7 @@ class AttemptLoop:
         self.pgid = proc.pid  # start_new_session: the flow leads its own group
         self.writer = writer
         self.result_fd = result_fd
-        self.result_data = b""
+        self.report = ReportBuffer(settings)
         self.deadline = deadline
         self.next_heartbeat = time.monotonic() + settings.heartbeat_interval
         self.stop_reason: tuple[RunState, str] | None = None
@@ -162,7 +161,7 @@ class AttemptLoop:
     def _read_result(self) -> None:
         data = os.read(self.result_fd, READ_SIZE)
         if data:
-            self.result_data += data
+            self.report.add(data)
         else:
             self.selector.unregister(self.result_fd)
 
@@ -178,7 +177,7 @@ class AttemptLoop:
         self._resume_reading()
         try:
             while chunk := os.read(self.result_fd, READ_SIZE):
-                self.result_data += chunk
+                self.report.add(chunk)
         except (BlockingIOError, OSError):
             pass
 
@@ -217,7 +216,7 @@ class AttemptLoop:
         self.next_heartbeat = now + self.settings.heartbeat_interval
         try:
             status = self.beat()
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+        except TRANSIENT_ERRORS as e:
             log.warning("run %s: heartbeat failed (%s); the flow keeps running", self.run_id[:8], e)
             self.next_heartbeat = now + min(1.0, self.settings.heartbeat_interval)
             return
@@ -247,26 +246,21 @@ class AttemptLoop:
         if self.stop_reason is not None:
             state, reason = self.stop_reason
             return Outcome(state, exit_code=code, reason=reason, error=reason, lost=lost)
-        try:
-            result = json.loads(self.result_data) if self.result_data else None
-        except ValueError:
-            result = None
+        result = self.report.parsed()
         if result is None:
             how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit status {code}"
             message = f"the flow process ended without reporting a result ({how})"
             return Outcome(RunState.FAILED, exit_code=code, error_type="ProcessExit", error=message, lost=lost)
+        limits = self.settings
         if result.get("ok"):
-            return Outcome(
-                RunState.COMPLETED,
-                exit_code=code,
-                result=json.dumps(result["result"]) if "result" in result else None,
-                result_error=result.get("result_error"),
-                lost=lost,
-            )
+            text, too_big = capped_result(result["result"], limits.result_max_bytes) if "result" in result else (None, None)
+            return Outcome(RunState.COMPLETED, exit_code=code, result=text,
+                           result_error=capped_text(too_big or result.get("result_error"), limits.error_max_bytes, "ERROR"),
+                           lost=lost)
         return Outcome(
             RunState.FAILED,
             exit_code=code,
-            error_type=result.get("error_type"),
-            error=result.get("error"),
+            error_type=capped_text(result.get("error_type"), 1024, "ERROR"),
+            error=capped_text(result.get("error"), limits.error_max_bytes, "ERROR", result.get("error_bytes")),
             lost=lost,
         )

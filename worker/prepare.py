@@ -10,8 +10,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import redis
-
+from envflow.connection import TRANSIENT_ERRORS
 from envflow.models import DeploymentRecord, RunState
 from envflow.output.writer import OutputWriter
 from envflow.store.protocol import Beat
@@ -120,7 +119,7 @@ def _wait_stopped(thread: threading.Thread, beat: Callable[[], Beat], interval: 
         thread.join(min(interval, max(until - time.monotonic(), 0.0)))
         try:
             beat()
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        except TRANSIENT_ERRORS:
             pass
 
 
@@ -138,7 +137,7 @@ def _watch(thread: threading.Thread, progress: RunProgress, writer: OutputWriter
         next_beat = time.monotonic() + interval
         try:
             status = beat()
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        except TRANSIENT_ERRORS:
             continue
         if status is Beat.LOST:
             raise Interrupted(Outcome(RunState.CRASHED, reason="the run was taken over", lost=True))

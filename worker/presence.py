@@ -18,7 +18,7 @@ from typing import Any
 
 from redis import Redis
 
-from envflow.models import DeploymentRecord, EnvKind, EnvSpec
+from envflow.models import EnvKind, EnvSpec, readable_deployments
 from envflow.settings import Settings
 from envflow.store import keys, routing
 
@@ -148,9 +148,8 @@ class Presence:
     def _keep_warm(self) -> None:
         names = [n.decode() for n in self.redis.zrange(keys.DEPLOYMENTS, 0, -1)]
         raws = self.redis.mget([keys.deployment(n) for n in names]) if names else []
-        for raw in raws:
-            record = DeploymentRecord.model_validate_json(raw) if raw else None
-            if record is None or not record.warm or record.queue not in self.queues:
+        for record in readable_deployments(zip(names, raws)):
+            if not record.warm or record.queue not in self.queues:
                 continue
             try:
                 prepared = self.env_cache.prepare(record.env, self.base, record.env_vars)

@@ -18,7 +18,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from redis import Redis
@@ -31,6 +31,7 @@ from rq.utils import now as rq_now
 from rq.worker import SimpleWorker, WorkerStatus
 
 from envflow.backoff import Backoff
+from envflow.connection import TRANSIENT_ERRORS, OutOfMemoryError
 from envflow.models import RunState
 from envflow.settings import Settings
 from envflow.store import keys, routing
@@ -46,6 +47,8 @@ from .presence import Presence
 
 log = logging.getLogger("envflow.worker")
 
+T = TypeVar("T")
+LOGGED_ERROR_CHARS = 2000  # of a run's error, in the worker's log line
 PAUSED_POLL = 1.0  # seconds between checks while some of the worker's queues are paused
 ROUTE_POLL = 2  # seconds a dequeue waits before looking at its envs again, when no wake-up (FlowQueue) came
 
@@ -160,9 +163,26 @@ class FlowWorker(SimpleWorker):
                 return
             with self.connection.pipeline(transaction=False) as pipe:
                 super().heartbeat(timeout, pipeline=pipe)
-                pipe.execute()
+                pipe.sismember(worker_registration.REDIS_WORKER_KEYS, self.key)
+                try:
+                    registered = pipe.execute()[-1]
+                except OutOfMemoryError as e:  # refused, not lost: the next beat tries again
+                    log.warning("worker %s: Redis refused its heartbeat (%s); retrying", self.name, e)
+                    return
+            if not registered:
+                self._register_again()
             return
         super().heartbeat(timeout, pipeline=pipeline)
+
+    def _register_again(self) -> None:
+        """Redis lost this worker's registration (flushed, or restarted without its data): register
+        again, as RQ's ``register_birth`` does, so that ``worker health`` and the fleet see it."""
+        log.warning("worker %s: not registered in Redis any more (its data was lost?); registering again", self.name)
+        with self.connection.pipeline() as pipe:
+            pipe.hset(self.key, mapping=self.serialize())
+            worker_registration.register(self, pipe)
+            pipe.expire(self.key, self.worker_ttl + 60)
+            pipe.execute()
 
     # Dequeueing: RQ's, minus paused queues
 
@@ -171,7 +191,7 @@ class FlowWorker(SimpleWorker):
         if now - self._paused_checked_at > PAUSED_POLL:
             try:
                 self._paused = {n.decode() for n in self.connection.smembers(keys.PAUSED_QUEUES)}
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            except TRANSIENT_ERRORS:
                 pass  # keep the last known set; RQ's dequeue waits out the outage
             self._paused_checked_at = now
         return self._paused
@@ -214,18 +234,23 @@ class FlowWorker(SimpleWorker):
                     return None  # burst mode: nothing we may run
                 try:
                     self.heartbeat()
-                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+                except TRANSIENT_ERRORS as e:
                     log.warning("worker %s: cannot reach Redis (%s); retrying", self.name, e)
                 time.sleep(PAUSED_POLL)  # a stop signal interrupts this (RQ raises StopRequested)
                 continue
-            if timeout is not None:
-                # Come back regularly to notice a resumed queue, or envs that appeared or went.
-                result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time=int(PAUSED_POLL if paused
-                                                                                       else ROUTE_POLL))
-                if result is None:
-                    continue
-            else:
-                result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            try:
+                if timeout is not None:
+                    # Come back regularly to notice a resumed queue, or envs that appeared or went.
+                    result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time=int(PAUSED_POLL if paused
+                                                                                           else ROUTE_POLL))
+                    if result is None:
+                        continue
+                else:
+                    result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            except OutOfMemoryError as e:  # before any pop: RQ's state and heartbeat writes
+                log.warning("worker %s: Redis refuses writes (%s); waiting", self.name, e)
+                time.sleep(PAUSED_POLL)
+                continue
             return result  # None, or a job (a queue paused while we waited on it is caught by the claim)
 
     # Jobs
@@ -260,6 +285,29 @@ class FlowWorker(SimpleWorker):
         self.set_state(WorkerStatus.IDLE)
 
     def _start(self, job: Job, queue: Queue) -> tuple[Execution, Claimed | NotClaimed]:
+        """Record the job as started and claim its run; the job is already popped, so a Redis out of
+        memory is waited out (a refused write changed nothing: the claim's first write is refused)."""
+        return self._until_accepted(f"run {job.id[:8]}: cannot start it", lambda: self._try_start(job, queue))
+
+    def _until_accepted(self, what: str, write: Callable[[], T]) -> T:
+        """``write()``, again after a pause for as long as Redis refuses writes for want of memory."""
+        backoff = Backoff(cap=5.0)
+        while True:
+            try:
+                return write()
+            except OutOfMemoryError as e:
+                if self._stop_requested:
+                    raise
+                log.warning("%s yet: Redis refuses writes (%s); retrying", what, e)
+                time.sleep(backoff.next())
+
+    def run_maintenance_tasks(self) -> None:
+        try:
+            super().run_maintenance_tasks()
+        except OutOfMemoryError as e:  # RQ's registry cleaning: it comes round again
+            log.warning("worker %s: registry maintenance refused by Redis (%s)", self.name, e)
+
+    def _try_start(self, job: Job, queue: Queue) -> tuple[Execution, Claimed | NotClaimed]:
         """Record the job as started, as RQ's ``prepare_execution`` and ``prepare_job_execution`` do,
         and claim its run, in one round trip."""
         ttl = self.get_heartbeat_ttl(job)
@@ -325,10 +373,12 @@ class FlowWorker(SimpleWorker):
                 self._stopped_job_id = job.id  # RQ marks it STOPPED and does not retry it
             elif end.next_state.is_final:
                 job.retries_left = 0
-            failure = f"{outcome.state.value}: {outcome.error or outcome.reason}"
+            failure = f"{outcome.state.value}: {(outcome.error or outcome.reason or '')[:LOGGED_ERROR_CHARS]}"
             retries_left = job.retries_left
             self._ride_out(run_id, lambda: self._fail(job, queue, execution, run_id, end, failure, retries_left))
         detail = f"{outcome.error_type + ': ' if outcome.error_type else ''}{outcome.error or outcome.reason}"
+        if len(detail) > LOGGED_ERROR_CHARS:  # the whole text is in the run's record
+            detail = f"{detail[:LOGGED_ERROR_CHARS]}... ({len(detail):,} characters)"
         took = (end.attempt.ended_at or time.time()) - claim.started_at
         log.info("run %s: %s in %.2fs%s", run_id[:8], outcome.state.value, took,
                  f" ({detail})" if (outcome.error or outcome.reason) else "")
@@ -395,6 +445,6 @@ class FlowWorker(SimpleWorker):
             try:
                 write()
                 return
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+            except TRANSIENT_ERRORS as e:
                 log.warning("run %s: cannot record its end yet (%s); retrying", run_id[:8], e)
                 time.sleep(backoff.next())

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..errors import EnvflowError, ParameterError, QueueError
+from ..errors import DeploymentFileError, EnvflowError, ParameterError, QueueError
 from .base import ago, emit_json, fail, fields, get_client, printable, problem, status, table
 from .follow import EXIT_CODES_HELP, follow_run
 from .lazy import LazyGroup
@@ -76,7 +77,12 @@ def create(files: tuple[str, ...]) -> None:
     client = get_client()
     errors = 0
     for path in files:
-        loaded = load_file(path)
+        try:
+            loaded = load_file(path)
+        except DeploymentFileError as e:  # this file only: the next ones are still registered
+            errors += 1
+            problem("invalid", str(e))
+            continue
         for message in loaded.errors:
             errors += 1
             problem("invalid", message)
@@ -168,6 +174,12 @@ def inspect_(name: str, as_json: bool) -> None:
     fields(rows)
 
 
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):  # nan passes FloatRange; 1e400 reads as inf
+        raise click.BadParameter(f"{value} is not a finite number of seconds", ctx, param)
+    return value
+
+
 @deployment.command("delete")
 @click.argument("name")
 def delete(name: str) -> None:
@@ -216,7 +228,8 @@ def parse_params(pairs: tuple[str, ...], params_json: str | None) -> dict[str, A
               help="A parameter (repeatable); VALUE is parsed as JSON when it is JSON, else taken as text.")
 @click.option("--params-json", help="All parameters as one JSON object.")
 @click.option("--follow", "-f", is_flag=True, help="Stream the run's output here until it ends.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Stop the run after S seconds.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), callback=_finite,
+              help="Stop the run after S seconds.")
 def run_(name: str, pairs: tuple[str, ...], params_json: str | None, follow: bool, timeout: float | None) -> None:
     """Start a run of NAME (flow-name/deployment-name) now.
 

@@ -17,9 +17,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import redis
-
 from ..backoff import Backoff
+from ..connection import TRANSIENT_ERRORS
 from ..settings import Settings
 from ..store.protocol import RunScripts
 from .format import STREAM_CODES, entry_fields
@@ -129,7 +128,7 @@ class OutputWriter:
             return False
         try:
             result = self.scripts.append(self.run_id, self.attempt, self.pending).run()
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+        except TRANSIENT_ERRORS as e:
             if self.connected:
                 log.warning("lost Redis while streaming output (%s); buffering and retrying", e)
             self.connected = False

@@ -27,6 +27,7 @@ Layout::
     envflow:worker:<name>              string  JSON of what a live worker publishes: its envs, warm processes (expires)
     envflow:envs                       hash    route key -> env spec JSON, of every env a deployment names
     envflow:route:<queue>:<key>        zset    workers of <queue> that have the env <key> (score: when that lapses)
+    envflow:ui:ended:<session id>      string  a web UI session ended by logging out (expires with the session)
 
 Pub/sub channels::
 
@@ -129,3 +130,7 @@ def rq_workers(queue: str) -> str:
 
 def rq_registry(kind: str, queue: str) -> str:
     return f"rq:{kind}:{queue}"
+
+
+def ended_session(session_id: str) -> str:
+    return f"{PREFIX}ui:ended:{session_id}"

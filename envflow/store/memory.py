@@ -115,11 +115,11 @@ def queues(client: Redis, sample: int) -> Kind:
 
 def deployments(client: Redis) -> Kind:
     """Deployment records and the flow sources they store."""
-    from ..models import DeploymentRecord
+    from ..models import readable_deployments
 
     names = [n.decode() for n in client.zrange(keys.DEPLOYMENTS, 0, -1)]
     raws = client.mget([keys.deployment(n) for n in names]) if names else []
-    digests = {DeploymentRecord.model_validate_json(r).source_digest for r in raws if r}
+    digests = {d.source_digest for d in readable_deployments(zip(names, raws))}
     sources = [keys.source(d) for d in digests if d]
     return Kind("deployments", len(names), sum(_usage(client, [keys.DEPLOYMENTS, *map(keys.deployment, names), *sources])),
                 "every deployment and flow source")

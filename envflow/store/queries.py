@@ -247,11 +247,11 @@ class Queries:
 
     def deployments(self) -> list[DeploymentRecord]:
         """Every registered deployment, by name."""
-        from ..models import DeploymentRecord
+        from ..models import readable_deployments
 
         names = [n.decode() for n in self.redis.zrange(keys.DEPLOYMENTS, 0, -1)]
         raws = self.redis.mget([keys.deployment(n) for n in names]) if names else []
-        return sorted((DeploymentRecord.model_validate_json(r) for r in raws if r is not None), key=lambda d: d.name)
+        return sorted(readable_deployments(zip(names, raws)), key=lambda d: d.name)
 
     def deployment_exists(self, name: str) -> bool:
         return bool(self.redis.exists(keys.deployment(name)))

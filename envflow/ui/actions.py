@@ -94,7 +94,9 @@ async def login(request: Request) -> Response:
 
 
 async def logout(request: Request) -> Response:
-    await ui_of(request).form(request)
+    ui = ui_of(request)
+    await ui.form(request)
+    await run_in_threadpool(ui.guard.end_session, request.scope)
     response = see_other("/login")
     response.headers.append("set-cookie", "envflow_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict")
     return response

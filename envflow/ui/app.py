@@ -26,7 +26,7 @@ from ..states import LOOKS
 from . import actions, pages
 from .context import UI, ui_of
 from .metrics import Metrics
-from .security import Guard, GuardMiddleware
+from .security import Guard, GuardMiddleware, SessionEnds
 from .stream import StreamSlots
 from .views import environment
 
@@ -68,7 +68,8 @@ def create_app(settings: Settings, client: Client | None = None) -> Starlette:
     :param client: the client to use (default: one made from ``settings``).
     """
     client = client or Client(settings=settings)
-    guard = Guard(settings.ui_token, settings.ui_host)
+    guard = Guard(settings.ui_token, settings.ui_host, session_ttl=settings.ui_session_ttl,
+                  ends=SessionEnds(client.redis))
     ui = UI(client, settings, guard, environment(), Metrics(client), StreamSlots(settings.ui_max_streams))
     routes = [
         *actions.routes(),

@@ -4,9 +4,11 @@
   and it answers only requests addressed to a loopback name (``Host``), so a web page whose
   domain is re-pointed at 127.0.0.1 (DNS rebinding) cannot talk to it.
 - **The token.** With ``ENVFLOW_UI_TOKEN`` every page but ``/healthz``, ``/login`` and ``/static``
-  needs it: the login page asks for it once and sets a session cookie (an HMAC of the token,
-  so the token itself never sits in the browser), and scripts or Prometheus send
-  ``Authorization: Bearer <token>``.
+  needs it: the login page asks for it once and sets a session cookie (a random session id and
+  its expiry, signed with a key derived from the token, so the token itself never sits in the
+  browser); logging out ends the session for good (its id is kept in Redis until it would have
+  expired). Scripts or Prometheus send ``Authorization: Bearer <token>``. Tokens are compared as
+  bytes, whatever characters they hold.
 - **CSRF.** Every POST carries a token tied to a random, HttpOnly, SameSite=Strict cookie
   (``HMAC(secret, cookie)``), in a form field or the ``X-CSRF-Token`` header; a POST whose
   ``Origin`` is another site is refused too.
@@ -20,12 +22,17 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import quote
 
+from redis.exceptions import RedisError
+from starlette.concurrency import run_in_threadpool
+
 from ..errors import ConfigError
+from ..store import keys
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -73,7 +80,32 @@ def check_bind(host: str, token: str) -> None:
 
 
 def _digest(key: bytes, text: str) -> str:
-    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(key, text.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
+
+
+def _same(given: bytes, expected: bytes) -> bool:
+    """A constant-time comparison of bytes (``compare_digest`` refuses str that is not ASCII)."""
+    return hmac.compare_digest(given, expected)
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+class SessionEnds:
+    """Where logged-out sessions are remembered until they would have expired: Redis, shared by replicas."""
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+
+    def end(self, session_id: str, seconds: int) -> None:
+        self.redis.set(keys.ended_session(session_id), 1, ex=max(seconds, 1))
+
+    def ended(self, session_id: str) -> bool:
+        try:
+            return bool(self.redis.exists(keys.ended_session(session_id)))
+        except RedisError:  # cannot tell: the session does not pass (nor would any page without Redis)
+            return True
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -102,11 +134,14 @@ class Guard:
     :param bind_host: the address the UI listens on (an allowed ``Host`` name besides loopback's).
     """
 
-    def __init__(self, token: str, bind_host: str = "127.0.0.1") -> None:
+    def __init__(self, token: str, bind_host: str = "127.0.0.1", *, session_ttl: int = 12 * 3600,
+                 ends: SessionEnds | None = None) -> None:
         self.token = token
+        self.token_bytes = _utf8(token)
         # With a token, sessions and CSRF tokens survive a restart and agree across replicas.
-        self.secret = hashlib.sha256(b"envflow-ui|" + token.encode()).digest() if token else secrets.token_bytes(32)
-        self.session = _digest(self.secret, "session") if token else ""
+        self.secret = hashlib.sha256(b"envflow-ui|" + self.token_bytes).digest() if token else secrets.token_bytes(32)
+        self.session_ttl = session_ttl
+        self.ends = ends
         self.allowed_hosts = LOOPBACK_NAMES | {bind_host.lower()}
 
     def host_allowed(self, scope: Scope) -> bool:
@@ -120,12 +155,36 @@ class Guard:
         if not self.token:
             return True
         auth = _header(scope, b"authorization") or ""
-        if auth.lower().startswith("bearer ") and hmac.compare_digest(auth[7:].strip(), self.token):
+        if auth.lower().startswith("bearer ") and _same(auth[7:].strip().encode("latin-1"), self.token_bytes):
             return True
-        return hmac.compare_digest(_cookies(scope).get(SESSION_COOKIE, ""), self.session)
+        return self.session_of(scope) is not None
 
     def token_matches(self, given: str) -> bool:
-        return bool(self.token) and hmac.compare_digest(given.strip(), self.token)
+        return bool(self.token) and _same(_utf8(given.strip()), self.token_bytes)
+
+    def new_session(self) -> str:
+        """A session cookie's value: ``<id>.<expiry>.<signature>``."""
+        value = f"{secrets.token_hex(16)}.{int(time.time()) + self.session_ttl}"
+        return f"{value}.{_digest(self.secret, 'session|' + value)}"
+
+    def session_of(self, scope: Scope) -> str | None:
+        """The id of the request's session, when it is signed by this UI, unexpired and not ended."""
+        parts = _cookies(scope).get(SESSION_COOKIE, "").split(".")
+        if len(parts) != 3 or not parts[1].isdigit():
+            return None
+        session_id, expiry, signature = parts
+        expected = _digest(self.secret, f"session|{session_id}.{expiry}")
+        if not _same(_utf8(signature), expected.encode()) or int(expiry) <= time.time():
+            return None
+        if self.ends is not None and self.ends.ended(session_id):
+            return None
+        return session_id
+
+    def end_session(self, scope: Scope) -> None:
+        """Log out: the request's session stops working here and on every replica."""
+        session_id = self.session_of(scope)
+        if session_id is not None and self.ends is not None:
+            self.ends.end(session_id, self.session_ttl)
 
     def csrf_for(self, cookie: str) -> str:
         """The token a page's forms carry for this browser's CSRF cookie."""
@@ -135,7 +194,7 @@ class Guard:
         """A POST's CSRF token matches its cookie, and its Origin, when sent, is this site."""
         cookie = _cookies(scope).get(CSRF_COOKIE, "")
         given = given or _header(scope, CSRF_HEADER.encode()) or ""
-        if not cookie or not given or not hmac.compare_digest(given, self.csrf_for(cookie)):
+        if not cookie or not given or not _same(_utf8(given), self.csrf_for(cookie).encode()):
             return False
         origin = _header(scope, b"origin")
         if origin is None:  # browsers send it with every cross-site POST; same-site ones may omit it
@@ -144,7 +203,7 @@ class Guard:
         return origin.split("://", 1)[-1] == host
 
     def session_cookie(self, secure: bool) -> str:
-        return _cookie_header(SESSION_COOKIE, self.session, secure)
+        return _cookie_header(SESSION_COOKIE, self.new_session(), secure) + f"; Max-Age={self.session_ttl}"
 
 
 def _cookie_header(name: str, value: str, secure: bool) -> str:
@@ -172,7 +231,8 @@ class GuardMiddleware:
                                     "set ENVFLOW_UI_TOKEN to serve other names")
             return
         path = scope.get("path", "")
-        if not path.startswith(OPEN_PATHS) and not self.guard.authenticated(scope):
+        # In a thread: whether a session was ended is a question for Redis.
+        if not path.startswith(OPEN_PATHS) and not await run_in_threadpool(self.guard.authenticated, scope):
             await _login_needed(scope, send)
             return
         existing = _cookies(scope).get(CSRF_COOKIE)

@@ -45,9 +45,12 @@ def event(name: str, data: dict[str, Any], event_id: str | None = None) -> str:
 
 def parse_last_event_id(text: str | None) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
     """``(after, previous)`` from a ``Last-Event-ID``: the last record's key and where it ended."""
-    try:
-        attempt, seq, following = (int(p) for p in (text or "").split("-"))
-    except ValueError:
+    parts = (text or "").split("-")
+    # Stream ids are two 64-bit numbers: anything else (a 5,000-digit number, say) means start over.
+    if len(parts) != 3 or not all(p.isascii() and p.isdigit() and len(p) <= 19 for p in parts):
+        return None, None
+    attempt, seq, following = (int(p) for p in parts)
+    if max(attempt, seq, following) >= 2**63:
         return None, None
     return (attempt, seq), (attempt, following)
 
@@ -160,6 +163,10 @@ class EventStream:
         except EnvflowError as e:  # Redis lost for longer than the follower retries
             log.warning("live output of run %s stopped: %s", self.flow_run.id, e)
             _quietly(bridge.put, event("problem", {"text": str(e)}))
+            _quietly(bridge.put, None)
+        except Exception:  # whatever it was, the response ends rather than hangs
+            log.exception("live output of run %s stopped", self.flow_run.id)
+            _quietly(bridge.put, event("problem", {"text": "the live output stopped; reload the page"}))
             _quietly(bridge.put, None)
         finally:
             self.slots.give_back()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 
 import pytest
 from rq import Queue
 
-from envflow.errors import ParameterError, RunNotFound
+from envflow.errors import ConfigError, ParameterError, RunNotFound
 from envflow.jobs import RUN_FLOW
 from envflow.store.jobs import SERIALIZER, is_run_job
 
@@ -248,13 +249,14 @@ def test_yaml_alias_bombs_are_refused_in_bounded_memory(env_vars, workdir, tmp_p
     done = subprocess.run(envflow_command("deployment", "create", str(bomb), str(merged)), cwd=workdir, env=env,
                           capture_output=True, text=True, timeout=60, preexec_fn=limited_memory)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
-    assert done.stderr.splitlines()[0].startswith(f"error: {bomb}:")
+    assert done.stderr.splitlines()[0].startswith(f"invalid: {bomb}:")  # that file only: merged.yaml is registered
     assert "aliases (*name) expand to more than 100,000 values" in done.stderr
     loop = tmp_path / "loop.yaml"
     loop.write_text("- &loop\n  name: loop\n  flow_location: greeter.py\n  parameters: {name: *loop}\n")
     done = subprocess.run(envflow_command("deployment", "create", str(loop)), cwd=workdir, env=env,
                           capture_output=True, text=True, timeout=60, preexec_fn=limited_memory)
-    assert "refers to a value that contains it" in one_line_error(done)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "refers to a value that contains it" in done.stderr.splitlines()[0]
     # The scheduler loads ENVFLOW_DEPLOYMENTS the same way: it logs the refusal and registers the rest.
     log = tmp_path / "scheduler.log"
     with open(log, "wb") as out:
@@ -325,3 +327,104 @@ def test_parameters_are_checked_and_coerced_against_annotations(cli, client, sta
     spec = [dict(p, annotation=hostile) if p["name"] == "n" else p for p in record.parameter_spec]
     client.create_deployment(record.model_copy(update={"parameter_spec": spec}))
     assert client.run("typed/good", {"n": "x"}).record().parameters == {"n": "x"} and not marker.exists()
+
+
+def test_only_finite_delays_timeouts_and_bounded_retries_are_taken(cli, client, workdir):
+    write_flow(workdir, HELLO)
+    lines = [f"- {{name: d{i}, flow_location: flows.py, {field}}}" for i, field in enumerate(
+        ("retry_delay: .nan", "retry_delay: [1, .inf]", "timeout: .inf", "timeout: .nan", "retries: 100000000000000000000",
+         "schedule: {interval: 0.000001}"))]
+    (workdir / "bad.yaml").write_text("\n".join(lines) + "\n")
+    done = cli("deployment", "create", "bad.yaml", check=None)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    expected = ["retry_delay: give a finite", "retry_delay: give a finite", "timeout: Input should be a finite",
+                "timeout: Input should be a finite", "retries: Input should be less than or equal to 1000",
+                "an interval must be at least 1 second"]
+    for i, text in enumerate(expected):
+        assert f"deployment 'd{i}': {text}" in done.stderr or (i == 5 and text in done.stderr), done.stderr
+    assert client.deployments() == []
+    name = deploy(client, write_flow(workdir, HELLO), "hello")
+    for text in ("nan", "inf", "1e400", "-inf"):
+        refused = cli("deployment", "run", name, "--timeout", text, check=2)
+        assert "Invalid value for '--timeout'" in refused.stderr and "Traceback" not in refused.stderr
+    for value in (math.nan, math.inf):
+        with pytest.raises(ConfigError, match="timeout must be a finite number"):
+            client.run(name, timeout=value)
+    assert client.runs(name) == []
+
+
+def test_a_stored_record_that_does_not_validate_is_skipped_and_can_be_deleted(cli, client, workdir, start_worker):
+    good = deploy(client, write_flow(workdir, HELLO), "hello", warm=True)
+    # As an earlier version stored retry_delay: .nan (JSON has no nan: null).
+    raw = json.loads(client.redis.get(f"envflow:deployment:{good}"))
+    broken = {**raw, "name": "hello/broken", "deployment": "broken", "retry_delay": [None]}
+    client.redis.set("envflow:deployment:hello/broken", json.dumps(broken))
+    client.redis.zadd("envflow:deployments", {"hello/broken": 0})
+    listed = cli("deployment", "ls")
+    assert good in listed.stdout and "hello/broken" not in listed.stdout, listed.stdout
+    assert "hello/broken" in listed.stderr and "delete it" in listed.stderr and "Traceback" not in listed.stderr
+    assert [d.name for d in client.deployments()] == [good]
+    assert "retry_delay" in one_line_error(cli("deployment", "inspect", "hello/broken", check=None))
+    worker = start_worker()  # its maintenance (keeping warm deployments warm) passes the record by
+    wait_until(lambda: "hello/broken" in worker.output(), 20, what="the worker's warning")
+    assert "Traceback" not in worker.output() and worker.proc.poll() is None, worker.output()
+    assert client.run(good).wait(30).value == "COMPLETED"
+    cli("deployment", "delete", "hello/broken")
+    assert not client.redis.exists("envflow:deployment:hello/broken")
+    assert "hello/broken" not in cli("deployment", "ls").stderr
+    client.redis.set("envflow:deployment:hello/again", json.dumps({**broken, "name": "hello/again"}))
+    client.redis.zadd("envflow:deployments", {"hello/again": 0})
+    deploy(client, workdir / "flows.py", "hello", name="again")  # registering it again replaces it
+    assert [d.name for d in client.deployments()] == ["hello/again", good]
+
+
+def test_an_invalid_setting_is_one_line(cli):
+    for name, value in (("ENVFLOW_LEASE_TTL", "abc"), ("ENVFLOW_UI_PORT", "0"), ("ENVFLOW_HISTORY_MAX_BYTES", "1")):
+        for command in (("config",), ("worker", "start"), ("scheduler", "start"), ("ui",), ("deployment", "ls")):
+            done = cli(*command, check=None, env_extra={name: value})
+            assert name in one_line_error(done), (command, done.stderr)
+
+
+def test_yaml_flow_names_are_checked_like_python_ones(cli, client, workdir):
+    write_flow(workdir, """
+        from envflow import flow
+
+        @flow(name="a/b")
+        def slashed():
+            pass
+    """, "slashed.py")
+    (workdir / "d.yaml").write_text("- {name: d, flow_location: slashed.py}\n")
+    done = cli("deployment", "create", "d.yaml", check=None)
+    assert done.returncode == 1 and "slashed.py:4: invalid flow name 'a/b'" in done.stderr, done.stderr
+    assert client.deployments() == []
+
+
+def test_devices_and_huge_files_are_refused_not_read(cli, client, workdir, tmp_path):
+    write_flow(workdir, HELLO)
+    huge = workdir / "huge.py"
+    with open(huge, "wb") as f:
+        f.truncate(64 * 1024 * 1024)  # sparse: costs no disk
+    (workdir / "reqs.txt").symlink_to("/dev/zero")
+    (workdir / "devices.yaml").write_text(
+        "- {name: zero, flow_location: /dev/zero}\n- {name: huge, flow_location: huge.py}\n"
+        "- {name: zero-reqs, flow_location: flows.py, requirements_file: reqs.txt}\n"
+        "- {name: fine, flow_location: flows.py}\n")
+    done = cli("deployment", "create", "devices.yaml", "/dev/zero", str(huge), check=None)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.count("is not a regular file") == 3 and done.stderr.count("bytes; refused") == 2, done.stderr
+    assert [d.name for d in client.deployments()] == ["hello/fine"]
+    from envflow.scheduler.registration import register_files
+
+    client.delete_deployment("hello/fine")
+    assert register_files(client, str(workdir / "*.yaml")) == ["hello/fine"]  # as the scheduler does at start
+
+
+def test_a_deployment_file_that_exits_stops_only_itself(cli, client, workdir):
+    write_flow(workdir, HELLO)
+    (workdir / "exits.py").write_text("import sys\nsys.exit(3)\n")
+    (workdir / "raises.py").write_text("class Odd(BaseException):\n    pass\n\nraise Odd('odd')\n")
+    (workdir / "good.yaml").write_text("- {name: good, flow_location: flows.py}\n")
+    done = cli("deployment", "create", "exits.py", "raises.py", "good.yaml", check=None)
+    assert done.returncode == 1, done
+    assert "exits.py:2: SystemExit: 3" in done.stderr and "raises.py:4: Odd: odd" in done.stderr, done.stderr
+    assert [d.name for d in client.deployments()] == ["hello/good"]

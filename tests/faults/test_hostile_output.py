@@ -8,7 +8,9 @@ import threading
 import time
 
 import psutil
+import pytest
 
+from envflow.errors import ParameterError
 from envflow.models import RunState
 from envflow.store import keys
 
@@ -148,3 +150,64 @@ def test_background_process_dies_with_the_run(client, start_worker, venv, workdi
     start_worker()
     pid = client.run(name, {"pidfile": str(tmp_path / "pid")}).result(timeout=30)
     wait_until(lambda: not alive(pid), 5, what="the flow's background process to be killed")
+
+
+SIZES = """
+    from envflow import flow
+
+    @flow
+    def big_error(size: int, char: str = "é"):
+        raise ValueError(char * size)
+
+    @flow
+    def big_result(size: int):
+        return "r" * size
+
+    @flow
+    def echo(data: str = ""):
+        return len(data)
+"""
+
+
+def test_results_errors_and_parameters_are_capped(client, start_worker, venv, workdir):
+    path = write_flow(workdir, SIZES, "sizes.py")
+    errors = deploy(client, path, "big_error", name="errors", virtualenv=str(venv))
+    results = deploy(client, path, "big_result", name="results", virtualenv=str(venv))
+    worker = start_worker()
+    rss_idle = psutil.Process(worker.pid).memory_info().rss
+    peak = [rss_idle]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.02):
+            peak[0] = max(peak[0], psutil.Process(worker.pid).memory_info().rss)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    # Past what the worker reads (in two and one bytes a character), and within it.
+    for size, char, whole in ((15_000_000, "é", False), (40_000_000, "x", False), (200_000, "é", True)):
+        run = client.run(errors, {"size": size, "char": char})
+        assert run.wait(120) is RunState.FAILED
+        record = run.record()
+        assert record.error_type == "ValueError" and record.error.startswith(char * 1000), record.error[:100]
+        assert len(record.error.encode()) < 64 * 1024 + 200 and "over ENVFLOW_ERROR_MAX_BYTES (65,536)" in record.error
+        shown = int(record.error.rsplit("[cut: ", 1)[1].split(" bytes")[0].replace(",", ""))
+        size_bytes = len((char * size).encode())
+        assert shown == size_bytes if whole else shown >= size_bytes, record.error[-200:]  # past it: the report's
+        assert client.redis.memory_usage(keys.run(run.id)) < 512 * 1024
+    stop.set()
+    sampler.join()
+    growth = (peak[0] - rss_idle) / 2**20
+    assert growth < 96, f"worker RSS grew by {growth:.0f} MiB at its peak for errors of 30 and 40 MB"
+    ends = [line for line in worker.output().splitlines() if ": FAILED in " in line]
+    assert len(ends) == 3 and max(map(len, ends)) < 4000, [len(e) for e in ends]  # the log line is cut too
+    run = client.run(results, {"size": 17 * 2**20})
+    assert run.wait(60) is RunState.COMPLETED
+    assert "over ENVFLOW_RESULT_MAX_BYTES (16,777,216): not stored" in run.record().result_error
+    assert client.run(results, {"size": 1000}).result(timeout=60) == "r" * 1000
+    echo = deploy(client, path, "echo", name="echo", virtualenv=str(venv))
+    with pytest.raises(ParameterError, match="ENVFLOW_PARAMETERS_MAX_BYTES"):
+        client.run(echo, {"data": "d" * 2 * 2**20})
+    with pytest.raises(ParameterError, match="copied into each of its runs"):
+        deploy(client, path, "echo", name="echo", virtualenv=str(venv), parameters={"data": "d" * 2 * 2**20})
+    assert client.run(echo, {"data": "d" * 1000}).result(timeout=60) == 1000

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
+
 from prometheus_client.parser import text_string_to_metric_families
 
+from envflow.errors import EnvflowWarning
 from envflow.models import RunState
 
 from ..support.flows import deploy
@@ -64,3 +67,29 @@ def test_metrics_count_the_runs_made(client, start_worker, flows_file, venv, ses
     assert [r.wait(30) for r in tickers] == [RunState.CANCELLED, RunState.CANCELLED]
     total = {labels: v for (name, labels), v in scrape(session).items() if name == "envflow_runs_total"}
     assert total[(("deployment", ticker), ("state", "CANCELLED"))] == 2
+
+
+def commands_during(client, action) -> int:  # type: ignore[no-untyped-def]
+    """How many commands Redis executed while ``action`` ran (INFO commandstats)."""
+    client.redis.config_resetstat()
+    action()
+    stats = client.redis.info("commandstats")
+    return sum(v["calls"] for k, v in stats.items() if k not in ("cmdstat_info", "cmdstat_config"))
+
+
+def test_a_scrape_costs_the_same_whatever_the_backlog(client, flows_file, venv, session):
+    hello = deploy(client, flows_file, "hello", virtualenv=str(venv))
+    scrape(session)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EnvflowWarning)  # no worker: they all wait, and each says so
+        backlog = [client.run(hello).id for _ in range(2000)]
+    scrape(session)  # takes them
+    idle = commands_during(client, lambda: scrape(session))
+    assert idle < 200, f"{idle} commands for one scrape with 2,000 runs waiting"
+    for run_id in backlog[5::400]:  # five runs end while they wait, spread over the backlog
+        client.cancel(run_id)
+    figures: dict = {}
+    busy = commands_during(client, lambda: figures.update(scrape(session)))
+    assert busy < 600, f"{busy} commands for a scrape that finds 5 of 2,000 waiting runs ended"
+    assert figures[("envflow_runs_total", (("deployment", hello), ("state", "CANCELLED")))] == 5
+    assert scrape(session)[("envflow_runs_total", (("deployment", hello), ("state", "CANCELLED")))] == 5

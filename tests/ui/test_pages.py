@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from envflow.models import RunState
@@ -234,3 +235,16 @@ def test_rerun_with_the_same_parameters_or_with_changes(client, flows_file, venv
     form = session.get(f"/deployments/{name}?from={first.id}").text
     assert 'name="p:name" value="bob"' in form and 'name="p:times" value="3"' in form
     assert 'name="timeout" value="90"' in form
+
+
+def test_a_stored_deployment_that_does_not_validate_breaks_no_page(client, flows_file, venv, session):
+    name = deploy(client, flows_file, "hello", virtualenv=str(venv))
+    client.run(name)
+    raw = json.loads(client.redis.get(f"envflow:deployment:{name}"))
+    client.redis.set("envflow:deployment:hello/broken", json.dumps({**raw, "name": "hello/broken", "retry_delay": [None]}))
+    client.redis.zadd("envflow:deployments", {"hello/broken": 0})
+    for path in ("/runs", "/deployments"):
+        page = session.get(path)
+        assert page.status == 200 and name in page.text and "hello/broken" not in page.text, path
+    broken = session.get("/deployments/hello/broken")
+    assert broken.status in (400, 409) and "delete it" in broken.text, broken.status

@@ -12,7 +12,7 @@ from envflow.models import RunState
 
 from ..support.flows import deploy, load_flows
 from ..support.processes import envflow_command, free_port
-from .helpers import Session, sse_events, sse_lines
+from .helpers import Session, sse_events, sse_lines, wait_for
 
 TOKEN = "s3cret-token-for-the-ui-tests"
 EVIL = "<script>document.body.dataset.pwned='1'</script><img src=x onerror=\"document.body.dataset.pwned='2'\">"
@@ -112,3 +112,44 @@ def test_every_field_and_the_output_are_escaped(client, start_worker, flows_file
     assert session.get(f"/runs/{run.id}/output.txt").headers["content-type"] == "text/plain; charset=utf-8"
     csp = session.get("/runs").headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+
+
+def latin1(text: str) -> str:
+    """``text``'s UTF-8 bytes as the header value urllib sends (it encodes headers as latin-1)."""
+    return text.encode().decode("latin-1")
+
+
+def test_tokens_with_any_characters_are_compared_not_crashed_on(start_ui):
+    token = "tökén-ünïcode-ツ-for-the-ui"
+    ui = start_ui(ui_token=token)
+    s = Session(ui.base)
+    for bearer in ("ünïcode", latin1("ツ ツ"), token[:10]):
+        assert s.get("/metrics", headers={"Authorization": f"Bearer {latin1(bearer)}"}).status == 401
+    assert s.get("/metrics", headers={"Authorization": f"Bearer {latin1(token)}"}).status == 200
+    assert s.post("/login", {"token": "wrong-ツ-token", "next": "/runs"}, token=s.csrf("/login")).status == 401
+    assert s.post("/login", {"token": token, "next": "/runs"}, token=s.csrf("/login")).status == 303
+    assert s.get("/runs").status == 200
+    assert s.post("/queues/default/pause", token="ツ-not-the-csrf-token").status == 403
+    assert s.post("/queues/default/pause", token="", headers={"X-CSRF-Token": latin1("ツ")}).status == 403
+    assert "Traceback" not in ui.output()
+
+
+def test_sessions_expire_and_logging_out_ends_them(start_ui):
+    ui = start_ui(ui_token=TOKEN, ui_session_ttl="3")
+    s = Session(ui.base)
+    login = s.post("/login", {"token": TOKEN, "next": "/runs"}, token=s.csrf("/login"))
+    assert "Max-Age=3" in login.headers["set-cookie"], login.headers
+    cookie = next(c.value for c in s.jar if c.name == "envflow_session")
+    copy = Session(ui.base)
+    copy.opener.addheaders = [("Cookie", f"envflow_session={cookie}")]
+    assert copy.get("/runs").status == 200  # the same cookie, replayed elsewhere
+    assert s.post("/logout").status == 303
+    assert copy.get("/runs").status == 303  # ended on the server, not only dropped by the browser
+    again = Session(ui.base)
+    again.post("/login", {"token": TOKEN, "next": "/runs"}, token=again.csrf("/login"))
+    assert again.get("/runs").status == 200
+    wait_for(lambda: again.get("/runs").status == 303, "the session to expire", timeout=10, interval=0.5)
+    other = Session(ui.base)
+    forged = cookie.rsplit(".", 2)[0].rsplit(".", 1)[0] + f".{2**40}." + cookie.rsplit(".", 1)[1]
+    other.opener.addheaders = [("Cookie", f"envflow_session={forged}")]
+    assert other.get("/runs").status == 303  # a later expiry breaks the signature

@@ -48,6 +48,11 @@ def test_a_reconnecting_page_resumes_after_its_last_event(client, start_worker, 
     resumed = list(sse_events(ui.base, f"/runs/{run.id}/events", {"Last-Event-ID": events[cut].id}))
     assert [(e.name, e.data) for e in resumed] == [(e.name, e.data) for e in events[cut + 1:]]
     assert resumed[-1].name == "end" and resumed[-1].data == {"attempt": 1, "state": "COMPLETED", "final": True}
+    # A Last-Event-ID that is no stream position (too big for one, or no number) replays from the start.
+    for bad in (f"1-{10**30}-{10**30}", "9" * 5000 + "-1-2", "1-²-3", "-1-2-3"):
+        again = list(sse_events(ui.base, f"/runs/{run.id}/events", {"Last-Event-ID": bad}, timeout=20))
+        assert [(e.name, e.data) for e in again] == [(e.name, e.data) for e in events], bad[:40]
+    assert "Traceback" not in ui.output()
 
 
 def test_dropped_lines_are_marked_where_the_cli_marks_them(client, env_vars, start_worker, flows_file, venv, ui):
