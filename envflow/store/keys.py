@@ -27,6 +27,16 @@ Layout::
     envflow:worker:<name>              string  JSON of what a live worker publishes: its envs, warm processes (expires)
     envflow:envs                       hash    route key -> env spec JSON, of every env a deployment names
     envflow:route:<queue>:<key>        zset    workers of <queue> that have the env <key> (score: when that lapses)
+    envflow:runs:late                  zset    ids of waiting runs of deployments with late_after (score: when LATE)
+    envflow:hooks:outbox               stream  hook events, written by the transition scripts (fields run, state, at);
+                                               read through the consumer group "deliverers"
+    envflow:hooks:site                 hash    site-wide hook id -> JSON of the hook (envflow hook add)
+    envflow:hooks:due                  zset    delivery ids to try (score: when; a claimed one is pushed ahead)
+    envflow:hooks:deliveries           zset    every delivery id, for `envflow hook deliveries` (score: created)
+    envflow:hooks:dead                 list    delivery ids that gave up (newest first)
+    envflow:hooks:deliverer            string  the scheduler delivering hooks now (expires); workers deliver without one
+    envflow:hook:<delivery id>         hash    one delivery: its target, body, tries, codes, status
+    envflow:hook:<delivery id>:run     string  the run a run hook started for that delivery (set once)
 
 Pub/sub channels::
 
@@ -50,6 +60,14 @@ INDEXED_DEPLOYMENTS = PREFIX + "runs:deps"
 STATE_INDEX_PREFIX = PREFIX + "runs:state:"
 INDEXES_LOCK = PREFIX + "indexes:lock"
 REAPER_LOCK = PREFIX + "reaper:lock"
+LATE_RUNS = PREFIX + "runs:late"
+HOOK_OUTBOX = PREFIX + "hooks:outbox"
+HOOK_GROUP = "deliverers"  # the outbox's consumer group (a name, not a key)
+SITE_HOOKS = PREFIX + "hooks:site"
+HOOKS_DUE = PREFIX + "hooks:due"
+HOOK_DELIVERIES = PREFIX + "hooks:deliveries"
+HOOKS_DEAD = PREFIX + "hooks:dead"
+HOOK_DELIVERER = PREFIX + "hooks:deliverer"
 
 
 def deployment(name: str) -> str:
@@ -108,6 +126,15 @@ def scheduler(name: str) -> str:
 
 def schedule_state(deployment_name: str) -> str:
     return f"{PREFIX}schedule:{deployment_name}"
+
+
+def hook_delivery(delivery_id: str) -> str:
+    return f"{PREFIX}hook:{delivery_id}"
+
+
+def hook_run(delivery_id: str) -> str:
+    """The run a run hook started for one delivery: set once, so retries and replicas start one run."""
+    return f"{PREFIX}hook:{delivery_id}:run"
 
 
 def slot(deployment_name: str, schedule_id: str, slot_ts: int) -> str:
