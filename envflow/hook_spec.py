@@ -110,4 +110,10 @@ def hooked_events(hooks: list[Hook]) -> str:
     return f"|{'|'.join(events)}|" if events else ""
 
 
-__all__ = ["HOOK_EVENTS", "LATE", "Hook", "check_webhook_url", "hooked_events", "parse_events"]
+def started_by_text(started_by: str) -> str:
+    """``started by run 1a2b3c4d's COMPLETED hook``, from a run's ``started_by`` (``<run id>:<event>``)."""
+    origin, _, event = started_by.partition(":")
+    return f"started by run {origin[:8]}'s {event} hook"
+
+
+__all__ = ["HOOK_EVENTS", "LATE", "Hook", "check_webhook_url", "hooked_events", "parse_events", "started_by_text"]

@@ -4,7 +4,12 @@ redis-server, real workers and a real HTTP receiver on loopback."""
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+import signal
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +19,8 @@ from envflow.deployments import Deployment
 from envflow.errors import ConfigError
 from envflow.flow_runners import SubprocessFlowRunner
 from envflow.hook_spec import Hook, hooked_events
+from envflow.models import RunState
+from tests.conftest import WorkerProcess, deploy, envflow_command, write_flow
 
 FLOW = "from envflow import flow\n\n@flow\ndef boom():\n    raise RuntimeError('no')\n"
 
@@ -156,3 +163,257 @@ def test_hook_add_ls_rm_commands(env_vars, workdir) -> None:
     cli("rm", row["id"])
     assert json.loads(cli("ls", "--json").stdout) == []
     assert "no site-wide hook" in cli("rm", row["id"], code=1).stderr
+
+
+# Delivery: a real HTTP receiver on loopback
+
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 in a thread that records every request and answers from a script:
+    one ``(code, headers, delay)`` per request in turn, then 200s."""
+
+    def __init__(self, answers: list[tuple[int, dict[str, str], float]] | None = None) -> None:
+        import http.server
+        import threading
+
+        self.answers = list(answers or [])
+        self.requests: list[tuple[dict[str, str], bytes, float]] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                with receiver.lock:
+                    receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body, time.time()))
+                    code, headers, delay = receiver.answers.pop(0) if receiver.answers else (200, {}, 0.0)
+                if delay:
+                    time.sleep(delay)
+                self.send_response(code)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def wait_for(self, count: int, timeout: float = 30) -> list[tuple[dict[str, str], bytes, float]]:
+        deadline = time.monotonic() + timeout
+        while len(self.requests) < count:
+            assert time.monotonic() < deadline, f"{len(self.requests)} of {count} requests came"
+            time.sleep(0.02)
+        return list(self.requests)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def start_scheduler(env_vars, workdir, tmp_path):
+    import subprocess
+
+    procs: list[WorkerProcess] = []
+
+    def start(extra_env: dict[str, str] | None = None) -> WorkerProcess:
+        log = tmp_path / f"scheduler-{len(procs)}.log"
+        with open(log, "wb") as handle:
+            proc = subprocess.Popen(envflow_command("scheduler", "start"), cwd=workdir, stdout=handle,
+                                    stderr=subprocess.STDOUT, env={**os.environ, **env_vars, **(extra_env or {})})
+        procs.append(WorkerProcess(proc, log))
+        deadline = time.monotonic() + 20
+        while "started on" not in procs[-1].output():
+            assert proc.poll() is None and time.monotonic() < deadline, procs[-1].output()
+            time.sleep(0.02)
+        return procs[-1]
+
+    yield start
+    for p in procs:
+        p.stop(signal.SIGKILL, timeout=10)
+
+
+@pytest.fixture
+def receiver():
+    made: list[Receiver] = []
+
+    def make(answers: list[tuple[int, dict[str, str], float]] | None = None) -> Receiver:
+        made.append(Receiver(answers))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+SECRET = "whsec_" + base64.b64encode(b"a key of thirty-two bytes, exact").decode()
+RAISES = """
+    from envflow import flow
+
+    @flow
+    def boom(api_token="tok", where="https://u:pw@db.example/x"):
+        raise RuntimeError("no luck at https://u:pw@db.example/x")
+"""
+SLEEPS = """
+    import time
+    from envflow import flow
+
+    @flow
+    def nap(seconds=60):
+        print("napping", flush=True)
+        time.sleep(seconds)
+"""
+
+
+def test_a_flow_that_raises_gives_exactly_one_signed_delivery(client, start_worker, receiver, venv, workdir) -> None:
+    from standardwebhooks import Webhook
+
+    r = receiver()
+    name = deploy(client, write_flow(workdir, RAISES), "boom", virtualenv=str(venv),
+                  hooks=[{"on": ["FAILED"], "webhook": r.url}, {"on": ["COMPLETED"], "webhook": r.url}])
+    start_worker(extra_env={"ENVFLOW_WEBHOOK_SECRET": SECRET, "ENVFLOW_UI_URL": "http://ui.example:8080/"})
+    run = client.run(name, {"api_token": "s3cret", "where": "https://u:pw@db.example/x"})
+    assert run.wait(30) is RunState.FAILED
+    ((headers, body, _),) = r.wait_for(1)
+    event = Webhook(SECRET).verify(body, headers)  # the specification's own check, signature and timestamp
+    assert event["type"] == "run.failed" and event["timestamp"].endswith("Z")
+    data = event["data"]
+    assert data["run_id"] == run.id and data["deployment"] == name and data["state"] == "FAILED"
+    assert data["attempt"] == 1 and data["attempts"] == 1 and data["worker"]
+    assert data["parameters"] == {"api_token": "***", "where": "https://u:***@db.example/x"}
+    assert "RuntimeError" in data["error"] and "pw@" not in data["error"]
+    assert data["url"] == f"http://ui.example:8080/runs/{run.id}"
+    assert headers["webhook-id"].startswith(headers["webhook-id"].split(".")[0]) and headers["webhook-id"].endswith(".d0")
+    _until_status(client, "delivered")
+    time.sleep(1.0)  # nothing else comes: no second delivery, none for the COMPLETED hook
+    assert len(r.requests) == 1
+    (row,) = _cli_deliveries(client)
+    assert row["tries"] == 1 and row["codes"] == "200" and row["target"] == r.url and row["status"] == "delivered"
+
+
+def _cli_deliveries(client, *args: str) -> list[dict]:
+    import subprocess
+
+    done = subprocess.run(envflow_command("hook", "deliveries", "--json", *args), capture_output=True, text=True,
+                          env={**os.environ, "ENVFLOW_REDIS_URL": client.settings.redis_url}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _deliveries(client, failed: bool = False) -> list[dict[str, str]]:
+    from envflow.store.hooks import hook_store
+
+    return hook_store(client.redis, client.settings).deliveries(failed=failed)
+
+
+def _until_status(client, *statuses: str, timeout: float = 15) -> list[dict[str, str]]:
+    deadline = time.monotonic() + timeout
+    while sorted(d["status"] for d in _deliveries(client)) != sorted(statuses):
+        assert time.monotonic() < deadline, _deliveries(client)
+        time.sleep(0.05)
+    return _deliveries(client)
+
+
+@pytest.fixture
+def deliver_here(client, monkeypatch):
+    """A hook deliverer in this process (its thread), with short retry delays."""
+    from envflow.hooks.service import HookDelivery
+    from envflow.settings import Settings
+
+    started: list[HookDelivery] = []
+
+    def start(**settings: str) -> HookDelivery:
+        for k, v in {"ENVFLOW_WEBHOOK_RETRY_DELAYS": "0.2", "ENVFLOW_WEBHOOK_CLAIM_IDLE": "2", **settings}.items():
+            monkeypatch.setenv(k, v)
+        started.append(HookDelivery(client.redis, Settings(), f"test-{len(started)}", defer_to_scheduler=False))
+        started[-1].start()
+        return started[-1]
+
+    yield start
+    for d in started:
+        d.close()
+
+
+def test_retries_keep_one_webhook_id_honour_retry_after_and_410_stops(client, receiver, deliver_here) -> None:
+    from tests.helpers_runs import drive
+
+    flaky = receiver([(500, {}, 0.0), (503, {"Retry-After": "1"}, 0.0)])
+    gone = receiver([(410, {}, 0.0)])
+    record = client.create_deployment(_hooked().model_copy(update={"hooks": [
+        Hook(on=["FAILED"], webhook=flaky.url), Hook(on=["FAILED"], webhook=gone.url)]}))
+    run_id = client.store.create(record, {})
+    drive(client, run_id, state=RunState.FAILED)
+    deliver_here(ENVFLOW_WEBHOOK_SECRET=SECRET)
+    requests = flaky.wait_for(3)
+    assert len({h["webhook-id"] for h, _, _ in requests}) == 1
+    assert requests[2][2] - requests[1][2] >= 0.9  # Retry-After: 1, over the 0.2 s backoff
+    assert len(gone.wait_for(1)) == 1
+    rows = {d["target"]: d for d in _until_status(client, "delivered", "gone")}
+    assert rows[flaky.url]["codes"] == "500,503,200" and rows[flaky.url]["tries"] == "3"
+    assert rows[gone.url]["codes"] == "410"
+    time.sleep(0.5)
+    assert len(gone.requests) == 1 and len(flaky.requests) == 3
+
+
+def test_a_receiver_that_never_answers_well_ends_dead_lettered_and_replays(client, receiver, deliver_here) -> None:
+    from tests.helpers_runs import drive
+
+    down = receiver([(500, {}, 0.0)] * 100)
+    record = client.create_deployment(_hooked().model_copy(update={"hooks": [Hook(on=["COMPLETED"],
+                                                                                  webhook=down.url)]}))
+    drive(client, client.store.create(record, {}), state=RunState.COMPLETED)
+    deliver_here(ENVFLOW_WEBHOOK_RETRY_FOR="1")
+    _until_status(client, "failed")
+    (dead,) = _cli_deliveries(client, "--failed")
+    assert dead["status"] == "failed" and dead["tries"] >= 2 and dead["last_error"].startswith("HTTP 500")
+    tries = len(down.requests)
+    down.answers.clear()  # it answers 200 from now on
+    import subprocess
+
+    done = subprocess.run(envflow_command("hook", "replay", dead["id"]), capture_output=True, text=True,
+                          env={**os.environ, "ENVFLOW_REDIS_URL": client.settings.redis_url}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    requests = down.wait_for(tries + 1)
+    assert {h["webhook-id"] for h, _, _ in requests} == {dead["id"]}
+    _until_status(client, "delivered")
+    assert _deliveries(client, failed=True) == []
+
+
+def test_a_sigkilled_worker_gives_run_crashed(client, start_worker, start_scheduler, receiver, venv, workdir) -> None:
+    r = receiver()
+    name = deploy(client, write_flow(workdir, SLEEPS), "nap", virtualenv=str(venv),
+                  hooks=[{"on": ["CRASHED"], "webhook": r.url}])
+    worker = start_worker()
+    start_scheduler()  # its reaper finds the crash; it delivers
+    run = client.run(name)
+    deadline = time.monotonic() + 30
+    while run.record().state is not RunState.RUNNING:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    worker.stop(signal.SIGKILL)
+    assert run.wait(30) is RunState.CRASHED
+    ((_, body, _),) = r.wait_for(1)
+    assert json.loads(body)["type"] == "run.crashed" and json.loads(body)["data"]["run_id"] == run.id
+
+
+def test_a_deliverer_killed_mid_delivery_hands_the_event_on(client, start_scheduler, receiver) -> None:
+    from tests.helpers_runs import drive
+
+    r = receiver([(200, {}, 60.0)])  # the first request hangs: its deliverer is killed holding it
+    record = client.create_deployment(_hooked().model_copy(update={"hooks": [Hook(on=["FAILED"], webhook=r.url)]}))
+    short = {"ENVFLOW_WEBHOOK_CLAIM_IDLE": "2"}
+    first = start_scheduler(extra_env=short)
+    drive(client, client.store.create(record, {}), state=RunState.FAILED)
+    r.wait_for(1)
+    first.stop(signal.SIGKILL)
+    start_scheduler(extra_env=short)
+    requests = r.wait_for(2)
+    assert requests[0][0]["webhook-id"] == requests[1][0]["webhook-id"]  # at least once: the same id twice
+    _until_status(client, "delivered")

@@ -47,7 +47,7 @@ def _text(raw: Any) -> str:
 
 
 def _script(redis: Redis, name: str) -> Any:
-    return redis.register_script(files("envflow.store").joinpath("lua", f"{name}.lua").read_text())
+    return redis.register_script(files("envflow.store").joinpath("lua").joinpath(f"{name}.lua").read_text())
 
 
 class SiteHooks:
