@@ -417,3 +417,56 @@ def test_a_deliverer_killed_mid_delivery_hands_the_event_on(client, start_schedu
     requests = r.wait_for(2)
     assert requests[0][0]["webhook-id"] == requests[1][0]["webhook-id"]  # at least once: the same id twice
     _until_status(client, "delivered")
+
+
+RUN_HOOK_FLOWS = """
+    from envflow import flow
+
+    @flow
+    def extract():
+        return 1
+
+    @flow
+    def transform(source="lake"):
+        return source
+"""
+
+
+def test_a_run_hook_starts_exactly_one_run_even_with_two_schedulers(client, start_scheduler, workdir) -> None:
+    import subprocess
+    import threading
+
+    from envflow.hooks.deliverer import Deliverer
+    from tests.helpers_runs import drive
+
+    path = write_flow(workdir, RUN_HOOK_FLOWS)
+    then = deploy(client, path, "transform", name="nightly")
+    first = deploy(client, path, "extract", name="nightly",
+                   hooks=[{"on": ["COMPLETED"], "run": then, "parameters": {"source": "warehouse"}}])
+    start_scheduler()
+    start_scheduler()
+    origin = client.run(first).id
+    drive(client, origin, state=RunState.COMPLETED)
+    deadline = time.monotonic() + 20
+    while not client.runs(then):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    (delivery,) = _until_status(client, "delivered")
+    # Replays, and more deliverers racing for the same delivery, start no second run.
+    rivals = [Deliverer(client.redis, client.settings, f"rival-{i}") for i in range(4)]
+    threads = [threading.Thread(target=d._try_one, args=(delivery["id"],)) for d in rivals]
+    from envflow.store.hooks import hook_store
+
+    hook_store(client.redis, client.settings).replay(delivery["id"])
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    _until_status(client, "delivered")
+    (started,) = client.runs(then)
+    assert started.parameters == {"source": "warehouse"} and started.started_by == f"{origin}:COMPLETED"
+    queued = [j.decode() for j in client.redis.lrange("rq:queue:default", 0, -1)]
+    assert queued.count(started.id) == 1, queued  # enqueued once, not once per try
+    shown = subprocess.run(envflow_command("run", "inspect", started.id), capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "ENVFLOW_REDIS_URL": client.settings.redis_url})
+    assert f"started by run {origin[:8]}'s COMPLETED hook" in shown.stdout, shown.stdout + shown.stderr

@@ -80,6 +80,8 @@ def inspect_(run_id: str, as_json: bool) -> None:
         return
     import json
 
+    from ..hook_spec import started_by_text
+
     rows: list[tuple[str, object]] = [
         ("id", record.id),
         ("deployment", record.deployment),
@@ -87,6 +89,8 @@ def inspect_(run_id: str, as_json: bool) -> None:
         ("parameters", json.dumps(record.parameters)),
         ("queue", record.queue),
         *([("waiting", record.waiting)] if record.waiting else []),
+        *([("late", f"not started {ago(record.late_at)}, late_after past due")] if record.late_at else []),
+        *([("started by", started_by_text(record.started_by))] if record.started_by else []),
         ("created", f"{ago(record.created_at)}  ({_ts(record.created_at)})"),
     ]
     if record.scheduled_for:
