@@ -470,3 +470,28 @@ def test_a_run_hook_starts_exactly_one_run_even_with_two_schedulers(client, star
     shown = subprocess.run(envflow_command("run", "inspect", started.id), capture_output=True, text=True, timeout=60,
                            env={**os.environ, "ENVFLOW_REDIS_URL": client.settings.redis_url})
     assert f"started by run {origin[:8]}'s COMPLETED hook" in shown.stdout, shown.stdout + shown.stderr
+
+
+def test_late_fires_once_for_a_run_waiting_past_late_after_with_no_worker(client, start_scheduler, receiver,
+                                                                          workdir) -> None:
+    import subprocess
+
+    r = receiver()
+    path = write_flow(workdir, RUN_HOOK_FLOWS)
+    name = deploy(client, path, "extract", name="late", late_after=1, hooks=[{"on": ["LATE"], "webhook": r.url}])
+    on_time = deploy(client, path, "transform", name="on-time", late_after=60, hooks=[{"on": ["LATE"],
+                                                                                      "webhook": r.url}])
+    start_scheduler()  # its reaper's pass finds the late run; no worker is live
+    run = client.run(name)
+    client.run(on_time)
+    ((_, body, _),) = r.wait_for(1)
+    event = json.loads(body)
+    assert event["type"] == "run.late" and event["data"]["run_id"] == run.id
+    assert event["data"]["state"] == "LATE" and event["data"]["ended_at"] is None
+    assert run.record().state is RunState.PENDING and run.record().late_at  # LATE is an event: it goes on waiting
+    listed = subprocess.run(envflow_command("run", "ls"), capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "ENVFLOW_REDIS_URL": client.settings.redis_url})
+    rows = {line.split()[0]: line for line in listed.stdout.splitlines()[1:]}
+    assert "PENDING (late)" in rows[run.short_id] and "late" not in rows[[k for k in rows if k != run.short_id][0]]
+    time.sleep(1.5)  # several reaper passes: it fired once
+    assert len(r.requests) == 1

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 # What a listing row needs (``queries.RunSummary``): read with one HMGET per run.
 SUMMARY_FIELDS = ("deployment", "state", "attempt", "created_at", "worker", "attempt_started_at", "transitions",
-                  "updated_at", "queue", "route")
+                  "updated_at", "queue", "route", "late_at")
 # Scalar fields RunRecord takes as they are stored (pydantic converts the text).
 SCALARS = ("deployment", "flow_name", "queue", "state", "created_at", "attempt", "worker", "exit_code",
            "result_error", "error_type", "error", "reason", "cancel_requested_at", "timeout", "retries",
@@ -133,6 +133,7 @@ def summary(run_id: str, values: list[bytes | None]) -> dict[str, Any] | None:
         "started_at": float(h["attempt_started_at"]) if h.get("attempt_started_at") else None,
         "queue": h.get("queue", ""),
         "route": h.get("route") or None,
+        "late": bool(h.get("late_at")),
     }
 
 
