@@ -278,7 +278,7 @@ def test_a_flow_that_raises_gives_exactly_one_signed_delivery(client, start_work
     r = receiver()
     name = deploy(client, write_flow(workdir, RAISES), "boom", virtualenv=str(venv),
                   hooks=[{"on": ["FAILED"], "webhook": r.url}, {"on": ["COMPLETED"], "webhook": r.url}])
-    start_worker(extra_env={"ENVFLOW_WEBHOOK_SECRET": SECRET, "ENVFLOW_UI_URL": "http://ui.example:8080/"})
+    worker = start_worker(extra_env={"ENVFLOW_WEBHOOK_SECRET": SECRET, "ENVFLOW_UI_URL": "http://ui.example:8080/"})
     run = client.run(name, {"api_token": "s3cret", "where": "https://u:pw@db.example/x"})
     assert run.wait(30) is RunState.FAILED
     ((headers, body, _),) = r.wait_for(1)
@@ -296,6 +296,10 @@ def test_a_flow_that_raises_gives_exactly_one_signed_delivery(client, start_work
     assert len(r.requests) == 1
     (row,) = _cli_deliveries(client)
     assert row["tries"] == 1 and row["codes"] == "200" and row["target"] == r.url and row["status"] == "delivered"
+    from envflow.settings import Settings
+
+    assert SECRET[6:] not in worker.output()
+    assert Settings(webhook_secret=SECRET).redacted()["webhook_secret"] == "***"  # what `envflow config` prints
 
 
 def _cli_deliveries(client, *args: str) -> list[dict]:
