@@ -132,7 +132,7 @@ class HookStore:
 
     def create(self, delivery_id: str, fields: dict[str, str], now: float | None = None) -> bool:
         """Record a delivery, held by its creator for one lease; False when it existed already."""
-        args = [delivery_id, repr(now or time.time()), self.lease, self.ttl,
+        args = [delivery_id, repr(now or time.time()), self.lease, self.ttl, LISTED_KEPT,
                 *[item for pair in fields.items() for item in pair]]
         return bool(self._create(keys=[keys.hook_delivery(delivery_id), keys.HOOKS_DUE, keys.HOOK_DELIVERIES],
                                  args=args))
@@ -189,7 +189,6 @@ class HookStore:
             for delivery_id in ids:
                 pipe.hgetall(keys.hook_delivery(delivery_id))
             raws = pipe.execute()
-        self.redis.zremrangebyrank(keys.HOOK_DELIVERIES, 0, -LISTED_KEPT - 1)
         return [{"id": i, **{_text(k): _text(v) for k, v in raw.items()}} for i, raw in zip(ids, raws) if raw]
 
     def replay(self, given: str) -> list[str]:
