@@ -138,12 +138,8 @@ def test_claims_end_now_and_unrunnable_write_events_and_site_hooks_cover_every_r
     assert site.remove(hook_id) and not site.all()
 
 
-def test_hook_add_ls_rm_commands(env_vars, workdir) -> None:
-    import json
-    import os
+def test_hook_add_ls_rm_commands_and_urls_shown_redacted(client, env_vars, workdir) -> None:
     import subprocess
-
-    from tests.conftest import envflow_command
 
     env = {**os.environ, **env_vars}
 
@@ -163,6 +159,12 @@ def test_hook_add_ls_rm_commands(env_vars, workdir) -> None:
     cli("rm", row["id"])
     assert json.loads(cli("ls", "--json").stdout) == []
     assert "no site-wide hook" in cli("rm", row["id"], code=1).stderr
+    record = client.create_deployment(_hooked().model_copy(update={"hooks": [
+        Hook(on=["FAILED"], webhook="https://bot:s3cret@chat.example/x?token=abc")]}))
+    shown = subprocess.run(envflow_command("deployment", "inspect", record.name, "--json"), capture_output=True,
+                           text=True, env=env, timeout=60, cwd=workdir)
+    (hook,) = json.loads(shown.stdout)["hooks"]
+    assert hook["webhook"] == "https://bot:***@chat.example/x?token=***" and "s3cret" not in shown.stdout
 
 
 # Delivery: a real HTTP receiver on loopback

@@ -162,3 +162,15 @@ def test_every_state_has_its_look_in_the_page_css_and_the_strip(session):
     assert 'data-final-states="CANCELLED COMPLETED CRASHED FAILED TIMED_OUT"' in page.text
     assert "/static/states.css" in page.text
     assert len({look.colour for look in LOOKS.values()}) == len(RunState)  # told apart by colour, and by name
+
+
+def test_a_run_page_says_which_runs_hook_started_it_and_that_it_is_late(client, session):
+    from ..helpers_runs import register
+
+    record = register(client).model_copy(update={"late_after": 0.01})
+    origin = client.store.create(record, {})
+    started = client.store.create(record, {}, started_by=f"{origin}:COMPLETED")
+    assert client.store.scripts.late(started).run()
+    page = session.get(f"/runs/{started}")
+    assert f'<a href="/runs/{origin}">run {origin[:8]}</a>\'s COMPLETED hook' in page.text.replace("&#39;", "'")
+    assert "not started" in page.text
