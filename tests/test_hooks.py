@@ -501,3 +501,19 @@ def test_late_fires_once_for_a_run_waiting_past_late_after_with_no_worker(client
     assert "PENDING (late)" in rows[run.short_id] and "late" not in rows[[k for k in rows if k != run.short_id][0]]
     time.sleep(1.5)  # several reaper passes: it fired once
     assert len(r.requests) == 1
+
+
+def test_an_event_read_but_never_expanded_is_taken_over_after_the_idle_time(client, receiver, deliver_here) -> None:
+    from envflow.store.hooks import hook_store
+    from tests.helpers_runs import drive
+
+    r = receiver()
+    record = client.create_deployment(_hooked().model_copy(update={"hooks": [Hook(on=["FAILED"], webhook=r.url)]}))
+    drive(client, client.store.create(record, {}), state=RunState.FAILED)
+    # A deliverer took the event from the group and died before recording its delivery.
+    (taken,) = hook_store(client.redis, client.settings).read_events("died-holding-it", 10, 1)
+    deliver_here(ENVFLOW_WEBHOOK_CLAIM_IDLE="0.5")
+    ((headers, _, _),) = r.wait_for(1)
+    assert headers["webhook-id"] == f"{taken.id}.d0"
+    _until_status(client, "delivered")
+    assert client.redis.xlen("envflow:hooks:outbox") == 0  # acknowledged and deleted once recorded
