@@ -131,11 +131,12 @@ class HookStore:
     # Deliveries
 
     def create(self, delivery_id: str, fields: dict[str, str], now: float | None = None) -> bool:
-        """Record a delivery, held by its creator for one lease; False when it existed already."""
+        """Record a delivery (``fields`` name its ``run``), held by its creator for one lease; False when it
+        existed already."""
         args = [delivery_id, repr(now or time.time()), self.lease, self.ttl, LISTED_KEPT,
                 *[item for pair in fields.items() for item in pair]]
-        return bool(self._create(keys=[keys.hook_delivery(delivery_id), keys.HOOKS_DUE, keys.HOOK_DELIVERIES],
-                                 args=args))
+        run_keys = [keys.hook_delivery(delivery_id), keys.HOOKS_DUE, keys.HOOK_DELIVERIES, keys.run_hooks(fields["run"])]
+        return bool(self._create(keys=run_keys, args=args))
 
     def claim_due(self, count: int, now: float | None = None) -> list[str]:
         """Up to ``count`` deliveries due now, each held by the caller for one lease."""
@@ -179,9 +180,11 @@ class HookStore:
         """Forget a due entry whose record is gone (expired, or ended)."""
         self.redis.zrem(keys.HOOKS_DUE, delivery_id)
 
-    def deliveries(self, limit: int = 50, failed: bool = False) -> list[dict[str, str]]:
-        """The newest deliveries (or the dead-letter list's), with their id, newest first."""
-        if failed:
+    def deliveries(self, limit: int = 50, failed: bool = False, run_id: str | None = None) -> list[dict[str, str]]:
+        """The newest deliveries (or the dead-letter list's, or one run's), with their id, newest first."""
+        if run_id is not None:
+            ids = sorted((_text(i) for i in self.redis.smembers(keys.run_hooks(run_id))), reverse=True)[:limit]
+        elif failed:
             ids = [_text(i) for i in self.redis.lrange(keys.HOOKS_DEAD, 0, limit - 1)]
         else:
             ids = [_text(i) for i in self.redis.zrevrange(keys.HOOK_DELIVERIES, 0, limit - 1)]

@@ -37,6 +37,7 @@ Layout::
     envflow:hooks:deliverer            string  the scheduler delivering hooks now (expires); workers deliver without one
     envflow:hook:<delivery id>         hash    one delivery: its target, body, tries, codes, status
     envflow:hook:<delivery id>:run     string  the run a run hook started for that delivery (set once)
+    envflow:run:<id>:hooks             set     the ids of the hook deliveries of that run's events (expires)
 
 Pub/sub channels::
 
@@ -135,6 +136,11 @@ def hook_delivery(delivery_id: str) -> str:
 def hook_run(delivery_id: str) -> str:
     """The run a run hook started for one delivery: set once, so retries and replicas start one run."""
     return f"{PREFIX}hook:{delivery_id}:run"
+
+
+def run_hooks(run_id: str) -> str:
+    """The ids of the hook deliveries a run's events made (its page lists them)."""
+    return f"{PREFIX}run:{run_id}:hooks"
 
 
 def slot(deployment_name: str, schedule_id: str, slot_ts: int) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 from envflow.models import RunState
 
@@ -164,7 +165,9 @@ def test_every_state_has_its_look_in_the_page_css_and_the_strip(session):
     assert len({look.colour for look in LOOKS.values()}) == len(RunState)  # told apart by colour, and by name
 
 
-def test_a_run_page_says_which_runs_hook_started_it_and_that_it_is_late(client, session):
+def test_a_run_page_says_which_runs_hook_started_it_that_it_is_late_and_its_deliveries(client, session):
+    from envflow.store.hooks import hook_store
+
     from ..helpers_runs import register
 
     record = register(client).model_copy(update={"late_after": 0.01})
@@ -174,3 +177,9 @@ def test_a_run_page_says_which_runs_hook_started_it_and_that_it_is_late(client, 
     page = session.get(f"/runs/{started}")
     assert f'<a href="/runs/{origin}">run {origin[:8]}</a>\'s COMPLETED hook' in page.text.replace("&#39;", "'")
     assert "not started" in page.text
+    store = hook_store(client.redis, client.settings)
+    store.create("1-0.d0", {"run": started, "state": "LATE", "kind": "webhook", "target": "https://u:pw@h.example/x"})
+    store.record_try("1-0.d0", "500", "HTTP 500", "pending", time.time() + 60)
+    page = session.get(f"/runs/{started}")
+    assert "https://u:***@h.example/x" in page.text and "pw@" not in page.text
+    assert "pending" in page.text and "1-0.d0" in page.text and "HTTP 500" in page.text
