@@ -517,3 +517,22 @@ def test_an_event_read_but_never_expanded_is_taken_over_after_the_idle_time(clie
     assert headers["webhook-id"] == f"{taken.id}.d0"
     _until_status(client, "delivered")
     assert client.redis.xlen("envflow:hooks:outbox") == 0  # acknowledged and deleted once recorded
+
+
+def test_a_hanging_receiver_holds_one_try_for_the_timeout_and_blocks_no_other(client, receiver, deliver_here) -> None:
+    from tests.helpers_runs import drive
+
+    hangs, fine = receiver([(200, {}, 3.0)]), receiver()
+    slow = client.create_deployment(_hooked("flow/slow").model_copy(update={"hooks": [
+        Hook(on=["FAILED"], webhook=hangs.url)]}))
+    quick = client.create_deployment(_hooked("flow/quick").model_copy(update={"hooks": [
+        Hook(on=["FAILED"], webhook=fine.url)]}))
+    deliver_here(ENVFLOW_WEBHOOK_TIMEOUT="1.5")
+    drive(client, client.store.create(slow, {}), state=RunState.FAILED)
+    ((_, _, hung_at),) = hangs.wait_for(1)
+    drive(client, client.store.create(quick, {}), state=RunState.FAILED)
+    ((_, _, fine_at),) = fine.wait_for(1)
+    assert fine_at < hung_at + 1.5  # delivered while the other try still waited for its answer
+    hangs.wait_for(2)  # the timed-out try is retried
+    rows = {d["target"]: d for d in _until_status(client, "delivered", "delivered")}
+    assert rows[hangs.url]["codes"] == "-,200"  # no answer within the timeout, then delivered

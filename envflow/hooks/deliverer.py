@@ -1,10 +1,10 @@
 """Turning outbox events into deliveries and trying them: webhooks (retried with backoff) and run hooks.
 
-One pass of a :class:`Deliverer`: try the deliveries that are due (retries, and those another deliverer
+One pass of a :class:`Deliverer`: start the deliveries that are due (retries, and those another deliverer
 held when it died), then read new events from the outbox's consumer group (waiting up to a second for
-one), record each event's deliveries and make their first tries, then acknowledge the event. Tries run in a
-small pool of ``ENVFLOW_WEBHOOK_CONCURRENCY`` threads: a receiver that hangs holds one of them for
-``ENVFLOW_WEBHOOK_TIMEOUT`` seconds. Retries wait about 1 s, 5 s, 30 s, 2 min, 10 min, 1 h, then hourly
+one), record each event's deliveries (each held by its lease), acknowledge the event and start their first
+tries. Tries run in a small pool of ``ENVFLOW_WEBHOOK_CONCURRENCY`` threads, and a pass takes no more than
+the pool has free: a receiver that hangs holds one thread for ``ENVFLOW_WEBHOOK_TIMEOUT`` seconds. Retries wait about 1 s, 5 s, 30 s, 2 min, 10 min, 1 h, then hourly
 (``ENVFLOW_WEBHOOK_RETRY_DELAYS``, each jittered by up to a fifth), or what a ``Retry-After`` asks, for up to
 ``ENVFLOW_WEBHOOK_RETRY_FOR``; a ``410 Gone`` stops them, and a delivery that runs out of time goes to the
 dead-letter list.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -67,29 +68,54 @@ class Deliverer:
         if self.signer.problem:
             log.error(self.signer.problem)
         self.pool = ThreadPoolExecutor(settings.webhook_concurrency, thread_name_prefix="envflow-hook")
+        self._lock = threading.Lock()
+        self._inflight = 0
+        self._freed = threading.Event()
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     def pass_once(self, block: float = 1.0) -> int:
-        """Try what is due, then take new events (waiting up to ``block`` seconds); the tries made."""
-        width = self.settings.webhook_concurrency
-        due = self.store.claim_due(width)
-        tried = self._try_all(due)
+        """Start the tries that are due, then take new events (waiting up to ``block`` seconds for one), record
+        their deliveries and start their first tries; the tries started. A pass never waits for a try: a
+        receiver that hangs holds one of the pool's threads, and the others go on."""
+        free = self.settings.webhook_concurrency - self._inflight
+        if free <= 0:
+            self._freed.wait(block)
+            self._freed.clear()
+            return 0
+        due = self.store.claim_due(free)
+        started = self._start(due)
+        if len(due) >= free:
+            return started
         wait = 0.0 if due else block
         upcoming = self.store.next_due()
         if upcoming is not None:
             wait = min(wait, max(upcoming - time.time(), 0.0))
-        for event in self.store.read_events(self.name, width, int(wait * 1000)):
-            tried += self._try_all(self.expand(event))
+        for event in self.store.read_events(self.name, free - len(due), int(wait * 1000)):
+            created = self.expand(event)
+            # Recorded: each delivery is held by its lease now, so the event can leave the outbox.
             self.store.ack(event.id)
-        return tried
+            started += self._start(created)
+        return started
+
+    def _start(self, delivery_ids: list[str]) -> int:
+        with self._lock:
+            self._inflight += len(delivery_ids)
+        for delivery_id in delivery_ids:
+            self.pool.submit(self._try_one, delivery_id).add_done_callback(self._done)
+        return len(delivery_ids)
+
+    def _done(self, _: object) -> None:
+        with self._lock:
+            self._inflight -= 1
+        self._freed.set()
 
     # Events into deliveries
 
     def expand(self, event: OutboxEvent) -> list[str]:
-        """Record the deliveries of one event (the hooks that match it); the ids this call created, which it
-        tries at once (those that existed, another deliverer's, are tried when due)."""
+        """Record the deliveries of one event (the hooks that match it); the ids this call created, held by
+        the caller, which tries them at once (those that existed, another deliverer's, are tried when due)."""
         raw = self.redis.hgetall(keys.run(event.run_id))
         if not raw:
             log.warning("hook event %s: run %s is gone; nothing to deliver", event.id, event.run_id[:8])
@@ -117,11 +143,6 @@ class Deliverer:
         return created
 
     # Tries
-
-    def _try_all(self, delivery_ids: list[str]) -> int:
-        if not delivery_ids:
-            return 0
-        return sum(self.pool.map(self._try_one, delivery_ids))
 
     def _try_one(self, delivery_id: str) -> int:
         try:

@@ -2,11 +2,11 @@
 deliveries each event becomes. Delivering them (HTTP, run hooks, retries) is ``envflow/hooks/``'s.
 
 An outbox event is read through the consumer group ``deliverers``, so each goes to one deliverer; it stays
-pending there until its deliveries are recorded and their first tries made, so a deliverer that dies first
-hands it on (XAUTOCLAIM, after ``ENVFLOW_WEBHOOK_CLAIM_IDLE``). Each delivery (event x matching hook) is a
-hash; its entry in ``envflow:hooks:due`` says when to try it next, and a deliverer trying it pushes that a
-lease ahead first (``lua/hook_claim.lua``), so one that dies mid-try hands it on too. A receiver may thus see
-one delivery id twice: hooks are delivered at least once.
+pending there until its deliveries are recorded, so a deliverer that dies first hands it on (XAUTOCLAIM,
+after ``ENVFLOW_WEBHOOK_CLAIM_IDLE``). Each delivery (event x matching hook) is a hash; its entry in
+``envflow:hooks:due`` says when to try it next, and a deliverer trying it pushes that a lease ahead first
+(``lua/hook_claim.lua``; its creator holds it from the start), so one that dies mid-try hands it on too. A
+receiver may thus see one delivery id twice: hooks are delivered at least once.
 """
 
 from __future__ import annotations
