@@ -536,3 +536,38 @@ def test_a_hanging_receiver_holds_one_try_for_the_timeout_and_blocks_no_other(cl
     hangs.wait_for(2)  # the timed-out try is retried
     rows = {d["target"]: d for d in _until_status(client, "delivered", "delivered")}
     assert rows[hangs.url]["codes"] == "-,200"  # no answer within the timeout, then delivered
+
+
+def test_an_event_outlives_redis_killed_and_restarted_with_aof(tmp_path, receiver) -> None:
+    from envflow.client import Client
+    from envflow.hooks.deliverer import Deliverer
+    from envflow.settings import Settings
+    from tests.conftest import RedisServer
+    from tests.helpers_runs import drive
+
+    (tmp_path / "aof").mkdir()
+    server = RedisServer(tmp_path / "aof", "--appendonly", "yes", "--appendfsync", "always")
+    server.start()
+    try:
+        settings = Settings(redis_url=server.url, state_dir=tmp_path / "state")
+        client = Client(settings=settings)
+        r = receiver()
+        record = client.create_deployment(_hooked().model_copy(update={"hooks": [Hook(on=["FAILED"], webhook=r.url)]}))
+        run_id = client.store.create(record, {})
+        drive(client, run_id, state=RunState.FAILED)
+        assert server.proc is not None
+        server.proc.kill()  # no shutdown save: only the append-only file keeps what was written
+        server.proc.wait(10)
+        server.start()
+        deliverer = Deliverer(Client(settings=settings).redis, settings, "after-restart")
+        try:
+            for _ in range(20):
+                deliverer.pass_once(0.1)
+                if r.requests:
+                    break
+            ((_, body, _),) = r.wait_for(1)
+        finally:
+            deliverer.close()
+        assert json.loads(body)["data"]["run_id"] == run_id
+    finally:
+        server.stop()
