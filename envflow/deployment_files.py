@@ -301,6 +301,8 @@ def record_and_files(deployment: Deployment, default_queue: str) -> tuple[Deploy
         schedules=[s.to_record() for s in f.schedules],
         missed_runs=f.missed_runs,
         catch_up_limit=f.catch_up_limit,
+        hooks=f.hooks,
+        late_after=f.late_after,
         description=f.description if f.description is not None else (f.flow.description if f.flow else ""),
         defined_at=deployment.defined_at,
         created_at=now,

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from . import flows
 from .errors import ConfigError, ParameterError
 from .flows import is_flow
+from .hook_spec import Hook
 from .models import EnvKind, EnvSpec
 from .parameters import ensure_json
 from .schedules import Cron, Interval
@@ -71,6 +72,15 @@ class DeploymentFields(BaseModel):
     description: str | None = None
     preload: list[str] = Field(default_factory=list)
     warm: bool = False
+    hooks: list[Hook] = Field(default_factory=list)
+    late_after: float | None = Field(None, gt=0)
+
+    @field_validator("hooks")
+    @classmethod
+    def _check_hooks(cls, value: list[Hook]) -> list[Hook]:
+        if any(h.tags for h in value):
+            raise ValueError("tags: only site-wide hooks (`envflow hook add --tag`) pick deployments by tag")
+        return value
 
     @field_validator("preload")
     @classmethod
@@ -243,6 +253,9 @@ class Deployment:
     :param preload: modules imported ahead, in the env, by the worker's ready process for this deployment's
         runs (``["pandas", "sklearn.ensemble"]``): a run starts with them imported.
     :param warm: keep a ready process for this deployment's runs from worker start, not only after a run.
+    :param hooks: what to do when a run ends or is late: ``[{"on": ["FAILED"], "webhook": URL}, {"on":
+        ["COMPLETED"], "run": "flow/deployment", "parameters": {...}}]`` (docs/hooks.md).
+    :param late_after: seconds after it was due (or submitted) that a run not yet started fires ``LATE`` hooks.
     """
 
     def __init__(self, **fields: Any) -> None:

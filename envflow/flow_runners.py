@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .hook_spec import Hook
+
 
 class SubprocessFlowRunner(BaseModel):
     """Where and how a deployment's runs execute; pass it to ``DeploymentSpec(flow_runner=...)``.
@@ -24,6 +26,8 @@ class SubprocessFlowRunner(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     preload: list[str] = Field(default_factory=list)
     warm: bool = False
+    hooks: list[Hook] = Field(default_factory=list)  # see Deployment
+    late_after: float | None = Field(None, gt=0)
 
     def deployment_fields(self) -> dict[str, Any]:
         return self.model_dump(exclude_unset=True)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError
 
+from .hook_spec import Hook
 from .states import FINAL_STATES, RunState
 
 __all__ = ["FINAL_STATES", "Attempt", "DeploymentRecord", "EnvKind", "EnvSpec", "RunRecord", "RunState",
@@ -142,6 +143,8 @@ class DeploymentRecord(BaseModel):
     schedules: list[ScheduleRecord] = Field(default_factory=list)
     missed_runs: Literal["skip", "run_once", "catch_up"] = "run_once"
     catch_up_limit: int = 10
+    hooks: list[Hook] = Field(default_factory=list)
+    late_after: float | None = None  # seconds after it was due that a run not started is LATE
     description: str = ""
     defined_at: str = ""  # "file:line" of the definition
     created_at: float = 0.0
@@ -215,6 +218,8 @@ class RunRecord(BaseModel):
     scheduled_for: float | None = None
     schedule: str | None = None
     route: str | None = None  # the env a worker must have to take it (envflow/store/routing.py)
+    started_by: str | None = None  # "<run id>:<event>": the run whose hook started this one
+    late_at: float | None = None  # when it was found LATE (not started late_after seconds after it was due)
     waiting: str | None = None  # why a PENDING run waits (no live worker has its env), when it does
 
     @property

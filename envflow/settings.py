@@ -113,6 +113,34 @@ class Settings(BaseSettings):
         5000, ge=100, le=1_000_000, description="Output lines a run's page keeps; older ones are offered as a download."
     )
     ui_max_streams: int = Field(64, ge=1, description="Live output streams the web UI serves at once.")
+    ui_url: str | None = Field(None, description="The web UI's address as others reach it: hook payloads link "
+                               "to a run's page there.")
+    webhook_secret: str = Field("", description="Key that signs hooks' webhooks, as whsec_<base64> (Standard "
+                                "Webhooks); without one they go unsigned.")
+    webhook_retry_for: float = Field(24 * 3600, gt=0, description="Seconds a failing webhook is retried before it "
+                                     "goes to the dead-letter list.")
+    webhook_retry_delays: str = Field("1,5,30,120,600,3600", description="','-separated seconds between a "
+                                      "webhook's tries (jittered; the last repeats).")
+    webhook_claim_idle: float = Field(60.0, gt=0, description="Seconds a deliverer holds a hook event or delivery "
+                                      "before another may take it over (it died, say).")
+    webhook_timeout: float = Field(10.0, gt=0, description="Seconds one webhook request may take.")
+    webhook_concurrency: int = Field(4, ge=1, description="Webhook requests a deliverer makes at once.")
+
+    @field_validator("webhook_retry_delays")
+    @classmethod
+    def _check_delays(cls, value: str) -> str:
+        try:
+            delays = [float(d) for d in value.split(",") if d.strip()]
+        except ValueError:
+            raise ValueError("give ','-separated seconds, such as 1,5,30") from None
+        if not delays or min(delays) < 0:
+            raise ValueError("give ','-separated seconds (at least one, none negative), such as 1,5,30")
+        return value
+
+    @property
+    def retry_delays(self) -> list[float]:
+        """The seconds between a webhook's tries, the last repeating."""
+        return [float(d) for d in self.webhook_retry_delays.split(",") if d.strip()]
 
     def __init__(self, **values: Any) -> None:
         try:

@@ -5,7 +5,8 @@ slot is committed in a transaction that only one of them can win (``enqueue.py``
 Each pass reads all deployments and their cursors in two round trips, commits the ones
 with due slots, then sleeps until the next slot is due, at most ``tick`` seconds so that
 new, changed, paused and resumed deployments are seen soon. The service also runs the
-crash reaper (``envflow.store.reaper``), so runs of dead workers end even when no worker runs.
+crash reaper (``envflow.store.reaper``), so runs of dead workers end even when no worker runs, and
+delivers hooks (``envflow.hooks``) in a thread of its own.
 
 Redis errors never stop the service: it logs them, backs off and tries again; slots
 that fell due meanwhile are still on time if it is back within the grace period.
@@ -30,6 +31,7 @@ from envflow.backoff import Backoff
 from envflow.client import Client
 from envflow.connection import connect, describe
 from envflow.errors import QueueError
+from envflow.hooks.service import HookDelivery
 from envflow.models import DeploymentRecord
 from envflow.schedules import next_slot, to_datetime
 from envflow.settings import Settings
@@ -183,14 +185,17 @@ class SchedulerService:
         """Run until :meth:`stop` (or SIGTERM/SIGINT when called from the main thread)."""
         restore = self._install_signal_handlers()
         reaper = PeriodicReaper(self.store.reaper, self.name) if self.reap else None
+        hooks = HookDelivery(self.redis, self.settings, self.name, defer_to_scheduler=False)
         try:
             log.info("scheduler %s started on %s (tick %gs, misfire grace %gs)", self.name,
                      describe(self.redis), self.tick_seconds, self.enqueuer.grace)
             self.register_deployment_files()
             if reaper is not None:
                 reaper.start()
+            hooks.start()
             self._loop()
         finally:
+            hooks.close()
             if reaper is not None:
                 reaper.stop.set()
                 if reaper.thread.is_alive():

@@ -1,5 +1,6 @@
 """A worker's background duties, in one daemon thread: RQ's scheduler, envflow's reaper, and what the
-worker publishes about itself (``presence.py``).
+worker publishes about itself (``presence.py``); and, in a thread of its own, hooks' delivery while no
+scheduler delivers them (``envflow.hooks.service``).
 
 RQ's ``work(with_scheduler=True)`` forks its scheduler into a child process; if the
 worker is killed with SIGKILL that child lives on, still holding the worker's Redis
@@ -16,6 +17,7 @@ import threading
 import redis
 from rq.scheduler import RQScheduler
 
+from envflow.hooks.service import HookDelivery
 from envflow.store import routing
 from envflow.store.jobs import SERIALIZER
 from envflow.store.reaper import Reaper
@@ -41,13 +43,16 @@ class Maintenance:
                                      logging_level="WARNING", serializer=SERIALIZER)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="envflow-maintenance", daemon=True)
+        self.hooks = HookDelivery(connection, reaper.settings, worker_name, defer_to_scheduler=True)
 
     def start(self) -> None:
         self.thread.start()
+        self.hooks.start()
 
     def close(self) -> None:
         self.stop.set()
         self.thread.join(timeout=5)
+        self.hooks.close()
         try:
             self.scheduler.release_locks()
             self.presence.remove()

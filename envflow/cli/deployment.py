@@ -34,6 +34,12 @@ def redact_env(record: DeploymentRecord) -> dict[str, str | None]:
     return get_client().settings.redactor.mapping(record.env_vars)
 
 
+def redacted_hooks(record: DeploymentRecord) -> list[dict[str, Any]]:
+    """The deployment's hooks as shown: webhook URLs with their credentials hidden."""
+    text = get_client().settings.redactor.text
+    return [{**h.model_dump(), "webhook": text(h.webhook) if h.webhook else None} for h in record.hooks]
+
+
 def next_run(record: DeploymentRecord, now: float | None = None) -> float | None:
     if not record.schedules:
         return None
@@ -112,7 +118,7 @@ def ls(as_json: bool) -> None:
     paused = client.paused_deployments()
     if as_json:
         emit_json([
-            {**r.model_dump(exclude={"env_vars"}), "env_vars": redact_env(r), "paused": r.name in paused,
+            {**r.model_dump(exclude={"env_vars", "hooks"}), "env_vars": redact_env(r), "hooks": redacted_hooks(r), "paused": r.name in paused,
              "next_run": next_run(r)} for r in records
         ])
         return
@@ -139,8 +145,8 @@ def inspect_(name: str, as_json: bool) -> None:
     paused = record.name in client.paused_deployments()
     now = time.time()
     upcoming = sorted(t for s in record.schedules for t in schedules.upcoming(s, now, 3))
-    data: dict[str, Any] = {**record.model_dump(exclude={"env_vars"}), "env_vars": redact_env(record),
-                            "paused": paused, "next_runs": upcoming[:3]}
+    data: dict[str, Any] = {**record.model_dump(exclude={"env_vars", "hooks"}), "env_vars": redact_env(record),
+                            "hooks": redacted_hooks(record), "paused": paused, "next_runs": upcoming[:3]}
     built = built_env_rows(client, record)
     if built:
         data["requirements_file"] = client.requirements_text(record)
@@ -166,6 +172,9 @@ def inspect_(name: str, as_json: bool) -> None:
         ("warm", "from worker start" if record.warm else "after a run (ENVFLOW_WARM_IDLE)"),
         ("schedules", "; ".join(schedules.describe(s) for s in record.schedules) or "none"),
         ("missed runs", record.missed_runs if record.schedules else "-"),
+        ("hooks", "; ".join(f"on {','.join(h['on'])}: " + (f"webhook {h['webhook']}" if h["webhook"] else f"run {h['run']}")
+                            for h in redacted_hooks(record)) or "none"),
+        ("late after", f"{record.late_after:g}s" if record.late_after else "-"),
         ("paused", "yes" if paused else "no"),
         ("next runs", ", ".join(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) for t in upcoming[:3]) or "-"),
         ("defined at", record.defined_at or "-"),

@@ -14,6 +14,7 @@ from .lazy import LazyGroup
 COMMANDS = {
     "deployment": ("envflow.cli.deployment:deployment", "Register and run deployments (a flow plus its environment)."),
     "run": ("envflow.cli.run:run", "Inspect and control runs."),
+    "hook": ("envflow.cli.hook:hook", "Site-wide hooks, and what hooks delivered."),
     "queue": ("envflow.cli.queue:queue", "Inspect, pause and resume queues."),
     "env": ("envflow.worker.env_cli:env", "Environments flows run in (as this machine's workers see them)."),
     "venv": ("envflow.worker.env_cli:venv", "Make venvs that work inside the workers."),

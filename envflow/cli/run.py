@@ -9,7 +9,7 @@ import click
 
 from ..redaction import redact_text
 from ..states import RunState
-from .base import ago, emit_json, fields, get_client, get_queries, printable, state_text, status, table
+from .base import Styled, ago, emit_json, fields, get_client, get_queries, printable, state_text, status, table
 from .follow import EXIT_CODES_HELP, exit_code, follow_run, print_history
 
 STATES = [s.value for s in RunState]
@@ -51,7 +51,8 @@ def ls(deployment: str | None, state: str | None, limit: int, as_json: bool) -> 
         return
     waiting = _waiting(queries.redis, rows)
     table(["ID", "DEPLOYMENT", "STATE", "ATTEMPT", "CREATED", "DURATION", "WORKER"], [
-        [r.short_id, r.deployment, state_text(r.state.value), str(r.attempt), ago(r.created_at), _duration(r),
+        [r.short_id, r.deployment, Styled(state_text(r.state.value) + (" (late)" if r.late and not r.state.is_final else "")),
+         str(r.attempt), ago(r.created_at), _duration(r),
          r.worker or waiting.get((r.queue, r.route), "-")]
         for r in rows
     ])
@@ -80,6 +81,8 @@ def inspect_(run_id: str, as_json: bool) -> None:
         return
     import json
 
+    from ..hook_spec import started_by_text
+
     rows: list[tuple[str, object]] = [
         ("id", record.id),
         ("deployment", record.deployment),
@@ -87,6 +90,8 @@ def inspect_(run_id: str, as_json: bool) -> None:
         ("parameters", json.dumps(record.parameters)),
         ("queue", record.queue),
         *([("waiting", record.waiting)] if record.waiting else []),
+        *([("late", f"not started {ago(record.late_at)}, late_after past due")] if record.late_at else []),
+        *([("started by", started_by_text(record.started_by))] if record.started_by else []),
         ("created", f"{ago(record.created_at)}  ({_ts(record.created_at)})"),
     ]
     if record.scheduled_for:

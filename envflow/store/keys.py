@@ -28,6 +28,17 @@ Layout::
     envflow:envs                       hash    route key -> env spec JSON, of every env a deployment names
     envflow:route:<queue>:<key>        zset    workers of <queue> that have the env <key> (score: when that lapses)
     envflow:ui:ended:<session id>      string  a web UI session ended by logging out (expires with the session)
+    envflow:runs:late                  zset    ids of waiting runs of deployments with late_after (score: when LATE)
+    envflow:hooks:outbox               stream  hook events, written by the transition scripts (fields run, state, at);
+                                               read through the consumer group "deliverers"
+    envflow:hooks:site                 hash    site-wide hook id -> JSON of the hook (envflow hook add)
+    envflow:hooks:due                  zset    delivery ids to try (score: when; a claimed one is pushed ahead)
+    envflow:hooks:deliveries           zset    every delivery id, for `envflow hook deliveries` (score: created)
+    envflow:hooks:dead                 list    delivery ids that gave up (newest first)
+    envflow:hooks:deliverer            string  the scheduler delivering hooks now (expires); workers deliver without one
+    envflow:hook:<delivery id>         hash    one delivery: its target, body, tries, codes, status
+    envflow:hook:<delivery id>:run     string  the run a run hook started for that delivery (set once)
+    envflow:run:<id>:hooks             set     the ids of the hook deliveries of that run's events (expires)
 
 Pub/sub channels::
 
@@ -51,6 +62,14 @@ INDEXED_DEPLOYMENTS = PREFIX + "runs:deps"
 STATE_INDEX_PREFIX = PREFIX + "runs:state:"
 INDEXES_LOCK = PREFIX + "indexes:lock"
 REAPER_LOCK = PREFIX + "reaper:lock"
+LATE_RUNS = PREFIX + "runs:late"
+HOOK_OUTBOX = PREFIX + "hooks:outbox"
+HOOK_GROUP = "deliverers"  # the outbox's consumer group (a name, not a key)
+SITE_HOOKS = PREFIX + "hooks:site"
+HOOKS_DUE = PREFIX + "hooks:due"
+HOOK_DELIVERIES = PREFIX + "hooks:deliveries"
+HOOKS_DEAD = PREFIX + "hooks:dead"
+HOOK_DELIVERER = PREFIX + "hooks:deliverer"
 
 
 def deployment(name: str) -> str:
@@ -109,6 +128,20 @@ def scheduler(name: str) -> str:
 
 def schedule_state(deployment_name: str) -> str:
     return f"{PREFIX}schedule:{deployment_name}"
+
+
+def hook_delivery(delivery_id: str) -> str:
+    return f"{PREFIX}hook:{delivery_id}"
+
+
+def hook_run(delivery_id: str) -> str:
+    """The run a run hook started for one delivery: set once, so retries and replicas start one run."""
+    return f"{PREFIX}hook:{delivery_id}:run"
+
+
+def run_hooks(run_id: str) -> str:
+    """The ids of the hook deliveries a run's events made (its page lists them)."""
+    return f"{PREFIX}run:{run_id}:hooks"
 
 
 def slot(deployment_name: str, schedule_id: str, slot_ts: int) -> str:

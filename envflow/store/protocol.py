@@ -30,7 +30,8 @@ from . import keys, run_hash
 from .packing import PACK_MAX_BYTES, PACK_MAX_ENTRIES
 
 T = TypeVar("T")
-SCRIPT_NAMES = ("claim", "heartbeat", "append", "finish", "crash", "cancel", "unrunnable")
+SCRIPT_NAMES = ("claim", "heartbeat", "append", "finish", "crash", "cancel", "unrunnable", "late")
+OUTBOX_MAX = 100_000  # hook events kept at most (about): delivered ones are deleted as they go
 
 
 def now_text(ts: float | None = None) -> str:
@@ -49,6 +50,7 @@ def _constants() -> str:
         f"local IDX = '{keys.STATE_INDEX_PREFIX}'",
         f"local SPEC = '{keys.spec('')}'",
         f"local PACK_MAX_BYTES, PACK_MAX_ENTRIES = {PACK_MAX_BYTES}, {PACK_MAX_ENTRIES}",
+        f"local OUTBOX, SITE_HOOKS, OUTBOX_MAX = '{keys.HOOK_OUTBOX}', '{keys.SITE_HOOKS}', {OUTBOX_MAX}",
         "",
     ])
 
@@ -56,7 +58,7 @@ def _constants() -> str:
 @cache
 def _source(name: str) -> str:
     folder = files("envflow.store").joinpath("lua")
-    parts = [folder.joinpath(f"{part}.lua").read_text() for part in ("_lib", "_output", name)]
+    parts = [folder.joinpath(f"{part}.lua").read_text() for part in ("_lib", "_output", "_hooks", name)]
     return "\n".join([_constants(), *parts])
 
 
@@ -233,3 +235,7 @@ class RunScripts:
         args = [now_text(), reason, self.settings.history_ttl, self.settings.run_ttl]
         run_keys = [keys.run(run_id), keys.PENDING_RUNS, keys.output(run_id), keys.packed_output(run_id)]
         return self._call("unrunnable", run_keys, args, lambda r: bool(int(r)))
+
+    def late(self, run_id: str) -> Call[bool]:
+        """Fire a waiting run's LATE event, once: True when this call did (it had not started)."""
+        return self._call("late", [keys.run(run_id), keys.LATE_RUNS], [now_text()], lambda r: bool(int(r)))

@@ -45,6 +45,7 @@ class RunSummary:
     started_at: float | None  # when its latest attempt started
     queue: str = ""
     route: str | None = None  # the env a worker must have to take it (envflow/store/routing.py)
+    late: bool = False  # it fired LATE: not started late_after seconds after it was due
 
     @property
     def short_id(self) -> str:

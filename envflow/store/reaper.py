@@ -59,7 +59,18 @@ class Reaper:
             changed.append((run_id, "PENDING"))
         for run_id in self.fail_unrunnable():
             changed.append((run_id, "FAILED"))
+        self.fire_late()
         return changed
+
+    def fire_late(self, limit: int = 200) -> list[str]:
+        """Fire the LATE event of the waiting runs that have not started ``late_after`` seconds after they
+        were due (``lua/late.lua``, once per run); the runs found late."""
+        late = []
+        for raw in self.redis.zrangebyscore(keys.LATE_RUNS, "-inf", time.time(), start=0, num=limit):
+            if self.scripts.late(raw.decode()).run():
+                log.warning("run %s is late: not started late_after seconds after it was due", raw.decode()[:8])
+                late.append(raw.decode())
+        return late
 
     def fail_unrunnable(self, limit: int = 200) -> list[str]:
         """FAIL the runs that waited ``ENVFLOW_ENV_WAIT`` seconds with no live worker that has their env."""

@@ -16,6 +16,9 @@ error, large parameters) makes that hash a hashtable, about 1 KB more. So:
   since ``created_at``; trailing nulls left out);
 - ``spec`` is ``{"ref": <digest>}``: the deployment snapshot is stored once per version
   (``envflow:spec:<digest>``); fields given beside ``ref`` override the snapshot's;
+- ``hooks_on`` is ``|EVENT|EVENT|``, the events the deployment's hooks fire on (the transition scripts
+  read it to write an outbox event, ``lua/_hooks.lua``); ``started_by`` is ``<run id>:<event>`` of the run
+  whose hook started this one; ``late_at`` is when the run was found LATE;
 - empty values and defaults (``attempt`` 0, ``retries`` 0, ``parameters`` ``{}``) are not stored,
   and neither is what the key or other fields already say (the id; ``updated_at``, the last
   transition's time; ``flow_name``, the start of ``deployment``).
@@ -34,11 +37,11 @@ if TYPE_CHECKING:
 
 # What a listing row needs (``queries.RunSummary``): read with one HMGET per run.
 SUMMARY_FIELDS = ("deployment", "state", "attempt", "created_at", "worker", "attempt_started_at", "transitions",
-                  "updated_at", "queue", "route")
+                  "updated_at", "queue", "route", "late_at")
 # Scalar fields RunRecord takes as they are stored (pydantic converts the text).
 SCALARS = ("deployment", "flow_name", "queue", "state", "created_at", "attempt", "worker", "exit_code",
            "result_error", "error_type", "error", "reason", "cancel_requested_at", "timeout", "retries",
-           "scheduled_for", "schedule", "route")
+           "scheduled_for", "schedule", "route", "started_by", "late_at")
 ATTEMPT_FIELDS = ("n", "worker", "started_at", "ended_at", "state", "exit_code", "error_type", "error", "reason",
                   "start")
 
@@ -130,6 +133,7 @@ def summary(run_id: str, values: list[bytes | None]) -> dict[str, Any] | None:
         "started_at": float(h["attempt_started_at"]) if h.get("attempt_started_at") else None,
         "queue": h.get("queue", ""),
         "route": h.get("route") or None,
+        "late": bool(h.get("late_at")),
     }
 
 

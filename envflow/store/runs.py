@@ -20,6 +20,7 @@ from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 
 from ..errors import RunNotFound
+from ..hook_spec import hooked_events
 from ..jobs import RUN_FLOW
 from ..models import DeploymentRecord, RunRecord, RunState
 from ..settings import Settings
@@ -61,6 +62,7 @@ def _new_record(
     scheduled_for: float | None,
     schedule: str | None,
     route: str | None,
+    started_by: str | None = None,
 ) -> dict[str | bytes, str | int | float]:
     """The fields of a new run's hash (layout: ``run_hash.py``; the deployment as a snapshot reference)."""
     fields: dict[str | bytes, str | int | float] = {
@@ -85,6 +87,10 @@ def _new_record(
         fields["scheduled_for"] = now_text(scheduled_for)
     if schedule is not None:
         fields["schedule"] = schedule
+    if deployment.hooks:  # the events its hooks want, read by the transition scripts (lua/_hooks.lua)
+        fields["hooks_on"] = hooked_events(deployment.hooks)
+    if started_by is not None:
+        fields["started_by"] = started_by
     return fields
 
 
@@ -118,11 +124,13 @@ class RunStore:
         scheduled_for: float | None = None,
         schedule: str | None = None,
         run_id: str | None = None,
+        started_by: str | None = None,
         pipeline: Pipeline | None = None,
     ) -> str:
         """Record a new run and enqueue its job, atomically (one MULTI/EXEC unless ``pipeline`` is given).
 
         :param scheduled_for: a future time makes the run SCHEDULED, enqueued by RQ's scheduler then.
+        :param started_by: ``"<run id>:<event>"`` of the run whose hook starts this one.
         """
         run_id = run_id or new_run_id()
         now = time.time()
@@ -133,7 +141,8 @@ class RunStore:
         digest = run_hash.spec_digest(spec)
         route = routing.route_key(deployment.env)
         fields = _new_record(deployment, digest, parameters, created_at, state,
-                             timeout if timeout is not None else deployment.timeout, scheduled_for, schedule, route)
+                             timeout if timeout is not None else deployment.timeout, scheduled_for, schedule, route,
+                             started_by)
         pipe = pipeline if pipeline is not None else self.redis.pipeline(transaction=True)
         if not pipe.explicit_transaction:
             pipe.multi()  # RQ's enqueue expects a pipeline already in MULTI once commands are queued
@@ -143,7 +152,10 @@ class RunStore:
         pipe.hset(keys.run(run_id), mapping=fields)
         indexes.add(pipe, run_id, deployment.name, state, float(created_at))
         # Waiting runs are indexed by when they became due, for the reaper's stuck-job check.
-        pipe.zadd(keys.PENDING_RUNS, {run_id: scheduled_for if delayed and scheduled_for else now})
+        due = scheduled_for if delayed and scheduled_for else now
+        pipe.zadd(keys.PENDING_RUNS, {run_id: due})
+        if deployment.late_after:  # the reaper's pass fires its LATE event then, if it has not started
+            pipe.zadd(keys.LATE_RUNS, {run_id: due + deployment.late_after})
         queue = self.queue(routing.rq_queue(deployment.queue, route))
         job = self._job(queue, deployment, run_id)
         if delayed:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
@@ -22,6 +23,9 @@ from .context import see_other, ui_of
 from .listing import SINCE, RunsView, find_rows, recent_records, recent_runs
 from .stream import EventStream
 from .strip import durations
+
+if TYPE_CHECKING:
+    from ..client import Client
 
 STRIP_RUNS = 40
 HISTORY_RUNS = 100  # a deployment page's duration chart
@@ -63,7 +67,16 @@ def run_page(request: Request) -> Response:
     flow_run = _run(request)
     if flow_run.id != request.path_params["run_id"]:
         return see_other(f"/runs/{flow_run.id}")  # an id prefix: the page's address is the full id
-    return ui.render(request, "run.html", nav="runs", run=flow_run.record(), now=time.time())
+    return ui.render(request, "run.html", nav="runs", run=flow_run.record(), now=time.time(),
+                     hooks=_hook_deliveries(ui.client, flow_run.id))
+
+
+def _hook_deliveries(client: Client, run_id: str) -> list[dict[str, str]]:
+    """The run's hook deliveries as its page lists them, webhook URLs' credentials hidden."""
+    from ..store.hooks import hook_store
+
+    rows = hook_store(client.redis, client.settings).deliveries(run_id=run_id)
+    return [{**d, "target": client.settings.redactor.text(d.get("target", ""))} for d in rows]
 
 
 def run_summary(request: Request) -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 from envflow.models import RunState
 
@@ -248,3 +249,23 @@ def test_a_stored_deployment_that_does_not_validate_breaks_no_page(client, flows
         assert page.status == 200 and name in page.text and "hello/broken" not in page.text, path
     broken = session.get("/deployments/hello/broken")
     assert broken.status in (400, 409) and "delete it" in broken.text, broken.status
+
+
+def test_a_run_page_says_which_runs_hook_started_it_that_it_is_late_and_its_deliveries(client, session):
+    from envflow.store.hooks import hook_store
+
+    from ..support.runs import register
+
+    record = register(client).model_copy(update={"late_after": 0.01})
+    origin = client.store.create(record, {})
+    started = client.store.create(record, {}, started_by=f"{origin}:COMPLETED")
+    assert client.store.scripts.late(started).run()
+    page = session.get(f"/runs/{started}")
+    assert f'<a href="/runs/{origin}">run {origin[:8]}</a>\'s COMPLETED hook' in page.text.replace("&#39;", "'")
+    assert "not started" in page.text
+    store = hook_store(client.redis, client.settings)
+    store.create("1-0.d0", {"run": started, "state": "LATE", "kind": "webhook", "target": "https://u:pw@h.example/x"})
+    store.record_try("1-0.d0", "500", "HTTP 500", "pending", time.time() + 60)
+    page = session.get(f"/runs/{started}")
+    assert "https://u:***@h.example/x" in page.text and "pw@" not in page.text
+    assert "pending" in page.text and "1-0.d0" in page.text and "HTTP 500" in page.text

@@ -13,4 +13,5 @@ local attempt = f[2] or '0'
 output_end(run, KEYS[3], KEYS[4], attempt, S.CANCELLED, true, ARGV[3], ARGV[4])
 transition(run, S.CANCELLED, ARGV[1], attempt)
 redis.call('ZREM', KEYS[2], run_id(run))
+hook_event(run, S.CANCELLED, ARGV[1])
 return {'cancelled'}

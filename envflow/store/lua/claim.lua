@@ -22,6 +22,7 @@ local function end_now(final_state)
   output_end(run, stream, KEYS[7], attempt, final_state, true, ARGV[4], ARGV[5])
   redis.call('ZREM', active, id)
   redis.call('ZREM', pending, id)
+  hook_event(run, final_state, now)
   return {'ended', final_state}
 end
 

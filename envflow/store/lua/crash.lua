@@ -23,4 +23,5 @@ transition(run, state, now, attempt)
 local id = run_id(run)
 redis.call('ZREM', active, id)
 if not final then redis.call('ZADD', pending, now, id) end
+if final then hook_event(run, state, now) end
 return state

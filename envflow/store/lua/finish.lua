@@ -22,4 +22,5 @@ redis.call('DEL', lease)
 local id = run_id(run)
 redis.call('ZREM', active, id)
 if not final then redis.call('ZADD', pending, now, id) end
+if final then hook_event(run, state, now) end
 return 1
