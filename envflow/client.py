@@ -186,8 +186,9 @@ class Client:
         with wrap_errors(self.redis):
             if route is None:
                 return "no worker serves its queue"
-            return (routing.waiting_reason(self.redis, record.queue, route)
-                    or f"the workers of queue {record.queue} have not looked for {route} yet (they do every second)")
+            waiting = routing.waiting_for(self.redis, record.queue, route)
+            return (waiting.message if waiting else
+                    f"the workers of queue {record.queue} have not looked for {route} yet (they do every second)")
 
     def workers(self) -> list[dict[str, Any]]:
         """Live workers: name, host, state, queues, current run, and what each publishes (its warm processes)."""
@@ -234,11 +235,11 @@ class Client:
         with wrap_errors(self.redis):
             run_id = self.store.create(record, merged, timeout=timeout)
             run = FlowRun(self.store, run_id)
-            route = routing.route_key(record.env)
-            if route is not None and not routing.capable(self.redis, record.queue, route):
-                run.waiting = routing.waiting_reason(self.redis, record.queue, route)
-                if run.waiting is not None:  # None: the workers have not looked for a new env yet
-                    warnings.warn(EnvflowWarning(f"run {run.short_id}: {run.waiting}"), stacklevel=2)
+            waiting = routing.waiting_for(self.redis, record.queue, routing.route_key(record.env))
+            if waiting is not None:  # None: a worker can take it, or they have not looked for a new env yet
+                self.store.scripts.note_waiting([run_id], waiting).run()
+                run.waiting = waiting.message
+                warnings.warn(EnvflowWarning(f"run {run.short_id}: {waiting.message}"), stacklevel=2)
         return run
 
     def get_run(self, run_id: str) -> FlowRun:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from . import run_hash
 from .states import FINAL_STATES, RunState
+from .waits import Waiting
 
 __all__ = ["FINAL_STATES", "Attempt", "DeploymentRecord", "EnvKind", "EnvSpec", "RunRecord", "RunState",
            "ScheduleRecord"]
@@ -185,7 +186,7 @@ class RunRecord(BaseModel):
     scheduled_for: float | None = None
     schedule: str | None = None
     route: str | None = None  # the env a worker must have to take it (envflow/routing.py)
-    waiting: str | None = None  # why a PENDING run waits (no live worker has its env), when it does
+    waiting: Waiting | None = None  # why a PENDING run waits, when nothing can take it (waits.py)
 
     @classmethod
     def from_hash(cls, raw: dict[bytes, bytes] | dict[str, str], run_id: str | None = None) -> RunRecord:

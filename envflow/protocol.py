@@ -28,9 +28,10 @@ from .models import FINAL_STATES, Attempt, DeploymentRecord, RunRecord, RunState
 from .output.format import PACK_MAX_BYTES, PACK_MAX_ENTRIES
 from .settings import Settings
 from .states import CODES
+from .waits import Waiting
 
 T = TypeVar("T")
-SCRIPT_NAMES = ("claim", "heartbeat", "append", "finish", "crash", "cancel", "unrunnable")
+SCRIPT_NAMES = ("claim", "heartbeat", "append", "finish", "crash", "cancel", "unrunnable", "wait")
 
 
 def now_text(ts: float | None = None) -> str:
@@ -226,6 +227,10 @@ class RunScripts:
         run_keys = [keys.run(run_id), keys.PENDING_RUNS, keys.output(run_id), keys.packed_output(run_id)]
         return self._call("cancel", run_keys, args,
                           lambda r: CancelOutcome(_text(r[0]), _text(r[1]) if len(r) > 1 else ""))
+
+    def note_waiting(self, run_ids: Sequence[str], waiting: Waiting) -> Call[int]:
+        """Say why these runs wait, on those still PENDING whose reason changed (``waits.py``)."""
+        return self._call("wait", [keys.run(r) for r in run_ids], [waiting.to_json(), now_text()], int)
 
     def unrunnable(self, run_id: str, reason: str) -> Call[bool]:
         """PENDING/SCHEDULED -> FAILED: no live worker has the run's env, and it waited long enough."""

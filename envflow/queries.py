@@ -23,6 +23,7 @@ from .errors import EnvflowError, RunNotFound
 from .indexes import index_keys
 from .run_ids import MIN_PREFIX, is_run_id, is_run_id_prefix
 from .states import RunState
+from .waits import Waiting
 
 if TYPE_CHECKING:
     from .models import DeploymentRecord, RunRecord
@@ -45,6 +46,7 @@ class RunSummary:
     started_at: float | None  # when its latest attempt started
     queue: str = ""
     route: str | None = None  # the env a worker must have to take it (envflow/routing.py)
+    waiting: Waiting | None = None  # why it waits, while PENDING and nothing can take it (waits.py)
 
     @property
     def short_id(self) -> str:

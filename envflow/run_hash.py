@@ -31,10 +31,11 @@ import json
 from typing import Any
 
 from .states import BY_CODE, RunState
+from .waits import Waiting
 
 # What a listing row needs (``queries.RunSummary``): read with one HMGET per run.
 SUMMARY_FIELDS = ("deployment", "state", "attempt", "created_at", "worker", "attempt_started_at", "transitions",
-                  "updated_at", "queue", "route")
+                  "updated_at", "queue", "route", "waiting")
 # Scalar fields RunRecord takes as they are stored (pydantic converts the text).
 SCALARS = ("deployment", "flow_name", "queue", "state", "created_at", "attempt", "worker", "exit_code",
            "result_error", "error_type", "error", "reason", "cancel_requested_at", "timeout", "retries",
@@ -101,6 +102,8 @@ def decode(raw: dict[bytes, bytes] | dict[str, str], run_id: str | None = None) 
     data["updated_at"] = data["transitions"][-1][1] if data["transitions"] else h.get("updated_at") or None
     if h.get("parameters"):
         data["parameters"] = json.loads(h["parameters"])
+    if h.get("waiting") and data.get("state") == "PENDING":  # why it waits (waits.py); cleared at a claim
+        data["waiting"] = Waiting.from_json(h["waiting"])
     if h.get("result"):
         data["result"] = json.loads(h["result"])
         data["has_result"] = True
@@ -125,6 +128,7 @@ def summary(run_id: str, values: list[bytes | None]) -> dict[str, Any] | None:
         "started_at": float(h["attempt_started_at"]) if h.get("attempt_started_at") else None,
         "queue": h.get("queue", ""),
         "route": h.get("route") or None,
+        "waiting": Waiting.from_json(h.get("waiting")) if h["state"] == "PENDING" else None,
     }
 
 

@@ -60,7 +60,8 @@ class Settings(BaseSettings):
         DEFAULT_SECRET_PATTERNS, description="','-separated name globs whose values are redacted in output."
     )
     env_wait: float | None = Field(
-        None, gt=0, description="Seconds a run waits for a worker that has its env before it FAILs (default: forever)."
+        30.0, gt=0, description="Seconds a run waits, once every live worker of its queue lacks its env, before it "
+        "FAILs with their error; 'forever' waits (a fleet that adds workers on demand).",
     )
     warm_idle: float = Field(300.0, ge=0, description="Seconds an env stays warm on a worker after its last run.")
     warm_max: int = Field(4, ge=0, description="Ready processes a worker keeps at most (0: no warm pool).")
@@ -97,6 +98,11 @@ class Settings(BaseSettings):
         5000, ge=100, le=1_000_000, description="Output lines a run's page keeps; older ones are offered as a download."
     )
     ui_max_streams: int = Field(64, ge=1, description="Live output streams the web UI serves at once.")
+
+    @field_validator("env_wait", mode="before")
+    @classmethod
+    def _forever(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip().lower() in ("forever", "none", "") else value
 
     @field_validator("state_dir")
     @classmethod

@@ -45,6 +45,7 @@ def test_hello_flow_output_and_result(client, start_worker, venv, workdir):
     assert record.exit_code == 0 and record.attempts[0].state == "COMPLETED"
 
 
+@pytest.mark.filterwarnings("ignore:run [0-9a-f]+. waiting. no live worker:envflow.errors.EnvflowWarning")
 def test_output_order_and_late_follower_match(client, start_worker, venv, workdir):
     flow = write_flow(
         workdir,
@@ -73,6 +74,8 @@ def test_output_order_and_late_follower_match(client, start_worker, venv, workdi
     follower.join(60)
     assert run.wait(30) is RunState.COMPLETED
     late = list(client.get_run(run.id).follow(timeout=30))
+    notes, live = [line for line in live if line.stream == "envflow"], [line for line in live if line.stream != "envflow"]
+    assert [n.text for n in notes] == ["envflow: waiting: no live worker on queue default"]  # said while it waited
     assert len(live) == 10000
     assert [(line.stream, line.text, line.seq) for line in late] == [(line.stream, line.text, line.seq) for line in live]
     for stream, every in (("stdout", lambda i: i % 3), ("stderr", lambda i: not i % 3)):
@@ -152,7 +155,8 @@ def test_bad_venv_fails_with_paths(client, start_worker, venv, workdir, kind):
         assert f"worker's directory, {workdir}" in record.error
     else:
         assert "no pyvenv.cfg" in record.error
-    assert lines == [f"envflow: {record.error}"]
+    assert lines[-1] == f"envflow: {record.error}" and "ENVFLOW_ENV_WAIT=1" in record.error
+    assert all(line.startswith("envflow: waiting for a worker with venv:") for line in lines[:-1])
 
 
 def test_unknown_deployment_and_bad_parameters_enqueue_nothing(client, venv, workdir):

@@ -20,6 +20,7 @@ from redis import Redis
 
 from envflow import keys, routing
 from envflow.models import DeploymentRecord, EnvKind, EnvSpec
+from envflow.protocol import RunScripts
 from envflow.settings import Settings
 
 from .env_cache import EnvCache, Fingerprint, fingerprint
@@ -51,6 +52,7 @@ class Presence:
         self.redis = redis
         self.settings = settings
         self.pool = pool
+        self.scripts = RunScripts(redis, settings)
         self.env_cache = EnvCache(settings, redis=redis)  # its own: the run's thread uses the executor's
         self.base = flow_base(os.environ, settings)
         self.ttl = max(settings.reaper_interval * 3, settings.lease_ttl, 1.0)
@@ -77,6 +79,7 @@ class Presence:
                 self._scanned_at = now
                 self._keep_warm()
             self._publish(gone)
+            self._say_why_waiting()
         if changed:  # the worker's dequeue waits on its old set of queues: have it listen on the new one now
             wake = routing.wake_key(self.name)
             with self.redis.pipeline(transaction=False) as pipe:
@@ -130,6 +133,15 @@ class Presence:
                     pipe.zrem(keys.route(queue, key), self.name)
             pipe.set(keys.worker(self.name), json.dumps(self.describe()), ex=int(self.ttl) + 1)
             pipe.execute()
+
+    def _say_why_waiting(self) -> None:
+        """Tell the runs of the envs this worker lacks why they wait, once every live worker has looked."""
+        for queue in self.queues:
+            for key in self.missing:
+                try:
+                    routing.note_route(self.redis, self.scripts, queue, key)
+                except Exception as e:  # noqa: BLE001 - a note is best effort; the reaper says it too
+                    log.debug("cannot note why runs of %s wait: %s", key, e)
 
     def describe(self) -> dict[str, Any]:
         return {"envs": self.envs, "missing": self.missing, "warm": self.pool.status(), "at": round(time.time(), 3)}

@@ -45,9 +45,13 @@ def print_lines(entry: Entry) -> None:
 def print_history(run: FlowRun) -> None:
     """Print what a run's history holds now, saying where its caps dropped lines."""
     from ..output import Entry
+    from ..waits import Waiting
 
     last: tuple[int, int] | None = None
     for record in run.records(timeout=0):
+        if isinstance(record, Waiting):
+            status(printable(record.message))
+            continue
         if isinstance(record, Entry):
             _say_if_trimmed(last, record)
             print_lines(record)
@@ -57,6 +61,7 @@ def print_history(run: FlowRun) -> None:
 def follow_run(run: FlowRun, *, interactive_cancel: bool = True) -> int:
     """Stream a run's output until it ends; return the exit code of its final state."""
     from ..output import AttemptEnd, Entry
+    from ..waits import Waiting
 
     started = time.monotonic()
     # Ctrl-C detaches even when a parent shell started us with SIGINT ignored (a background job).
@@ -64,6 +69,9 @@ def follow_run(run: FlowRun, *, interactive_cancel: bool = True) -> int:
     last: tuple[int, int] | None = None
     try:
         for record in run.records():
+            if isinstance(record, Waiting):  # said once per reason, as soon as it is known
+                status(printable(record.message))
+                continue
             if isinstance(record, Entry):
                 _say_if_trimmed(last, record)
                 print_lines(record)

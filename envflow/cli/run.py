@@ -49,24 +49,11 @@ def ls(deployment: str | None, state: str | None, limit: int, as_json: bool) -> 
     if not rows:
         status("no runs match")
         return
-    waiting = _waiting(queries.redis, rows)
     table(["ID", "DEPLOYMENT", "STATE", "ATTEMPT", "CREATED", "DURATION", "WORKER"], [
         [r.short_id, r.deployment, state_text(r.state.value), str(r.attempt), ago(r.created_at), _duration(r),
-         r.worker or waiting.get((r.queue, r.route), "-")]
+         r.worker or (r.waiting.message if r.waiting else "-")]
         for r in rows
     ])
-
-
-def _waiting(redis, rows) -> dict[tuple[str, str | None], str]:  # type: ignore[no-untyped-def]
-    """Per (queue, env) of the waiting runs listed: what to show while no live worker has the env."""
-    from .. import routing
-
-    out = {}
-    for r in rows:
-        where = (r.queue, r.route)
-        if r.state is RunState.PENDING and r.route and where not in out and not routing.capable(redis, r.queue, r.route):
-            out[where] = f"waiting for a worker with {r.route}"
-    return out
 
 
 @run.command("inspect")
@@ -86,7 +73,7 @@ def inspect_(run_id: str, as_json: bool) -> None:
         ("state", state_text(record.state.value)),
         ("parameters", json.dumps(record.parameters)),
         ("queue", record.queue),
-        *([("waiting", record.waiting)] if record.waiting else []),
+        *([("waiting", record.waiting.message)] if record.waiting else []),
         ("created", f"{ago(record.created_at)}  ({_ts(record.created_at)})"),
     ]
     if record.scheduled_for:

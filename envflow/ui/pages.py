@@ -17,6 +17,7 @@ from ..flow_run import FlowRun
 from ..models import DeploymentRecord
 from ..output import Entry, dropped_before
 from ..redaction import redact_text
+from ..waits import Waiting
 from . import fleet, forms
 from .context import see_other, ui_of
 from .listing import recent_records, recent_runs
@@ -93,6 +94,9 @@ def run_output_text(request: Request) -> Response:
     def text() -> Iterator[str]:
         last: tuple[int, int] | None = None
         for record in flow_run.records(timeout=0):
+            if isinstance(record, Waiting):
+                yield f"» {record.message}\n"
+                continue
             if isinstance(record, Entry):
                 dropped = dropped_before(last, record)
                 if dropped:

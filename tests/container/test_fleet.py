@@ -146,7 +146,7 @@ def test_an_env_no_service_has_waits_pending_with_the_reason(fleet: Stack, flows
         time.sleep(12)  # beyond the workers' refresh of the envs deployments name (reaper interval, 5 s)
         record = run.record()
         assert record.state is RunState.PENDING and record.attempts == [], record
-        waiting = record.waiting or ""
+        waiting = record.waiting.message if record.waiting else ""
         assert waiting.startswith("waiting for a worker with conda:gpu; workers on queue default have: "), waiting
         assert "conda:py38" in waiting and "conda:py312" in waiting and "venv:/venvs/example" in waiting, waiting
         assert "no conda env named 'gpu'" in waiting, waiting
