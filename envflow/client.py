@@ -180,6 +180,24 @@ class Client:
                 return sorted(m.decode().removeprefix("rq:worker:") for m in members)
             return sorted(m.decode() for m in self.redis.zrangebyscore(keys.route(record.queue, route), time.time(), "+inf"))
 
+    def lacking_env(self, record: DeploymentRecord, patience: float = 3.0) -> str | None:
+        """Why no live worker of the deployment's queue can run it, when some are live and none has its env;
+        None when one has it, none is live, or it needs none. Waits up to ``patience`` seconds for them to look."""
+        route = routing.route_key(record.env)
+        if route is None:
+            return None
+        deadline = time.monotonic() + patience
+        with wrap_errors(self.redis):
+            while True:
+                if routing.capable(self.redis, record.queue, route) or not routing.live_workers(self.redis, record.queue):
+                    return None
+                waiting = routing.waiting_for(self.redis, record.queue, route)
+                if waiting is not None:
+                    return waiting.message
+                if time.monotonic() >= deadline:
+                    return None  # they have not all looked yet: a run will say why once they have
+                time.sleep(0.1)
+
     def why_waiting(self, record: DeploymentRecord) -> str:
         """What the workers of the deployment's queue have instead of its env, and why they lack it."""
         route = routing.route_key(record.env)

@@ -345,3 +345,13 @@ def test_only_envflow_is_claimed_as_an_import_name(tmp_path, env_vars):
         done = subprocess.run(envflow_command(*args), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, (args, done.stderr)
         assert "Usage:" in done.stdout
+
+
+def test_deployment_create_warns_when_the_live_workers_lack_its_env(cli, start_worker, workdir, venv):
+    start_worker()
+    good = REFERENCE_DEPLOYMENT.format(runner=f'virtualenv="{venv}"')
+    write_flow(workdir, good, "good.py")
+    write_flow(workdir, good.replace('name="example"', 'name="typo"').replace(str(venv), "./no-such-venv"), "typo.py")
+    done = cli("deployment", "create", "good.py", "typo.py")
+    assert "warning: my-flow/typo: waiting for a worker with venv:./no-such-venv" in done.stderr, done.stderr
+    assert "'./no-such-venv' does not exist" in done.stderr and "my-flow/example:" not in done.stderr

@@ -75,6 +75,7 @@ def create(files: tuple[str, ...]) -> None:
 
     client = get_client()
     errors = 0
+    created = []
     for path in files:
         loaded = load_file(path)
         for message in loaded.errors:
@@ -93,6 +94,11 @@ def create(files: tuple[str, ...]) -> None:
             click.echo(f"registered {click.style(printable(record.name), bold=True)}  env "
                        f"{printable(describe_env(record))}  queue {printable(record.queue)}  "
                        f"({printable(where)}; {printable(item.defined_at)})")
+            created.append(record)
+    for record in created:  # a typo in an env path is best caught here, not when its first run waits
+        lacking = client.lacking_env(record)
+        if lacking:
+            problem("warning", f"{record.name}: {printable(lacking)}")
     if errors:
         fail(f"{errors} deployment{'s' if errors > 1 else ''} not registered", code=1)
 
