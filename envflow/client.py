@@ -136,7 +136,7 @@ class Client:
             with self.redis.pipeline(transaction=True) as pipe:
                 pipe.delete(keys.deployment(name))
                 pipe.zrem(keys.DEPLOYMENTS, name)
-                pipe.delete(keys.schedule_state(name))
+                pipe.delete(keys.schedule_state(name), keys.skipped_slots(name))
                 pipe.execute()
             self._retire(record)
 

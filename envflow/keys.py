@@ -110,5 +110,10 @@ def schedule_state(deployment_name: str) -> str:
     return f"{PREFIX}schedule:{deployment_name}"
 
 
+def skipped_slots(deployment_name: str) -> str:
+    """The slots of a deployment's schedules skipped while one of its runs waited for an env (JSON)."""
+    return f"{PREFIX}schedule:{deployment_name}:skipped"
+
+
 def slot(deployment_name: str, schedule_id: str, slot_ts: int) -> str:
     return f"{PREFIX}slot:{deployment_name}:{schedule_id}:{slot_ts}"

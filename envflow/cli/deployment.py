@@ -166,12 +166,25 @@ def inspect_(name: str, as_json: bool) -> None:
         ("warm", "from worker start" if record.warm else "after a run (ENVFLOW_WARM_IDLE)"),
         ("schedules", "; ".join(schedules.describe(s) for s in record.schedules) or "none"),
         ("missed runs", record.missed_runs if record.schedules else "-"),
+        *skipped_rows(client, record),
         ("paused", "yes" if paused else "no"),
         ("next runs", ", ".join(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) for t in upcoming[:3]) or "-"),
         ("defined at", record.defined_at or "-"),
         ("updated", ago(record.updated_at)),
     ]
     fields(rows)
+
+
+def skipped_rows(client: Any, record: DeploymentRecord) -> list[tuple[str, str]]:
+    """``inspect``'s row for the slots the scheduler skipped while a run of the deployment waited for its env."""
+    from .. import keys
+
+    raw = client.redis.get(keys.skipped_slots(record.name)) if record.schedules else None
+    if raw is None:
+        return []
+    note = json.loads(raw)
+    span = " to ".join(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) for t in sorted({note["first"], note["last"]}))
+    return [("skipped slots", f"{note['count']} ({span}): run {note['run'][:8]} {note['reason']}")]
 
 
 @deployment.command("delete")
