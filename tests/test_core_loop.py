@@ -223,3 +223,26 @@ def test_nothing_is_unpickled_job_payload_is_json(client, venv, workdir):
 
     payload = json.loads(zlib.decompress(raw))
     assert payload[0] == "envflow.jobs.run_flow" and payload[2] == [run.id]
+
+
+def test_every_bad_parameter_is_reported_at_once_and_a_flow_without_any_takes_none(client, venv, workdir):
+    flow = write_flow(workdir, """
+        from envflow import flow
+
+        @flow
+        def typed(n: int, when: str):
+            return n
+
+        @flow
+        def bare():
+            return 1
+    """)
+    typed = deploy(client, flow, "typed", virtualenv=str(venv))
+    with pytest.raises(ParameterError) as raised:
+        client.run(typed, {"n": "x", "colour": "red"})
+    message = str(raised.value)
+    assert "no parameter colour" in message and "needs parameter when" in message and "-p when=…" in message
+    assert "'n': it expects int" in message
+    bare = deploy(client, flow, "bare", virtualenv=str(venv), name="bare")
+    with pytest.raises(ParameterError, match=r"has no parameter x \(it accepts: none\)"):
+        client.run(bare, {"x": 1})
