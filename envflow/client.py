@@ -253,11 +253,16 @@ class Client:
         with wrap_errors(self.redis):
             run_id = self.store.create(record, merged, timeout=timeout)
             run = FlowRun(self.store, run_id)
-            waiting = routing.waiting_for(self.redis, record.queue, routing.route_key(record.env))
+            route = routing.route_key(record.env)
+            waiting = routing.waiting_for(self.redis, record.queue, route)
             if waiting is not None:  # None: a worker can take it, or they have not looked for a new env yet
                 self.store.scripts.note_waiting([run_id], waiting).run()
                 run.waiting = waiting.message
                 warnings.warn(EnvflowWarning(f"run {run.short_id}: {waiting.message}"), stacklevel=2)
+            else:
+                queued = routing.queued(self.redis, record.queue, route)
+                if queued is not None:  # said once, to whoever follows it; not a warning: queues are normal
+                    self.store.scripts.note_waiting([run_id], queued).run()
         return run
 
     def get_run(self, run_id: str) -> FlowRun:

@@ -109,6 +109,29 @@ def waiting_for(redis: Redis, queue: str, key: str | None) -> Waiting | None:
     return Waiting(waits.ENV, message, {"queue": queue, "env": key, "errors": errors, "have": have[:20]})
 
 
+def queued(redis: Redis, queue: str, key: str | None) -> Waiting | None:
+    """A just-submitted run's place, when it does not start at once: the runs ahead of it in its queue and
+    the workers that can take it, busy or not. None when one of them is idle and nothing is ahead."""
+    if key is None:
+        names = [name for name, _ in live_workers(redis, queue)]
+    else:
+        names = sorted(m.decode() for m in redis.zrangebyscore(keys.route(queue, key), time.time(), "+inf"))
+    if not names:
+        return None
+    ahead = max(int(redis.llen("rq:queue:" + rq_queue(queue, key))) - 1, 0)
+    with redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.hget("rq:worker:" + name, "state")
+        busy = sum(1 for state in pipe.execute() if state == b"busy")
+    if not ahead and busy < len(names):
+        return None
+    workers = f"{len(names)} worker{'s' if len(names) > 1 else ''}"
+    busy_text = "busy" if len(names) == 1 else f"{busy} busy"
+    message = f"queued: {ahead} run{'' if ahead == 1 else 's'} ahead on queue {queue}, {workers}, {busy_text}"
+    return Waiting(waits.QUEUED, message, {"queue": queue, "env": key, "ahead": ahead, "workers": len(names),
+                                           "busy": busy})
+
+
 def waiting_reason(redis: Redis, queue: str, key: str) -> str | None:
     """:func:`waiting_for`'s message."""
     waiting = waiting_for(redis, queue, key)

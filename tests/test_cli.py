@@ -355,3 +355,45 @@ def test_deployment_create_warns_when_the_live_workers_lack_its_env(cli, start_w
     done = cli("deployment", "create", "good.py", "typo.py")
     assert "warning: my-flow/typo: waiting for a worker with venv:./no-such-venv" in done.stderr, done.stderr
     assert "'./no-such-venv' does not exist" in done.stderr and "my-flow/example:" not in done.stderr
+
+
+FLAKY = """
+    import os, time
+    from envflow import flow
+
+    @flow
+    def flaky(seconds: float = 0):
+        time.sleep(seconds)
+        print("attempt", os.environ["ENVFLOW_RUN_ATTEMPT"])
+        raise RuntimeError("always fails")
+"""
+
+
+def test_follow_says_where_a_run_is_and_how_it_ended(cli, start_worker, workdir, venv):
+    """The queued notice, the retry line (error, delay, attempts left), the end line (time ran against the
+    timeout, time waited), attempts kept apart by `run logs`, whose exit status says how the run ended."""
+    path = write_flow(workdir, FLAKY, "flaky.py")
+    (workdir / "d.yaml").write_text(f"- name: d\n  flow_location: {path}\n  virtualenv: {venv}\n"
+                                    f"  retries: 1\n  retry_delay: 1\n")
+    cli("deployment", "create", "d.yaml")
+    start_worker()
+    busy = cli("deployment", "run", "flaky/d", "-p", "seconds=3").stdout.strip()
+    time.sleep(1)
+    done = cli("deployment", "run", "flaky/d", "--follow", "--timeout", "30", check=3)
+    assert "queued: 0 runs ahead on queue default, 1 worker, busy" in done.stderr, done.stderr
+    assert "attempt 1 FAILED (RuntimeError: always fails); retrying in 1s, 1 attempt left" in done.stderr, done.stderr
+    end = next(line for line in done.stderr.splitlines() if "FAILED: ran" in line)
+    assert "of its 30s timeout, waited" in end and "s to start" in end, end
+    cli("run", "wait", busy, check=3)
+    logs = cli("run", "logs", busy, check=None)
+    assert logs.returncode == 3 and logs.stdout == "attempt 1\nattempt 2\n"  # `run logs` exits as --follow does
+    assert "attempt 1 FAILED (RuntimeError: always fails); retrying in 1s" in logs.stderr, logs.stderr
+
+
+def test_run_cancel_takes_several_ids(cli, start_worker, workdir, venv):
+    path = write_flow(workdir, GREETER, "greeter.py")
+    (workdir / "d.yaml").write_text(f"- name: d\n  flow_location: {path}\n  virtualenv: {venv}\n  queue: none\n")
+    cli("deployment", "create", "d.yaml")
+    ids = [cli("deployment", "run", "greet/d", "-p", f"name={n}").stdout.strip() for n in "ab"]
+    done = cli("run", "cancel", ids[0][:8], ids[1], "ffffffff", check=1)
+    assert done.stdout.count("cancelled before it started") == 2 and "no run starts with 'ffffffff'" in done.stderr

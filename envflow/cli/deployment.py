@@ -255,7 +255,7 @@ def run_(name: str, pairs: tuple[str, ...], params_json: str | None, follow: boo
         status(f"run {run.short_id} of {printable(name)} queued; follow it with `envflow run logs {run.short_id} --follow`")
     else:
         status(f"run {run.short_id} of {printable(name)} queued; streaming its output (Ctrl-C to detach)")
-    if run.waiting:
+    if run.waiting and not follow:  # a follower hears it from the run itself
         status(printable(run.waiting))
     if follow:
         sys.exit(follow_run(run))

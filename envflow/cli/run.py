@@ -31,7 +31,8 @@ def _duration(row) -> str:  # type: ignore[no-untyped-def]
 @run.command("ls")
 @click.option("--deployment", "-d", help="Only runs of this deployment (flow-name/deployment-name).")
 @click.option("--state", "-s", type=click.Choice(STATES, case_sensitive=False), help="Only runs in this state.")
-@click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Show at most this many runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def ls(deployment: str | None, state: str | None, limit: int, as_json: bool) -> None:
     """List recent runs, newest first."""
@@ -119,21 +120,35 @@ def logs(run_id: str, follow: bool) -> None:
     if follow:
         sys.exit(follow_run(flow_run))
     print_history(flow_run)
+    state = flow_run.state
+    if state.is_final:  # the exit status says how it ended, as with --follow
+        sys.exit(exit_code(state, flow_run))
 
 
 @run.command("cancel")
-@click.argument("run_id")
-def cancel(run_id: str) -> None:
-    """Cancel a run: a queued run never starts; a running one is stopped (SIGTERM, then SIGKILL)."""
+@click.argument("run_ids", nargs=-1, required=True, metavar="RUN_ID...")
+def cancel(run_ids: tuple[str, ...]) -> None:
+    """Cancel runs: a queued run never starts; a running one is stopped (SIGTERM, then SIGKILL)."""
+    from ..errors import RunNotFound
+
     client = get_client()
-    flow_run = client.get_run(run_id)
-    outcome = client.cancel(flow_run.id)
-    messages = {
-        "cancelled": "cancelled before it started",
-        "requested": f"stopping it (SIGTERM, then SIGKILL after {client.settings.cancel_grace:g}s)",
-        "ended": f"it had already ended ({flow_run.state.value})",
-    }
-    click.echo(f"run {flow_run.short_id}: {printable(messages.get(outcome, outcome))}")
+    missing = 0
+    for run_id in run_ids:
+        try:
+            flow_run = client.get_run(run_id)
+        except RunNotFound as e:  # the others are still cancelled
+            missing += 1
+            status(printable(str(e)))
+            continue
+        outcome = client.cancel(flow_run.id)
+        messages = {
+            "cancelled": "cancelled before it started",
+            "requested": f"stopping it (SIGTERM, then SIGKILL after {client.settings.cancel_grace:g}s)",
+            "ended": f"it had already ended ({flow_run.state.value})",
+        }
+        click.echo(f"run {flow_run.short_id}: {printable(messages.get(outcome, outcome))}")
+    if missing:
+        sys.exit(1)
 
 
 @run.command("wait", epilog=EXIT_CODES_HELP)
