@@ -70,7 +70,8 @@ class FlowRun:
 
     def follow(self, timeout: float | None = None) -> Iterator[OutputLine]:
         """Yield the run's output lines (stdout and stderr, each tagged) until the run ends. While it waits,
-        why (each reason once, as it becomes known) comes as a line of stream ``envflow``.
+        why nothing can take it (each reason once, as it becomes known) comes as a line of stream ``envflow``;
+        a place in a queue does not (``records()`` has it).
 
         Replays what was already printed, then streams live. Every caller sees the same lines
         in the same order, whenever it starts following.

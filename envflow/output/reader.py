@@ -139,7 +139,7 @@ class OutputFollower:
         for record in self.records(timeout):
             if isinstance(record, Entry):
                 yield from record.lines()
-            elif isinstance(record, Waiting):  # envflow's own line: why the run has not started
+            elif isinstance(record, Waiting) and record.kind != waits.QUEUED:  # envflow's line: why it cannot start
                 yield OutputLine(f"envflow: {record.message}", "envflow", -1, record_attempt(self.last))
 
     def _follows(self, record: Record) -> bool:

@@ -92,11 +92,13 @@ def test_cancelled_queued_run_never_starts(client, start_worker, venv, work_flow
 
 
 def test_timeout_per_deployment_and_per_run(client, start_worker, venv, work_flow, journal):
-    name = deploy(client, work_flow, "work", virtualenv=str(venv), timeout=1)
+    name = deploy(client, work_flow, "work", virtualenv=str(venv), timeout=4)
     start_worker()
     run = client.run(name, {"tag": "t", "seconds": 30, "child": True})
+    # The flow and its child must have started, else "no survivors" below would hold for no process at all.
+    wait_until(lambda: any(e.get("child") for e in journal_events(journal)), 20, what="the flow and its child")
     assert run.wait(30) is RunState.TIMED_OUT
-    assert run.record().reason == "timed out after 1s"
+    assert run.record().reason == "timed out after 4s"
     assert survivors(journal_events(journal)) == []
     quick = client.run(name, {"tag": "ok", "seconds": 2}, timeout=10)  # the run's own timeout wins
     assert quick.wait(30) is RunState.COMPLETED
