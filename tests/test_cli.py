@@ -397,3 +397,34 @@ def test_run_cancel_takes_several_ids(cli, start_worker, workdir, venv):
     ids = [cli("deployment", "run", "greet/d", "-p", f"name={n}").stdout.strip() for n in "ab"]
     done = cli("run", "cancel", ids[0][:8], ids[1], "ffffffff", check=1)
     assert done.stdout.count("cancelled before it started") == 2 and "no run starts with 'ffffffff'" in done.stderr
+
+
+def _readme_block(language: str, containing: str) -> str:
+    import re
+
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    return next(b for b in re.findall(rf"```{language}\n(.*?)```", text, re.S) if containing in b)
+
+
+def test_the_readmes_first_example_works_as_printed_without_conda(cli, env_vars, workdir, tmp_path):
+    """The venv it names, in the user's home, made as it says; a worker with no ENVFLOW_ENV_ROOTS."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (workdir / "example-deployment.py").write_text(_readme_block("python", "DeploymentSpec("))
+    commands = _readme_block("bash", "python3 -m venv").splitlines()
+    make = commands[0].split("#")[0].split()
+    subprocess.run([sys.executable, *make[1:-1], str(home / make[-1].removeprefix("~/"))], check=True)
+    env = {**os.environ, **env_vars, "HOME": str(home)}
+    env.pop("ENVFLOW_ENV_ROOTS", None)
+    worker = subprocess.Popen(envflow_command("worker", "start"), cwd=workdir, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for line in commands[2:]:
+            args = line.split("#")[0].split()[1:]
+            done = subprocess.run(envflow_command(*args), cwd=workdir, env=env, capture_output=True, text=True,
+                                  timeout=60)
+            assert done.returncode == 0, (line, done.stderr)
+        assert done.stdout == f"Hello! Running with {home}/envs/hello/bin/python\n", done.stderr
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
