@@ -222,6 +222,26 @@ class Client:
                             "queues": w.queue_names(), "run": w.get_current_job_id(), **info})
         return out
 
+    def source_changed(self, record: DeploymentRecord) -> str | None:
+        """Say so when the flow file on this machine differs from the source stored with the deployment
+        (which its runs use); None when it matches, is not here, or runs use the file itself."""
+        import hashlib
+        from pathlib import Path
+
+        if record.flow_storage != "source" or not record.source_digest:
+            return None
+        path = Path(record.flow_path)
+        try:
+            if not path.is_file() or path.stat().st_size > 64 * 1024 * 1024:
+                return None
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            return None
+        if digest == record.source_digest:
+            return None
+        return (f"{path} changed since {record.name} was registered; its runs use the stored source: "
+                "`envflow deployment create` it again to use the file as it is now")
+
     def flow_source(self, record: DeploymentRecord) -> str | None:
         if not record.source_digest:
             return None

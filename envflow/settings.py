@@ -142,7 +142,7 @@ class Settings(BaseSettings):
             if isinstance(value, Path):
                 value = str(value)
             if name not in NOT_SECRET and self.is_secret_name(name):
-                value = MASK
+                value = MASK if value not in ("", None) else value  # an unset secret shows as unset
             elif isinstance(value, str):
                 value = self.redactor.text(value)
             values[name] = value

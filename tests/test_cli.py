@@ -235,6 +235,12 @@ def test_config_redacts_secrets(cli, env_vars):
     assert json.loads(done.stdout)["redis_url"] == "redis://user:***@127.0.0.1:1/0"
     human = subprocess.run(envflow_command("config"), env=env, capture_output=True, text=True, check=True).stdout
     assert "ENVFLOW_REDIS_URL" in human and "hunter2" not in human
+    env.pop("ENVFLOW_UI_TOKEN", None)
+    unset = subprocess.run(envflow_command("config"), env=env, capture_output=True, text=True, check=True).stdout
+    assert next(line for line in unset.splitlines() if line.startswith("ENVFLOW_UI_TOKEN")).split()[1] == "(unset)"
+    token = {**env, "ENVFLOW_UI_TOKEN": "a-token-of-sixteen-chars"}
+    shown = subprocess.run(envflow_command("config"), env=token, capture_output=True, text=True, check=True).stdout
+    assert "a-token" not in shown and "ENVFLOW_UI_TOKEN" in shown and "***" in shown
 
 
 def test_env_ls_check_and_venv_create(cli, tmp_path):
@@ -428,3 +434,15 @@ def test_the_readmes_first_example_works_as_printed_without_conda(cli, env_vars,
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(30)
+
+
+def test_run_and_preview_warn_when_the_flow_file_differs_from_the_stored_source(cli, workdir, venv):
+    path = write_flow(workdir, GREETER, "greeter.py")
+    (workdir / "d.yaml").write_text(f"- name: d\n  flow_location: {path}\n  virtualenv: {venv}\n  queue: none\n")
+    cli("deployment", "create", "d.yaml")
+    assert "changed since" not in cli("deployment", "run", "greet/d", "-p", "name=a").stderr
+    path.write_text(path.read_text() + "\n# edited\n")
+    for args in (("deployment", "run", "greet/d", "-p", "name=a"), ("deployment", "preview", "greet/d")):
+        done = cli(*args)
+        assert f"warning: {path} changed since greet/d was registered; its runs use the stored source" in done.stderr, (
+            args, done.stderr)

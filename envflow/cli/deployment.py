@@ -247,6 +247,9 @@ def run_(name: str, pairs: tuple[str, ...], params_json: str | None, follow: boo
     from ..errors import EnvflowWarning
 
     client = get_client()
+    changed = client.source_changed(client.get_deployment(name))
+    if changed:
+        problem("warning", changed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", EnvflowWarning)  # said below, as a status line
         run = client.run(name, parse_params(pairs, params_json), timeout=timeout)
