@@ -125,7 +125,8 @@ class Client:
         if close:
             hint += f"; did you mean {', '.join(close)}?"
         elif names:
-            hint += f"; registered: {', '.join(names[:10])}"
+            more = f" and {len(names) - 10} more (`envflow deployment ls`)" if len(names) > 10 else ""
+            hint += f"; registered: {', '.join(names[:10])}{more}"
         else:
             hint += "; none are registered: create one with `envflow deployment create FILE`"
         raise DeploymentNotFound(f"no deployment {name!r}{hint}")

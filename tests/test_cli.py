@@ -446,3 +446,28 @@ def test_run_and_preview_warn_when_the_flow_file_differs_from_the_stored_source(
         done = cli(*args)
         assert f"warning: {path} changed since greet/d was registered; its runs use the stored source" in done.stderr, (
             args, done.stderr)
+
+
+def test_help_listings_show_whole_summaries_and_plain_words(cli):
+    for group in ((), ("run",), ("deployment",), ("worker",), ("agent",), ("env",), ("venv",), ("queue",),
+                  ("scheduler",)):
+        listing = cli(*group, "--help").stdout.split("Commands:")[1]
+        assert "..." not in listing, (group, listing)  # click cuts a long summary mid-phrase with "..."
+    assert "reference tool" not in cli("--help").stdout and "reference tool" not in cli("agent", "--help").stdout
+    assert "Show at most this many runs" in cli("run", "ls", "--help").stdout
+
+
+def test_an_unknown_deployment_says_when_the_list_of_names_is_cut(cli, workdir, venv):
+    write_flow(workdir, GREETER, "greeter.py")
+    (workdir / "d.yaml").write_text("".join(f"- name: d{i:02}\n  flow_location: greeter.py\n  virtualenv: {venv}\n"
+                                            f"  queue: none\n" for i in range(13)))
+    cli("deployment", "create", "d.yaml")
+    done = cli("deployment", "run", "nope/x", check=1)
+    assert "greet/d09 and 3 more (`envflow deployment ls`)" in done.stderr, done.stderr
+
+
+def test_inspect_shows_the_signatures_defaults(cli, workdir, venv):
+    write_flow(workdir, GREETER, "greeter.py")
+    (workdir / "d.yaml").write_text(f"- name: d\n  flow_location: greeter.py\n  virtualenv: {venv}\n  queue: none\n")
+    cli("deployment", "create", "d.yaml")
+    assert "name, times: int=1" in cli("deployment", "inspect", "greet/d").stdout

@@ -156,7 +156,8 @@ def inspect_(name: str, as_json: bool) -> None:
         ("queue", record.queue),
         ("parameters", json.dumps(record.parameters)),
         ("signature", ", ".join(p["name"] + (f": {p['annotation']}" if p.get("annotation") else "")
-                                + ("" if p["required"] else "=…") for p in record.parameter_spec) or "-"),
+                                + ("" if p["required"] else "=" + p.get("default", "…"))
+                                for p in record.parameter_spec) or "-"),
         ("env vars", ", ".join(f"{k}={v}" for k, v in redact_env(record).items()) or "-"),
         ("tags", ", ".join(record.tags) or "-"),
         ("timeout", f"{record.timeout:g}s" if record.timeout else "none"),

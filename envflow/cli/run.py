@@ -9,13 +9,13 @@ import click
 
 from ..redaction import redact_text
 from ..states import RunState
-from .base import ago, emit_json, fields, get_client, get_queries, printable, state_text, status, table
+from .base import EnvflowGroup, ago, emit_json, fields, get_client, get_queries, printable, state_text, status, table
 from .follow import EXIT_CODES_HELP, exit_code, follow_run, print_history
 
 STATES = [s.value for s in RunState]
 
 
-@click.group("run")
+@click.group("run", cls=EnvflowGroup)
 def run() -> None:
     """Inspect and control runs. IDs may be abbreviated to a unique prefix (4+ characters)."""
 
