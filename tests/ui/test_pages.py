@@ -148,3 +148,24 @@ def test_form_values_go_back_unchanged(client, start_worker, flows_file, venv, s
     bad = session.post(f"/deployments/{name}/run", {"p:name": "<b>\n", "p:times": "x"})
     assert bad.status == 400 and '<textarea name="p:name" rows="3">&lt;b&gt;\n</textarea>' in bad.text
     assert 'name="p:times" value="x"' in bad.text
+
+
+def test_a_waiting_run_says_why_on_its_page_in_the_list_and_in_its_stream(client, flows_file, venv, session, ui):
+    import pytest
+
+    from envflow.errors import EnvflowWarning
+
+    from .helpers import sse_events
+
+    name = deploy(client, flows_file, "hello", virtualenv=str(venv), parameters={"name": "ada"})
+    with pytest.warns(EnvflowWarning, match="no live worker on queue default"):
+        run = client.run(name)
+    page = session.get(f"/runs/{run.id}")
+    assert "Waiting" in page.text and "waiting: no live worker on queue default" in page.text
+    assert "waiting: no live worker on queue default" in session.get("/runs").text
+    events = sse_events(ui.base, f"/runs/{run.id}/events", timeout=5)
+    first = next(events)
+    assert first.name == "waiting" and first.data == {"kind": "no-worker",
+                                                      "text": "waiting: no live worker on queue default"}
+    events.close()
+    run.cancel()
