@@ -31,7 +31,7 @@ from .states import CODES
 from .waits import Waiting
 
 T = TypeVar("T")
-SCRIPT_NAMES = ("claim", "heartbeat", "append", "finish", "crash", "cancel", "unrunnable", "wait")
+SCRIPT_NAMES = ("claim", "heartbeat", "append", "finish", "crash", "cancel", "unrunnable", "wait", "release")
 
 
 def now_text(ts: float | None = None) -> str:
@@ -227,6 +227,10 @@ class RunScripts:
         run_keys = [keys.run(run_id), keys.PENDING_RUNS, keys.output(run_id), keys.packed_output(run_id)]
         return self._call("cancel", run_keys, args,
                           lambda r: CancelOutcome(_text(r[0]), _text(r[1]) if len(r) > 1 else ""))
+
+    def release(self, run_id: str, attempt: int, worker: str) -> Call[bool]:
+        """RUNNING -> PENDING before the flow started: this worker found the env gone (``release.lua``)."""
+        return self._call("release", self._run_keys(run_id), [worker, attempt, now_text()], lambda r: bool(int(r)))
 
     def note_waiting(self, run_ids: Sequence[str], waiting: Waiting) -> Call[int]:
         """Say why these runs wait, on those still PENDING whose reason changed (``waits.py``)."""

@@ -304,3 +304,25 @@ def test_the_waiting_reason_changes_as_workers_come(client, start_worker, workdi
     follower.join(30)
     assert [w.kind for w in seen] == ["no-worker", "env"], seen
     assert "outside the allowed env roots" in seen[1].message and "ENVFLOW_ENV_ROOTS" in seen[1].message
+
+
+def test_a_run_reaching_a_worker_whose_env_just_vanished_waits_again(client, start_worker, workdir, fleet):
+    """The worker advertised the env, which vanished before its presence looked again: the run is given
+    back (its attempt does not count) and waits for a worker that has it, instead of FAILing."""
+    venv, away = fleet["a"] / "venv-a", fleet["a"] / "away"
+    name = deploy(client, write_flow(workdir, FLOWS), "where", virtualenv=str(venv))
+    worker = worker_for(start_worker, fleet["a"], "a", ENVFLOW_ENV_WAIT="forever")
+    record = client.get_deployment(name)
+    for _ in range(3):  # the run must beat the worker's next look (about a second): it nearly always does
+        wait_until(lambda: client.capable_workers(record), 10, what="the env to be advertised")
+        venv.rename(away)
+        run = client.run(name)
+        wait_until(lambda run=run: run.record().waiting is not None or "back to wait" in worker.output(), 15,
+                   what="the run to wait again")
+        away.rename(venv)
+        assert run.result(timeout=30)["worker_root"] == "a"
+        if "back to wait" in worker.output():
+            break
+    assert "back to wait for a worker that has it" in worker.output()
+    done = run.record()
+    assert done.attempt == 1 and [a.state for a in done.attempts] == ["COMPLETED"], done.attempts

@@ -88,6 +88,12 @@ class Presence:
                 pipe.expire(wake, int(self.ttl) + 1)
                 pipe.execute()
 
+    def lost(self, key: str) -> None:
+        """An env this worker advertised turned out gone (a run found it so): stop taking its runs now, and
+        look again at the next refresh (which then says why it lacks it)."""
+        self.routes = self.routes - {key}
+        self._seen = {}  # every env is resolved in full again at the next refresh
+
     def _resolve(self) -> dict[str, dict[str, str]]:
         found, missing, seen = {}, {}, {}
         now = time.monotonic()

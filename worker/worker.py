@@ -300,6 +300,8 @@ class FlowWorker(SimpleWorker):
                 self.cleanup_execution(job, pipeline=pipe, execution=execution)
                 pipe.execute()
             return
+        if outcome.env_gone and self._give_back(job, queue, execution, claim, outcome):
+            return
         retry_in = float(job.get_retry_interval()) if job.should_retry else None
         end = ending(outcome, claim.attempt, self.name, claim.started_at, retry_in)
         if outcome.state is RunState.COMPLETED:
@@ -317,6 +319,19 @@ class FlowWorker(SimpleWorker):
             job.retries_left = 0
         self.handle_job_failure(job, queue, exc_string=f"{outcome.state.value}: {outcome.error or outcome.reason}",
                                 execution=execution)
+
+    def _give_back(self, job: Job, queue: Queue, execution: Execution, claim: Claimed, outcome: Outcome) -> bool:
+        """The run's env, advertised here, is gone: stop taking its runs, and return this one to wait for a
+        worker that has it (its attempt does not count). False when the attempt was no longer this worker's."""
+        run_id = claim.run.id
+        self.presence.lost(claim.run.route or "")
+        self._follow_routes()
+        if not self.scripts.release(run_id, claim.attempt, self.name).run():
+            return False
+        log.warning("run %s: its env is gone from this worker (%s); back to wait for a worker that has it",
+                    run_id[:8], outcome.error)
+        self._put_back(job, queue, execution)
+        return True
 
     def _complete(self, job: Job, execution: Execution, run_id: str, end: Ending) -> None:
         """Record a COMPLETED attempt on the run and finish its job as RQ's ``handle_job_success`` does
