@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pytest
 from rq import Queue
 
 from envflow import keys
-from envflow.errors import DeploymentNotFound, FlowFailed, ParameterError
+from envflow.errors import DeploymentNotFound, EnvflowWarning, FlowFailed, ParameterError
 from envflow.jobs import SERIALIZER
 from envflow.models import RunState
 
-from .conftest import deploy, write_flow
+from .conftest import NO_WORKER_YET, deploy, write_flow
 
 HELLO = """
     import sys
@@ -45,7 +46,7 @@ def test_hello_flow_output_and_result(client, start_worker, venv, workdir):
     assert record.exit_code == 0 and record.attempts[0].state == "COMPLETED"
 
 
-@pytest.mark.filterwarnings("ignore:run [0-9a-f]+. waiting. no live worker:envflow.errors.EnvflowWarning")
+@pytest.mark.filterwarnings(NO_WORKER_YET)
 def test_output_order_and_late_follower_match(client, start_worker, venv, workdir):
     flow = write_flow(
         workdir,
@@ -145,7 +146,9 @@ def test_bad_venv_fails_with_paths(client, start_worker, venv, workdir, kind):
     flow = write_flow(workdir, HELLO)
     name = deploy(client, flow, "hello", virtualenv=given)
     start_worker(extra_env={"ENVFLOW_ENV_WAIT": "1"})  # no worker has it: the run waits, then fails saying why
-    run = client.run(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EnvflowWarning)  # said at submit once the worker has looked: meant here
+        run = client.run(name)
     lines = [line.text for line in run.follow(timeout=30)]
     assert run.wait(30) is RunState.FAILED
     record = run.record()
@@ -159,6 +162,7 @@ def test_bad_venv_fails_with_paths(client, start_worker, venv, workdir, kind):
     assert all(line.startswith("envflow: waiting for a worker with venv:") for line in lines[:-1])
 
 
+@pytest.mark.filterwarnings(NO_WORKER_YET)  # submitted before any worker runs, on purpose
 def test_unknown_deployment_and_bad_parameters_enqueue_nothing(client, venv, workdir):
     name = deploy(client, write_flow(workdir, HELLO), "hello", virtualenv=str(venv))
     queue = Queue("default", connection=client.redis, serializer=SERIALIZER)
@@ -215,6 +219,7 @@ def test_flow_sees_only_its_own_environment(client, start_worker, venv, workdir,
     assert env["ENVFLOW_RUN_ATTEMPT"] == "1" and len(env["ENVFLOW_RUN_ID"]) == 32
 
 
+@pytest.mark.filterwarnings(NO_WORKER_YET)  # submitted before any worker runs, on purpose
 def test_nothing_is_unpickled_job_payload_is_json(client, venv, workdir):
     name = deploy(client, write_flow(workdir, HELLO), "hello", virtualenv=str(venv))
     run = client.run(name, {"name": "x"})

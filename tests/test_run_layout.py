@@ -7,6 +7,8 @@ import json
 import threading
 import time
 
+import pytest
+
 from envflow import keys
 from envflow.models import RunRecord, RunState
 from envflow.output import AttemptEnd, Entry
@@ -14,7 +16,7 @@ from envflow.output.format import PACK_MAX_ENTRIES
 from envflow.protocol import Claimed
 from envflow.runstore import FAILED_JOB_TTL
 
-from .conftest import deploy, write_flow
+from .conftest import NO_WORKER_YET, deploy, write_flow
 from .faults.helpers import wait_until
 from .helpers_runs import claim, drive, register
 
@@ -113,6 +115,7 @@ def test_a_record_written_before_this_layout_is_read_and_carried_on(client):
     assert client.runs(state="COMPLETED")[0].id == run_id
 
 
+@pytest.mark.filterwarnings(NO_WORKER_YET)  # submitted before any worker runs, on purpose
 def test_rq_keeps_a_completed_runs_job_no_longer_than_it_needs_it(client, start_worker, venv, workdir):
     path = write_flow(workdir, FLOWS)
     hello, boom = (deploy(client, path, flow, virtualenv=str(venv)) for flow in ("hello", "boom"))

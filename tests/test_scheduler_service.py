@@ -32,7 +32,7 @@ from envflow.scheduler.service import SchedulerService
 from envflow.schedules import Cron, Interval
 from envflow.settings import Settings
 
-from .conftest import RedisServer, WorkerProcess, deploy, envflow_command, load_flows, write_flow
+from .conftest import NO_WORKER_YET, RedisServer, WorkerProcess, deploy, envflow_command, load_flows, write_flow
 
 BEAT = """
     from envflow import flow
@@ -173,6 +173,7 @@ def test_missed_slots_after_downtime_follow_the_policy(client, make_service, wor
     assert slots_of(client, name)[-1] == T0 - 0.25 + 110
 
 
+@pytest.mark.filterwarnings(NO_WORKER_YET)  # submitted before any worker runs, on purpose
 def test_paused_deployments_get_no_runs_and_no_backfill(client, make_service, workdir):
     name = deploy(client, write_flow(workdir, BEAT), "beat", schedule=Interval(seconds=10), missed_runs="catch_up")
     clock = Clock(T0 - 0.25)

@@ -12,7 +12,7 @@ from rq import Queue
 from envflow.errors import ParameterError, RunNotFound
 from envflow.jobs import RUN_FLOW, SERIALIZER, is_run_job
 
-from ..conftest import deploy, envflow_command, write_flow
+from ..conftest import NO_WORKER_YET, deploy, envflow_command, write_flow
 from .helpers import wait_until
 
 HELLO = """
@@ -44,6 +44,7 @@ def one_line_error(done: subprocess.CompletedProcess) -> str:
     return done.stderr
 
 
+@pytest.mark.filterwarnings(NO_WORKER_YET)  # submitted before any worker runs, on purpose
 def test_run_ids_are_checked_by_shape(cli, client, start_worker, workdir, venv):
     name = deploy(client, write_flow(workdir, HELLO), "hello", virtualenv=str(venv))
     run = client.run(name)

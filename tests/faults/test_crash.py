@@ -7,10 +7,12 @@ import random
 import signal
 import time
 
+import pytest
+
 from envflow import routing
 from envflow.models import RunState
 
-from ..conftest import deploy, make_conda_prefix
+from ..conftest import NO_WORKER_YET, deploy, make_conda_prefix
 from .helpers import journal_events, no_overlap, survivors, wait_until
 
 
@@ -112,6 +114,7 @@ def test_killed_after_the_flow_exited_before_its_end_was_recorded(client, start_
     no_overlap(journal_events(journal))
 
 
+@pytest.mark.filterwarnings(NO_WORKER_YET)  # submitted before any worker runs, on purpose
 def test_random_kills_lose_nothing(client, start_worker, venv, work_flow, journal):
     rng = random.Random(20261125)
     name = deploy(client, work_flow, "work", virtualenv=str(venv), retries=5)

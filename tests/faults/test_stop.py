@@ -5,9 +5,11 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
+
 from envflow.models import RunState
 
-from ..conftest import deploy, make_conda_prefix, write_flow
+from ..conftest import NO_WORKER_YET, deploy, make_conda_prefix, write_flow
 from .helpers import journal_events, survivors, wait_until
 
 STUBBORN = """
@@ -83,6 +85,7 @@ def test_cancel_is_durable_when_the_stop_message_is_missed(client, start_worker,
     assert run.wait(20) is RunState.CANCELLED  # seen at the next heartbeat
 
 
+@pytest.mark.filterwarnings(NO_WORKER_YET)  # submitted before any worker runs, on purpose
 def test_cancelled_queued_run_never_starts(client, start_worker, venv, work_flow, journal):
     name = deploy(client, work_flow, "work", virtualenv=str(venv))
     run = client.run(name, {"tag": "q"})

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from envflow.models import RunState
 
-from ..conftest import deploy
+from ..conftest import NO_WORKER_YET, deploy
 from .helpers import wait_for
 
 RUN_LINK = re.compile(r'href="/runs/([0-9a-f]{32})"')
@@ -92,6 +94,7 @@ def test_run_form_validates_as_the_client_and_opens_the_run(client, start_worker
     assert [line.text for line in run.follow()] == ["hello grace", "hello grace", "to stderr"]
 
 
+@pytest.mark.filterwarnings(NO_WORKER_YET)  # submitted before any worker runs, on purpose
 def test_cancel_from_the_page(client, start_worker, flows_file, venv, session):
     name = deploy(client, flows_file, "ticker", virtualenv=str(venv))
     queued = client.run(name)
@@ -151,8 +154,6 @@ def test_form_values_go_back_unchanged(client, start_worker, flows_file, venv, s
 
 
 def test_a_waiting_run_says_why_on_its_page_in_the_list_and_in_its_stream(client, flows_file, venv, session, ui):
-    import pytest
-
     from envflow.errors import EnvflowWarning
 
     from .helpers import sse_events
