@@ -178,6 +178,8 @@ def test_an_unresolvable_requirement_fails_the_run_and_caches_nothing(client, st
     assert record.error_type == "EnvActivationError"
     assert "failed: uv pip install failed" in record.error and "no-such-package" in record.error, record.error
     assert any("no-such-package" in line and "not found" in line for line in lines), lines  # uv's own words
+    assert sum("No solution found" in line for line in lines) == 1, lines  # said once, by uv
+    assert lines[-1].startswith("envflow: building env ") and lines[-1].endswith("failed (uv's output above)"), lines
     assert store.envs() == [] and leftovers(store) == []
     assert [e["event"] for e in store.history()] == ["start", "failed"]
 

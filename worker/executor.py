@@ -104,7 +104,7 @@ class Executor:
 
     def _failed(self, writer: OutputWriter, error: Exception) -> Outcome:
         message = str(error)
-        writer.note(message)
+        writer.note(getattr(error, "shown", None) or message)  # what the output has not said already
         writer.flush_until_done()
         if isinstance(error, (EnvNotFound, EnvActivationError)):
             kind = type(error).__name__

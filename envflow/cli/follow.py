@@ -135,7 +135,9 @@ def exit_code(state: RunState, run: FlowRun) -> int:
         record = run.record()
         detail = record.error or record.reason
         if detail:
-            status(printable(redact_text(f"{record.error_type + ': ' if record.error_type else ''}{detail}")))
+            text = redact_text(f"{record.error_type + ': ' if record.error_type else ''}{detail}")
+            for line in text.splitlines() or [text]:  # each line as a line, not with a literal \n
+                status(printable(line))
     return EXIT_CODES.get(state, 1)
 
 
