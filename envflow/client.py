@@ -84,7 +84,7 @@ class Client:
                 pipe.zadd(keys.DEPLOYMENTS, {record.name: record.created_at})
                 route = routing.route_key(record.env)
                 if route is not None:  # workers that have this env start listening for its runs
-                    pipe.hset(keys.ENVS, route, record.env.model_dump_json())
+                    pipe.hset(keys.ENVS, routing.env_name(record.env) or route, record.env.model_dump_json())
                 pipe.execute()
             if previous is not None:
                 self._retire(previous, record)

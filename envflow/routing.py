@@ -46,6 +46,22 @@ def route_key(spec: EnvSpec) -> str | None:
     return f"{kind}:{prefix}{os.path.normpath(value)}"
 
 
+def env_name(spec: EnvSpec) -> str | None:
+    """The env as people see it (``envflow:envs``' field, a worker's ``envs``): its route key, except that
+    an env built from requirements is named by them, a short digest plus the first packages, as routing's
+    ``build:<python>`` stands for every such env on one interpreter."""
+    from .models import EnvKind
+
+    route = route_key(spec)
+    if spec.kind is not EnvKind.REQUIREMENTS or route is None:
+        return route
+    what = json.dumps([spec.python or "", list(spec.requirements), spec.requirements_digest or ""])
+    digest = hashlib.sha256(what.encode()).hexdigest()[:8]
+    first = list(spec.requirements[:2]) + (["-r file"] if spec.requirements_digest else [])
+    more = len(spec.requirements) - 2
+    return f"{route} {digest} ({', '.join(first)}{f', +{more}' if more > 0 else ''})"
+
+
 def rq_queue(queue: str, key: str | None) -> str:
     """The RQ queue a run of ``queue`` for the env ``key`` waits in."""
     if key is None:

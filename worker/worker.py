@@ -185,7 +185,8 @@ class FlowWorker(SimpleWorker):
         self.queues = [*self._base_queues, *(self.queue_class(name, connection=self.connection,
                                                                job_class=self.job_class, serializer=self.serializer)
                                              for name in names)]
-        log.info("worker %s takes runs for %d env(s): %s", self.name, len(routes), ", ".join(sorted(routes)) or "-")
+        shown = sorted(self.presence.envs) or sorted(routes)  # each built env by its requirements
+        log.info("worker %s takes runs for %d env(s): %s", self.name, len(shown), ", ".join(shown) or "-")
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         while True:

@@ -113,6 +113,7 @@ def test_cancel_from_the_page(client, start_worker, flows_file, venv, session):
     assert "Cancel run" not in session.get(f"/runs/{running.id}").text
 
 
+@pytest.mark.filterwarnings(NO_WORKER_YET)  # submitted before any worker runs, on purpose
 def test_pause_and_resume(client, flows_file, venv, session):
     name = deploy(client, flows_file, "hello", virtualenv=str(venv))
     assert session.post(f"/deployments/{name}/pause", {"next": f"/deployments/{name}"}).location == f"/deployments/{name}"
