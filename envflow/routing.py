@@ -121,7 +121,8 @@ def waiting_for(redis: Redis, queue: str, key: str | None) -> Waiting | None:
     more = f" (and {others} other reason{'s' if others > 1 else ''}: `envflow worker status`)" if others else ""
     count = f"the live worker on queue {queue} lacks" if len(workers) == 1 else \
         f"all {len(workers)} live workers on queue {queue} lack"
-    message = f"waiting for a worker with {key}: {count} it: {first}{more}"
+    shown = ", ".join(have[:10]) + (", ..." if len(have) > 10 else "") if have else "no envs"
+    message = f"waiting for a worker with {key}: {count} it: {first}{more}; they have: {shown}"
     return Waiting(waits.ENV, message, {"queue": queue, "env": key, "errors": errors, "have": have[:20]})
 
 
