@@ -232,9 +232,10 @@ class RunScripts:
         """RUNNING -> PENDING before the flow started: this worker found the env gone (``release.lua``)."""
         return self._call("release", self._run_keys(run_id), [worker, attempt, now_text()], lambda r: bool(int(r)))
 
-    def note_waiting(self, run_ids: Sequence[str], waiting: Waiting) -> Call[int]:
-        """Say why these runs wait, on those still PENDING whose reason changed (``waits.py``)."""
-        return self._call("wait", [keys.run(r) for r in run_ids], [waiting.to_json(), now_text()], int)
+    def note_waiting(self, run_ids: Sequence[str], waiting: Waiting | None) -> Call[int]:
+        """Say why these runs wait, on those still PENDING whose reason changed (``waits.py``); None clears it."""
+        text = waiting.to_json() if waiting is not None else ""
+        return self._call("wait", [keys.run(r) for r in run_ids], [text, now_text()], int)
 
     def unrunnable(self, run_id: str, reason: str) -> Call[bool]:
         """PENDING/SCHEDULED -> FAILED: no live worker has the run's env, and it waited long enough."""

@@ -79,6 +79,8 @@ class Reaper:
                 known[(queue, route)] = routing.waiting_for(self.redis, queue, route)
             waiting = known[(queue, route)]
             if waiting is None:
+                if getattr(Waiting.from_json(stored), "kind", None) in (waits.NO_WORKER, waits.ENV):
+                    self.scripts.note_waiting([run_id], None).run()  # stale: a worker that can take it is live
                 continue
             self.scripts.note_waiting([run_id], waiting).run()
             since = getattr(Waiting.from_json(stored), "since", None) or now

@@ -326,3 +326,14 @@ def test_a_run_reaching_a_worker_whose_env_just_vanished_waits_again(client, sta
     assert "back to wait for a worker that has it" in worker.output()
     done = run.record()
     assert done.attempt == 1 and [a.state for a in done.attempts] == ["COMPLETED"], done.attempts
+
+
+def test_a_stale_reason_is_cleared_once_a_capable_worker_is_live(client, start_worker, workdir, fleet):
+    name = deploy(client, write_flow(workdir, FLOWS), "where", virtualenv=str(fleet["a"] / "venv-a"))
+    client.pause_queue("default")  # the worker that comes is live and has the env, but takes nothing yet
+    with pytest.warns(EnvflowWarning, match="no live worker"):
+        run = client.run(name)
+    worker_for(start_worker, fleet["a"], "a")
+    wait_until(lambda: client.capable_workers(client.get_deployment(name)), 10, what="the env to be advertised")
+    client.store.reaper.fail_unrunnable()
+    assert run.state is RunState.PENDING and run.record().waiting is None
