@@ -92,11 +92,17 @@ def merge_parameters(
     try:
         checked = check_types(spec, known, flow)
     except ParameterError as e:
-        problems.append(str(e).removeprefix(f"flow {flow!r} "))
+        problems.append(str(e).removeprefix(f"flow {flow!r}: ").removeprefix(f"flow {flow!r} "))
         checked = {}
     if problems:
-        raise ParameterError(f"flow {flow!r} " + "; ".join(problems))
+        raise ParameterError(problem_text(flow, problems))
     return checked
+
+
+def problem_text(flow: str, problems: list[str]) -> str:
+    """One line for every problem of a run's parameters: ``flow 'f' needs ...; parameter 'n' expects ...``."""
+    verb = problems[0].startswith(("has ", "needs "))
+    return f"flow {flow!r}{' ' if verb else ': '}" + "; ".join(problems)
 
 
 def check_types(spec: list[dict[str, Any]], parameters: dict[str, Any], flow: str) -> dict[str, Any]:
@@ -113,14 +119,14 @@ def check_types(spec: list[dict[str, Any]], parameters: dict[str, Any], flow: st
         if problem is not None:
             shown = json.dumps(candidates[-1], default=repr)
             shown = shown if len(shown) <= 60 else shown[:57] + "..."
-            problems.append(f"refuses parameter {name!r}: it expects {annotation}, got {shown}: {problem}")
+            problems.append(f"parameter {name!r} expects {annotation}, got {shown}: {problem}")
             continue
         try:
             ensure_json(coerced, f"parameter {name!r}")
         except ParameterError as e:
-            problems.append(f"refuses {e}")
+            problems.append(str(e))
             continue
         out[name] = coerced
     if problems:
-        raise ParameterError(f"flow {flow!r} " + "; ".join(problems))
+        raise ParameterError(problem_text(flow, problems))
     return out

@@ -247,7 +247,7 @@ def test_every_bad_parameter_is_reported_at_once_and_a_flow_without_any_takes_no
         client.run(typed, {"n": "x", "colour": "red"})
     message = str(raised.value)
     assert "no parameter colour" in message and "needs parameter when" in message and "-p when=…" in message
-    assert "'n': it expects int" in message
+    assert "parameter 'n' expects int" in message
     bare = deploy(client, flow, "bare", virtualenv=str(venv), name="bare")
     with pytest.raises(ParameterError, match=r"has no parameter x \(it accepts: none\)"):
         client.run(bare, {"x": 1})

@@ -136,7 +136,7 @@ def exit_code(state: RunState, run: FlowRun) -> int:
         detail = record.error or record.reason
         if detail:
             text = redact_text(f"{record.error_type + ': ' if record.error_type else ''}{detail}")
-            for line in text.splitlines() or [text]:  # each line as a line, not with a literal \n
+            for line in text.split("\n"):  # each line as a line, not with a literal \n (a \r stays shown)
                 status(printable(line))
     return EXIT_CODES.get(state, 1)
 

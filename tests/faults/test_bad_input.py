@@ -123,7 +123,7 @@ def test_displays_escape_control_characters_but_output_stays_verbatim(cli, clien
     status_lines = "\n".join(line for line in followed.stderr.splitlines() if line.startswith("» "))
     assert "\\x1b]0;pwned\\x07 bad\\r\\u202eevil" in status_lines and not any(c in status_lines for c in RAW)
     run_id = client.runs()[0].id
-    logs = cli("run", "logs", run_id)
+    logs = cli("run", "logs", run_id, check=3)  # a failed run: exit 3, as with --follow
     assert logs.stdout == followed.stdout and logs.stderr.startswith("\x1b]0;from-stderr\x07\n")
     shown = [cli("run", "inspect", run_id), cli("run", "ls"), cli("run", "wait", run_id, check=3),
              cli("deployment", "ls"), cli("deployment", "inspect", name), cli("deployment", "preview", name),
@@ -289,6 +289,7 @@ TYPED_DEPLOYMENTS = """
 """
 
 
+@pytest.mark.filterwarnings(NO_WORKER_YET)  # submitted before any worker runs, on purpose
 def test_parameters_are_checked_and_coerced_against_annotations(cli, client, start_worker, workdir, venv, tmp_path):
     write_flow(workdir, TYPED, "typed.py")
     write_flow(workdir, TYPED_DEPLOYMENTS, "typed_deployments.py")
