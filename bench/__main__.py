@@ -1,7 +1,7 @@
 """``python -m bench``: run the benchmark cases, print one table, write the raw samples as JSON.
 
     python -m bench                 # the full run (a few minutes on 2 cores)
-    python -m bench --quick         # CI smoke run, under a minute: asserts only that every case produced numbers
+    python -m bench --quick         # CI smoke run, about 2 minutes: asserts only that every case produced numbers
     python -m bench --only dispatch # one case (repeatable)
     python -m bench --peers         # also the peer tool (installed into a throwaway venv)
 """
@@ -28,7 +28,9 @@ DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 def parse(argv: list[str] | None) -> argparse.Namespace:
     names = list(NAMES)
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer samples and smaller N (CI smoke, < 1 minute)")
+    parser.add_argument("--quick", action="store_true", help="fewer samples and smaller N (CI smoke, about 2 minutes)")
+    parser.add_argument("--summary", action="store_true",
+                        help="print one line instead of the table (the table goes beside the --json file, as .txt)")
     parser.add_argument("--only", action="append", choices=names + ["peers"], metavar="CASE",
                         help=f"run only this case (repeatable): {', '.join(names)}, peers")
     parser.add_argument("--peers", action="store_true", help="also measure the peer workflow tool (needs PyPI)")
@@ -103,7 +105,15 @@ def main(argv: list[str] | None = None) -> int:
         "bench deployments use stream_output=False (the worker does not echo flow lines into its own log); "
         "workers run with ENVFLOW_HISTORY_MAX_LINES=2000000."
     )
-    print(render(rows, notes))
+    table = render(rows, notes)
+    if args.summary:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.with_suffix(".txt").write_text(table + "\n")
+        outcome = f"{len(failed)} FAILED ({', '.join(failed)})" if failed else "every case produced its numbers"
+        print(f"bench ({meta['mode']}): {len(results) + len(failed)} cases in {meta['seconds']}s, {outcome}; "
+              f"table: {args.json.with_suffix('.txt')}")
+    else:
+        print(table)
     write_json(args.json, meta, {n: {"raw": r.raw} for n, r in results.items()} | {"failed": failed}, rows, notes)
     log(f"raw samples: {args.json}")
     empty = [name for name, res in results.items() if not res.rows or any("n/a" in row.envflow for row in res.rows)]

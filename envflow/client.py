@@ -89,7 +89,7 @@ class Client:
                 pipe.zadd(keys.DEPLOYMENTS, {record.name: record.created_at})
                 route = routing.route_key(record.env)
                 if route is not None:  # workers that have this env start listening for its runs
-                    pipe.hset(keys.ENVS, route, record.env.model_dump_json())
+                    pipe.hset(keys.ENVS, routing.env_name(record.env) or route, record.env.model_dump_json())
                 pipe.execute()
             if previous is not None:
                 self._retire(previous, record)
@@ -149,7 +149,8 @@ class Client:
         if close:
             hint += f"; did you mean {', '.join(close)}?"
         elif names:
-            hint += f"; registered: {', '.join(names[:10])}"
+            more = f" and {len(names) - 10} more (`envflow deployment ls`)" if len(names) > 10 else ""
+            hint += f"; registered: {', '.join(names[:10])}{more}"
         else:
             hint += "; none are registered: create one with `envflow deployment create FILE`"
         raise DeploymentNotFound(f"no deployment {name!r}{hint}")
@@ -161,7 +162,7 @@ class Client:
             with self.redis.pipeline(transaction=True) as pipe:
                 pipe.delete(keys.deployment(name))
                 pipe.zrem(keys.DEPLOYMENTS, name)
-                pipe.delete(keys.schedule_state(name))
+                pipe.delete(keys.schedule_state(name), keys.skipped_slots(name))
                 pipe.execute()
             if records:
                 self._retire(records[0])
@@ -206,14 +207,33 @@ class Client:
                 return sorted(m.decode().removeprefix(keys.RQ_WORKER_PREFIX) for m in members)
             return sorted(m.decode() for m in self.redis.zrangebyscore(keys.route(record.queue, route), time.time(), "+inf"))
 
+    def lacking_env(self, record: DeploymentRecord, patience: float = 3.0) -> str | None:
+        """Why no live worker of the deployment's queue can run it, when some are live and none has its env;
+        None when one has it, none is live, or it needs none. Waits up to ``patience`` seconds for them to look."""
+        route = routing.route_key(record.env)
+        if route is None:
+            return None
+        deadline = time.monotonic() + patience
+        with wrap_errors(self.redis):
+            while True:
+                if routing.capable(self.redis, record.queue, route) or not routing.live_workers(self.redis, record.queue):
+                    return None
+                waiting = routing.waiting_for(self.redis, record.queue, route)
+                if waiting is not None:
+                    return waiting.message
+                if time.monotonic() >= deadline:
+                    return None  # they have not all looked yet: a run will say why once they have
+                time.sleep(0.1)
+
     def why_waiting(self, record: DeploymentRecord) -> str:
         """What the workers of the deployment's queue have instead of its env, and why they lack it."""
         route = routing.route_key(record.env)
         with wrap_errors(self.redis):
             if route is None:
                 return "no worker serves its queue"
-            return (routing.waiting_reason(self.redis, record.queue, route)
-                    or f"the workers of queue {record.queue} have not looked for {route} yet (they do every second)")
+            waiting = routing.waiting_for(self.redis, record.queue, route)
+            return (waiting.message if waiting else
+                    f"the workers of queue {record.queue} have not looked for {route} yet (they do every second)")
 
     def workers(self) -> list[dict[str, Any]]:
         """Live workers: name, host, state, queues, current run, and what each publishes (its warm processes)."""
@@ -228,6 +248,26 @@ class Client:
                 out.append({"name": w.name, "host": w.hostname, "pid": w.pid, "state": w.get_state(),
                             "queues": w.queue_names(), "run": w.get_current_job_id(), **info})
         return out
+
+    def source_changed(self, record: DeploymentRecord) -> str | None:
+        """Say so when the flow file on this machine differs from the source stored with the deployment
+        (which its runs use); None when it matches, is not here, or runs use the file itself."""
+        import hashlib
+        from pathlib import Path
+
+        if record.flow_storage != "source" or not record.source_digest:
+            return None
+        path = Path(record.flow_path)
+        try:
+            if not path.is_file() or path.stat().st_size > 64 * 1024 * 1024:
+                return None
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            return None
+        if digest == record.source_digest:
+            return None
+        return (f"{path} changed since {record.name} was registered; its runs use the stored source: "
+                "`envflow deployment create` it again to use the file as it is now")
 
     def flow_source(self, record: DeploymentRecord) -> str | None:
         if not record.source_digest:
@@ -264,10 +304,15 @@ class Client:
             run_id = self.store.create(record, merged, timeout=timeout)
             run = FlowRun(self.store, run_id)
             route = routing.route_key(record.env)
-            if route is not None and not routing.capable(self.redis, record.queue, route):
-                run.waiting = routing.waiting_reason(self.redis, record.queue, route)
-                if run.waiting is not None:  # None: the workers have not looked for a new env yet
-                    warnings.warn(EnvflowWarning(f"run {run.short_id}: {run.waiting}"), stacklevel=2)
+            waiting = routing.waiting_for(self.redis, record.queue, route)
+            if waiting is not None:  # None: a worker can take it, or they have not looked for a new env yet
+                self.store.scripts.note_waiting([run_id], waiting).run()
+                run.waiting = waiting.message
+                warnings.warn(EnvflowWarning(f"run {run.short_id}: {waiting.message}"), stacklevel=2)
+            else:
+                queued = routing.queued(self.redis, record.queue, route)
+                if queued is not None:  # said once, to whoever follows it; not a warning: queues are normal
+                    self.store.scripts.note_waiting([run_id], queued).run()
         return run
 
     def get_run(self, run_id: str) -> FlowRun:
@@ -296,8 +341,7 @@ class Client:
             names = (self.get_deployment(deployment).name,)
         where = RunFilter(names, RunState(state) if isinstance(state, str) else state, since, until, worker, queue)
         with wrap_errors(self.redis):
-            page = self.store.queries.find(where, limit, cursor)
-            return Page(self.store.explain(page.runs), page.cursor)
+            return self.store.queries.find(where, limit, cursor)
 
     def cancel(self, run_id: str, reason: str = "cancelled by request") -> str:
         """Cancel a run. Returns what happened: ``cancelled`` (it had not started), ``requested`` (its worker

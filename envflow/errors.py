@@ -56,7 +56,11 @@ class QueueError(EnvflowError):
 
 
 class RunTimeout(EnvflowError):
-    """Waiting for a run took longer than the caller allowed."""
+    """Waiting for a run took longer than the caller allowed; ``waiting``: why it had not started, if it had not."""
+
+    def __init__(self, message: str, waiting: object = None) -> None:
+        super().__init__(message)
+        self.waiting = waiting  # an envflow.waits.Waiting, or None
 
 
 class FlowFailed(EnvflowError):

@@ -10,6 +10,7 @@ from .connection import wrap_errors
 from .errors import EnvflowError, FlowFailed, RunTimeout
 from .output import AttemptEnd, OutputFollower, OutputLine, Record, ends_with_attempt_end
 from .states import RunState
+from .waits import Waiting
 
 if TYPE_CHECKING:
     from .models import RunRecord
@@ -57,8 +58,9 @@ class FlowRun:
         *,
         after: tuple[int, int] | None = None,
         on_idle: Callable[[], bool] | None = None,
-    ) -> Iterator[Record]:
-        """Every output entry and attempt end, in order, from the start until the run ends.
+    ) -> Iterator[Record | Waiting]:
+        """Every output entry and attempt end, in order, from the start until the run ends; between them, while
+        it waits, a :class:`~envflow.waits.Waiting` each time the reason it waits is new.
 
         :param after: resume after the record with this ``(attempt, seq)`` (a reader that reconnects).
         :param on_idle: also called while the output is quiet (every heartbeat interval); returning True
@@ -67,7 +69,9 @@ class FlowRun:
         return self._follower(on_idle).records(timeout, after)
 
     def follow(self, timeout: float | None = None) -> Iterator[OutputLine]:
-        """Yield the run's output lines (stdout and stderr, each tagged) until the run ends.
+        """Yield the run's output lines (stdout and stderr, each tagged) until the run ends. While it waits,
+        why nothing can take it (each reason once, as it becomes known) comes as a line of stream ``envflow``;
+        a place in a queue does not (``records()`` has it).
 
         Replays what was already printed, then streams live. Every caller sees the same lines
         in the same order, whenever it starts following.
@@ -89,7 +93,10 @@ class FlowRun:
         if state.is_final:
             return state
         if deadline is not None and time.monotonic() >= deadline:
-            raise RunTimeout(f"run {self.id} did not end within {timeout:g}s (it is {state.value})")
+            waiting = self.record().waiting if state is RunState.PENDING else None
+            why = f"; {waiting.message}" if waiting else ""
+            raise RunTimeout(f"run {self.id} did not end within {timeout:g}s (it is {state.value}{why})",
+                             waiting=waiting)
         raise EnvflowError(f"run {self.id} stopped reporting before it ended (it is {state.value})")
 
     def result(self, timeout: float | None = None) -> Any:

@@ -76,9 +76,19 @@ def _decorator_flow_name(decorator: ast.expr, function: str) -> str | None:
     return flow_name_for(function)
 
 
-def _param(arg: ast.arg, kind: str, required: bool) -> dict[str, Any]:
-    """One parameter; its annotation as source text (see envflow/param_types.py)."""
+DEFAULT_TEXT_MAX = 40  # characters of a default's source text kept for `deployment inspect`
+
+
+def default_text(text: str) -> str:
+    """A default value's source text, cut to what a signature line shows."""
+    return text if len(text) <= DEFAULT_TEXT_MAX else text[:DEFAULT_TEXT_MAX - 3] + "..."
+
+
+def _param(arg: ast.arg, kind: str, required: bool, default: ast.expr | None = None) -> dict[str, Any]:
+    """One parameter; its annotation and default as source text (see envflow/param_types.py)."""
     item: dict[str, Any] = {"name": arg.arg, "kind": kind, "required": required}
+    if default is not None:
+        item["default"] = default_text(ast.unparse(default))
     note = arg.annotation
     if isinstance(note, ast.Constant) and isinstance(note.value, str):
         item["annotation"] = note.value  # a quoted annotation: its text, as the live function gives it
@@ -93,11 +103,11 @@ def _parameter_spec(args: ast.arguments) -> list[dict[str, Any]]:
     first_default = len(positional) - len(args.defaults)
     for i, a in enumerate(positional):
         kind = "POSITIONAL_ONLY" if i < len(args.posonlyargs) else "POSITIONAL_OR_KEYWORD"
-        spec.append(_param(a, kind, i < first_default))
+        spec.append(_param(a, kind, i < first_default, args.defaults[i - first_default] if i >= first_default else None))
     if args.vararg:
         spec.append(_param(args.vararg, "VAR_POSITIONAL", False))
     for a, default in zip(args.kwonlyargs, args.kw_defaults):
-        spec.append(_param(a, "KEYWORD_ONLY", default is None))
+        spec.append(_param(a, "KEYWORD_ONLY", default is None, default))
     if args.kwarg:
         spec.append(_param(args.kwarg, "VAR_KEYWORD", False))
     return spec

@@ -83,6 +83,9 @@ def parameter_spec(fn):
             item["required"] = False
         else:
             item["required"] = param.default is param.empty
+            if param.default is not param.empty:  # its repr, cut as a signature line shows it
+                text = repr(param.default)
+                item["default"] = text if len(text) <= 40 else text[:37] + "..."
         if param.annotation is not param.empty:
             item["annotation"] = annotation_text(param.annotation)
         spec.append(item)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError
 
 from .hook_spec import Hook
 from .states import FINAL_STATES, RunState
+from .waits import Waiting
 
 __all__ = ["FINAL_STATES", "Attempt", "DeploymentRecord", "EnvKind", "EnvSpec", "RunRecord", "RunState",
            "ScheduleRecord", "readable_deployments"]
@@ -220,7 +221,7 @@ class RunRecord(BaseModel):
     route: str | None = None  # the env a worker must have to take it (envflow/store/routing.py)
     started_by: str | None = None  # "<run id>:<event>": the run whose hook started this one
     late_at: float | None = None  # when it was found LATE (not started late_after seconds after it was due)
-    waiting: str | None = None  # why a PENDING run waits (no live worker has its env), when it does
+    waiting: Waiting | None = None  # why a PENDING run waits, when nothing can take it (waits.py)
 
     @property
     def short_id(self) -> str:

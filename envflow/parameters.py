@@ -73,20 +73,36 @@ def merge_parameters(
     if overrides is not None and not isinstance(overrides, dict):
         raise ParameterError(f"parameters must be a mapping of names to values, got {type(overrides).__name__}")
     merged = {**defaults, **(overrides or {})}
-    if spec:
-        named = {p["name"] for p in spec if p["kind"] in ("POSITIONAL_OR_KEYWORD", "KEYWORD_ONLY")}
-        takes_any = any(p["kind"] == "VAR_KEYWORD" for p in spec)
-        unknown = sorted(set(merged) - named)
-        if unknown and not takes_any:
-            accepted = ", ".join(sorted(named)) or "none"
-            raise ParameterError(f"flow {flow!r} has no parameter {', '.join(unknown)} (it accepts: {accepted})")
-        missing = [p["name"] for p in spec if p["required"] and p["name"] not in merged]
-        if missing:
-            raise ParameterError(f"flow {flow!r} needs parameter {', '.join(missing)}; pass it with the run")
-        positional_only = [p["name"] for p in spec if p["kind"] == "POSITIONAL_ONLY" and p["required"]]
-        if positional_only:
-            raise ParameterError(f"flow {flow!r} has positional-only parameters ({', '.join(positional_only)})")
-    return check_types(spec, merged, flow)
+    problems: list[str] = []  # every one of them at once, not the first only
+    named = {p["name"] for p in spec if p["kind"] in ("POSITIONAL_OR_KEYWORD", "KEYWORD_ONLY")}
+    takes_any = any(p["kind"] == "VAR_KEYWORD" for p in spec)
+    unknown = sorted(set(merged) - named)
+    if unknown and not takes_any:  # a flow without parameters takes none
+        accepted = ", ".join(sorted(named)) or "none"
+        problems.append(f"has no parameter {', '.join(unknown)} (it accepts: {accepted})")
+    missing = [p["name"] for p in spec if p["required"] and p["name"] not in merged
+               and p["kind"] in ("POSITIONAL_OR_KEYWORD", "KEYWORD_ONLY")]
+    if missing:
+        given = " ".join(f"-p {name}=…" for name in missing)
+        problems.append(f"needs parameter {', '.join(missing)}; pass it with the run ({given})")
+    positional_only = [p["name"] for p in spec if p["kind"] == "POSITIONAL_ONLY" and p["required"]]
+    if positional_only:
+        problems.append(f"has positional-only parameters ({', '.join(positional_only)})")
+    known = {k: v for k, v in merged.items() if k not in unknown or takes_any}
+    try:
+        checked = check_types(spec, known, flow)
+    except ParameterError as e:
+        problems.append(str(e).removeprefix(f"flow {flow!r}: ").removeprefix(f"flow {flow!r} "))
+        checked = {}
+    if problems:
+        raise ParameterError(problem_text(flow, problems))
+    return checked
+
+
+def problem_text(flow: str, problems: list[str]) -> str:
+    """One line for every problem of a run's parameters: ``flow 'f' needs ...; parameter 'n' expects ...``."""
+    verb = problems[0].startswith(("has ", "needs "))
+    return f"flow {flow!r}{' ' if verb else ': '}" + "; ".join(problems)
 
 
 def check_types(spec: list[dict[str, Any]], parameters: dict[str, Any], flow: str) -> dict[str, Any]:
@@ -95,14 +111,22 @@ def check_types(spec: list[dict[str, Any]], parameters: dict[str, Any], flow: st
     :raises ParameterError: a value its annotation refuses (naming the parameter and the type), or not JSON.
     """
     out: dict[str, Any] = {}
+    problems: list[str] = []
     for name, value in parameters.items():
         candidates = value.candidates if isinstance(value, TextParameter) else (value,)
         annotation = annotation_of(spec, name)
         coerced, problem = coerce(annotation, candidates)
         if problem is not None:
-            shown = json.dumps(candidates[-1])
+            shown = json.dumps(candidates[-1], default=repr)
             shown = shown if len(shown) <= 60 else shown[:57] + "..."
-            raise ParameterError(f"flow {flow!r}: parameter {name!r} expects {annotation}, got {shown}: {problem}")
-        ensure_json(coerced, f"parameter {name!r}")
+            problems.append(f"parameter {name!r} expects {annotation}, got {shown}: {problem}")
+            continue
+        try:
+            ensure_json(coerced, f"parameter {name!r}")
+        except ParameterError as e:
+            problems.append(str(e))
+            continue
         out[name] = coerced
+    if problems:
+        raise ParameterError(problem_text(flow, problems))
     return out

@@ -71,7 +71,8 @@ class Settings(BaseSettings):
         DEFAULT_SECRET_PATTERNS, description="','-separated name globs whose values are redacted in output."
     )
     env_wait: float | None = Field(
-        None, gt=0, description="Seconds a run waits for a worker that has its env before it FAILs (default: forever)."
+        30.0, gt=0, description="Seconds a run waits, once every live worker of its queue lacks its env, before it "
+        "FAILs with their error; 'forever' waits (a fleet that adds workers on demand).",
     )
     warm_idle: float = Field(300.0, ge=0, description="Seconds an env stays warm on a worker after its last run.")
     warm_max: int = Field(4, ge=0, description="Ready processes a worker keeps at most (0: no warm pool).")
@@ -148,6 +149,11 @@ class Settings(BaseSettings):
         except ValidationError as e:  # one line naming the variable, not pydantic's report
             raise ConfigError(invalid_setting(e)) from None
 
+    @field_validator("env_wait", mode="before")
+    @classmethod
+    def _forever(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip().lower() in ("forever", "none", "") else value
+
     @field_validator("state_dir")
     @classmethod
     def _expand_state_dir(cls, value: Path) -> Path:
@@ -186,7 +192,7 @@ class Settings(BaseSettings):
             if isinstance(value, Path):
                 value = str(value)
             if name not in NOT_SECRET and self.is_secret_name(name):
-                value = MASK
+                value = MASK if value not in ("", None) else value  # an unset secret shows as unset
             elif isinstance(value, str):
                 value = self.redactor.text(value)
             values[name] = value

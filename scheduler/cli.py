@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from envflow.cli.base import EnvflowGroup
 from envflow.logs import configure_logging
 
 from .defaults import DEFAULT_GRACE, DEFAULT_TICK
@@ -53,7 +54,7 @@ def health() -> None:
     click.echo(printable(", ".join(n.removeprefix(keys.scheduler("")) for n in mine)))
 
 
-@click.group("scheduler")
+@click.group("scheduler", cls=EnvflowGroup)
 def scheduler() -> None:
     """Run the scheduler service."""
 

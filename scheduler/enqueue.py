@@ -15,6 +15,7 @@ id and move the cursors. Either all of it happens or none:
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import cast
@@ -22,14 +23,17 @@ from typing import cast
 from redis import Redis
 from redis.client import Pipeline
 
+from envflow import waits
 from envflow.errors import ParameterError
 from envflow.models import DeploymentRecord
 from envflow.parameters import merge_parameters
+from envflow.schedules import slots_between
 from envflow.store import keys
 from envflow.store.runs import RunStore
+from envflow.waits import Waiting
 
 from .defaults import DEFAULT_GRACE
-from .plan import Decision, decide_deployment, stale_cursors
+from .plan import MAX_SLOTS_PER_PASS, Decision, decide_deployment, stale_cursors
 
 log = logging.getLogger("envflow.scheduler")
 
@@ -93,6 +97,10 @@ class SlotEnqueuer:
             outcome.decisions = decisions
             if not stale and not any(d.writes for d in decisions):
                 return outcome
+            blocked = self._waiting_run(name)
+            if blocked is not None and any(d.enqueue for d in decisions):
+                self._skip(name, record, cursors, now, *blocked)
+                return outcome
             slots = [(d.schedule.id, t) for d in decisions for t in d.enqueue]
             slots = self._untaken(pipe, name, slots)
             parameters = self._parameters(record) if slots else {}
@@ -109,6 +117,28 @@ class SlotEnqueuer:
                 pipe.hdel(state_key, *stale)
             pipe.execute()
         return outcome
+
+    def _waiting_run(self, name: str) -> tuple[str, str] | None:
+        """A PENDING run of the deployment that waits because every live worker lacks its env: (id, why)."""
+        for raw in self.redis.zrange(keys.state_index("PENDING", name), 0, 20):
+            waiting = Waiting.from_json(self.redis.hget(keys.run(raw.decode()), waits.FIELD))
+            if waiting is not None and waiting.kind == waits.ENV:
+                return raw.decode(), waiting.message
+        return None
+
+    def _skip(self, name: str, record: DeploymentRecord, cursors: dict[str, float], now: float, run_id: str,
+              why: str) -> None:
+        """Make no run of the due slots while a run of the deployment waits for its env, and say so. The
+        cursors stay: once the env appears, the slots left behind are missed ones, and ``missed_runs`` decides."""
+        due = sorted(t for s in record.schedules if s.id in cursors
+                     for t in slots_between(s, cursors[s.id], now, limit=MAX_SLOTS_PER_PASS))
+        if not due:
+            return
+        note = {"count": len(due), "first": due[0], "last": due[-1], "run": run_id, "reason": why, "at": now}
+        previous = self.redis.get(keys.skipped_slots(name))
+        self.redis.set(keys.skipped_slots(name), json.dumps(note), ex=self.slot_ttl)
+        if previous is None or json.loads(previous).get("count") != len(due):
+            log.warning("%s: %d due slot(s) skipped: run %s already waits (%s)", name, len(due), run_id[:8], why)
 
     def _untaken(self, pipe: Pipeline, name: str, slots: list[tuple[str, float]]) -> list[tuple[str, float]]:
         """The slots whose idempotency key does not exist yet (watched until EXEC)."""

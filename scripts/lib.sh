@@ -16,18 +16,33 @@ find_python() {
 
 # ensure_venv [extra]: .venv with envflow installed (editable), plus the named extra.
 ensure_venv() {
-  local python
+  local python extras="${1:-}" extra
+  # What is installed, and from where: a rerun with the same pyproject.toml and extras it has skips pip.
+  local stamp=".venv/.envflow-installed" want installed=""
+  want="$(pwd) $(cksum < pyproject.toml)"
+  if [ -x .venv/bin/envflow ] && [ -f "$stamp" ] && [ "$(head -n 1 "$stamp")" = "$want" ]; then
+    installed=$(sed -n 2p "$stamp")
+    local missing=""
+    for extra in ${extras//,/ }; do
+      case ",$installed," in *",$extra,"*) ;; *) missing=1 ;; esac
+    done
+    [ -z "$missing" ] && return 0
+  fi
+  [ -n "$installed" ] && extras="${installed},${extras}"  # keep what was installed, add what is asked
   if [ ! -x .venv/bin/python ]; then
     python=$(find_python)
+    echo "making .venv with $python ..." >&2
     "$python" -m venv .venv
   fi
+  echo "installing envflow${extras:+[$extras]} into .venv (pip; the first time takes about 20 s) ..." >&2
   local log=.venv/install.log
   if ! { .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade "pip>=23" &&
-         .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${1:+[$1]}"; } >"$log" 2>&1; then
+         .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras:+[$extras]}"; } >"$log" 2>&1; then
     cat "$log" >&2
     echo "installing envflow into .venv failed (log above, also in $log)" >&2
     return 1
   fi
+  printf '%s\n%s\n' "$want" "$extras" > "$stamp"
 }
 
 ensure_redis_server() {

@@ -178,6 +178,8 @@ def test_an_unresolvable_requirement_fails_the_run_and_caches_nothing(client, st
     assert record.error_type == "EnvActivationError"
     assert "failed: uv pip install failed" in record.error and "no-such-package" in record.error, record.error
     assert any("no-such-package" in line and "not found" in line for line in lines), lines  # uv's own words
+    assert sum("No solution found" in line for line in lines) == 1, lines  # said once, by uv
+    assert lines[-1].startswith("envflow: building env ") and lines[-1].endswith("failed (uv's output above)"), lines
     assert store.envs() == [] and leftovers(store) == []
     assert [e["event"] for e in store.history()] == ["start", "failed"]
 
@@ -374,3 +376,21 @@ def test_two_threads_of_one_process_build_once(tmp_path, wheels):
     store = EnvStore(tmp_path / "cache")
     assert len(results) == 2 and results[0] == results[1], results
     assert len(builds(store)) == 1 and not leftovers(store)
+
+
+def test_each_built_env_is_named_by_its_requirements_one_row_each(client, start_worker, flows, store):
+    """Two requirement sets on one interpreter share a route (any worker able to build there takes both),
+    but workers list them apart: a short digest plus the first packages, each with its own path."""
+    from envflow.store import routing
+
+    first = deploy(client, flows, "uses_alpha", requirements=["alpha"])
+    second = deploy(client, flows, "uses_gamma", requirements=["beta", "alpha==1.0", "gamma"], name="other")
+    names = [routing.env_name(client.get_deployment(n).env) for n in (first, second)]
+    assert names[0].startswith("build: ") and names[0].endswith(" (alpha)") and names[1].endswith("(alpha==1.0, beta, +1)")
+    worker = start_worker()
+    wait_until(lambda: all(n in (client.workers() or [{}])[0].get("envs", {}) for n in names), 20,
+               what="the worker to list both built envs")
+    envs = client.workers()[0]["envs"]
+    assert envs[names[0]]["path"] != envs[names[1]]["path"]
+    assert all(envs[n]["route"] == routing.route_key(client.get_deployment(first).env) for n in names)
+    wait_until(lambda: all(n in worker.output() for n in names), 10, what="the worker's log to name them")

@@ -237,6 +237,12 @@ def test_config_redacts_secrets(cli, env_vars):
     assert json.loads(done.stdout)["redis_url"] == "redis://user:***@127.0.0.1:1/0"
     human = subprocess.run(envflow_command("config"), env=env, capture_output=True, text=True, check=True).stdout
     assert "ENVFLOW_REDIS_URL" in human and "hunter2" not in human
+    env.pop("ENVFLOW_UI_TOKEN", None)
+    unset = subprocess.run(envflow_command("config"), env=env, capture_output=True, text=True, check=True).stdout
+    assert next(line for line in unset.splitlines() if line.startswith("ENVFLOW_UI_TOKEN")).split()[1] == "(unset)"
+    token = {**env, "ENVFLOW_UI_TOKEN": "a-token-of-sixteen-chars"}
+    shown = subprocess.run(envflow_command("config"), env=token, capture_output=True, text=True, check=True).stdout
+    assert "a-token" not in shown and "ENVFLOW_UI_TOKEN" in shown and "***" in shown
 
 
 def test_env_ls_check_and_venv_create(cli, tmp_path):
@@ -347,3 +353,123 @@ def test_only_envflow_is_claimed_as_an_import_name(tmp_path, env_vars):
         done = subprocess.run(envflow_command(*args), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, (args, done.stderr)
         assert "Usage:" in done.stdout
+
+
+def test_deployment_create_warns_when_the_live_workers_lack_its_env(cli, start_worker, workdir, venv):
+    start_worker()
+    good = REFERENCE_DEPLOYMENT.format(runner=f'virtualenv="{venv}"')
+    write_flow(workdir, good, "good.py")
+    write_flow(workdir, good.replace('name="example"', 'name="typo"').replace(str(venv), "./no-such-venv"), "typo.py")
+    done = cli("deployment", "create", "good.py", "typo.py")
+    assert "warning: my-flow/typo: waiting for a worker with venv:./no-such-venv" in done.stderr, done.stderr
+    assert "'./no-such-venv' does not exist" in done.stderr and "my-flow/example:" not in done.stderr
+
+
+FLAKY = """
+    import os, time
+    from envflow import flow
+
+    @flow
+    def flaky(seconds: float = 0):
+        time.sleep(seconds)
+        print("attempt", os.environ["ENVFLOW_RUN_ATTEMPT"])
+        raise RuntimeError("always fails")
+"""
+
+
+def test_follow_says_where_a_run_is_and_how_it_ended(cli, start_worker, workdir, venv):
+    """The queued notice, the retry line (error, delay, attempts left), the end line (time ran against the
+    timeout, time waited), attempts kept apart by `run logs`, whose exit status says how the run ended."""
+    path = write_flow(workdir, FLAKY, "flaky.py")
+    (workdir / "d.yaml").write_text(f"- name: d\n  flow_location: {path}\n  virtualenv: {venv}\n"
+                                    f"  retries: 1\n  retry_delay: 1\n")
+    cli("deployment", "create", "d.yaml")
+    start_worker()
+    busy = cli("deployment", "run", "flaky/d", "-p", "seconds=3").stdout.strip()
+    time.sleep(1)
+    done = cli("deployment", "run", "flaky/d", "--follow", "--timeout", "30", check=3)
+    assert "queued: 0 runs ahead on queue default, 1 worker, busy" in done.stderr, done.stderr
+    assert "attempt 1 FAILED (RuntimeError: always fails); retrying in 1s, 1 attempt left" in done.stderr, done.stderr
+    end = next(line for line in done.stderr.splitlines() if "FAILED: ran" in line)
+    assert "of its 30s timeout, waited" in end and "s to start" in end, end
+    cli("run", "wait", busy, check=3)
+    logs = cli("run", "logs", busy, check=None)
+    assert logs.returncode == 3 and logs.stdout == "attempt 1\nattempt 2\n"  # `run logs` exits as --follow does
+    assert "attempt 1 FAILED (RuntimeError: always fails); retrying in 1s" in logs.stderr, logs.stderr
+
+
+def test_run_cancel_takes_several_ids(cli, start_worker, workdir, venv):
+    path = write_flow(workdir, GREETER, "greeter.py")
+    (workdir / "d.yaml").write_text(f"- name: d\n  flow_location: {path}\n  virtualenv: {venv}\n  queue: none\n")
+    cli("deployment", "create", "d.yaml")
+    ids = [cli("deployment", "run", "greet/d", "-p", f"name={n}").stdout.strip() for n in "ab"]
+    done = cli("run", "cancel", ids[0][:8], ids[1], "ffffffff", check=1)
+    assert done.stdout.count("cancelled before it started") == 2 and "no run starts with 'ffffffff'" in done.stderr
+
+
+def _readme_block(language: str, containing: str) -> str:
+    import re
+
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    return next(b for b in re.findall(rf"```{language}\n(.*?)```", text, re.S) if containing in b)
+
+
+def test_the_readmes_first_example_works_as_printed_without_conda(cli, env_vars, workdir, tmp_path):
+    """The venv it names, in the user's home, made as it says; a worker with no ENVFLOW_ENV_ROOTS."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (workdir / "example-deployment.py").write_text(_readme_block("python", "DeploymentSpec("))
+    commands = _readme_block("bash", "python3 -m venv").splitlines()
+    make = commands[0].split("#")[0].split()
+    subprocess.run([sys.executable, *make[1:-1], str(home / make[-1].removeprefix("~/"))], check=True)
+    env = {**os.environ, **env_vars, "HOME": str(home)}
+    env.pop("ENVFLOW_ENV_ROOTS", None)
+    worker = subprocess.Popen(envflow_command("worker", "start"), cwd=workdir, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for line in commands[2:]:
+            args = line.split("#")[0].split()[1:]
+            done = subprocess.run(envflow_command(*args), cwd=workdir, env=env, capture_output=True, text=True,
+                                  timeout=60)
+            assert done.returncode == 0, (line, done.stderr)
+        assert done.stdout == f"Hello! Running with {home}/envs/hello/bin/python\n", done.stderr
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+
+
+def test_run_and_preview_warn_when_the_flow_file_differs_from_the_stored_source(cli, workdir, venv):
+    path = write_flow(workdir, GREETER, "greeter.py")
+    (workdir / "d.yaml").write_text(f"- name: d\n  flow_location: {path}\n  virtualenv: {venv}\n  queue: none\n")
+    cli("deployment", "create", "d.yaml")
+    assert "changed since" not in cli("deployment", "run", "greet/d", "-p", "name=a").stderr
+    path.write_text(path.read_text() + "\n# edited\n")
+    for args in (("deployment", "run", "greet/d", "-p", "name=a"), ("deployment", "preview", "greet/d")):
+        done = cli(*args)
+        assert f"warning: {path} changed since greet/d was registered; its runs use the stored source" in done.stderr, (
+            args, done.stderr)
+
+
+def test_help_listings_show_whole_summaries_and_plain_words(cli):
+    for group in ((), ("run",), ("deployment",), ("worker",), ("agent",), ("env",), ("venv",), ("queue",),
+                  ("scheduler",)):
+        listing = cli(*group, "--help").stdout.split("Commands:")[1]
+        assert "..." not in listing, (group, listing)  # click cuts a long summary mid-phrase with "..."
+    assert "reference tool" not in cli("--help").stdout and "reference tool" not in cli("agent", "--help").stdout
+    assert "Show at most this many runs" in cli("run", "ls", "--help").stdout
+
+
+def test_an_unknown_deployment_says_when_the_list_of_names_is_cut(cli, workdir, venv):
+    write_flow(workdir, GREETER, "greeter.py")
+    (workdir / "d.yaml").write_text("".join(f"- name: d{i:02}\n  flow_location: greeter.py\n  virtualenv: {venv}\n"
+                                            f"  queue: none\n" for i in range(13)))
+    cli("deployment", "create", "d.yaml")
+    done = cli("deployment", "run", "nope/x", check=1)
+    assert "greet/d09 and 3 more (`envflow deployment ls`)" in done.stderr, done.stderr
+
+
+def test_inspect_shows_the_signatures_defaults(cli, workdir, venv):
+    write_flow(workdir, GREETER, "greeter.py")
+    (workdir / "d.yaml").write_text(f"- name: d\n  flow_location: greeter.py\n  virtualenv: {venv}\n  queue: none\n")
+    cli("deployment", "create", "d.yaml")
+    assert "name, times: int=1" in cli("deployment", "inspect", "greet/d").stdout

@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pytest
 from rq import Queue
 
-from envflow.errors import DeploymentNotFound, FlowFailed, ParameterError
+from envflow.errors import DeploymentNotFound, EnvflowWarning, FlowFailed, ParameterError
 from envflow.models import RunState
 from envflow.store import keys
 from envflow.store.jobs import SERIALIZER
 
-from .support.flows import deploy, write_flow
+from .support.flows import NO_WORKER_YET, deploy, write_flow
 
 HELLO = """
     import sys
@@ -45,6 +46,7 @@ def test_hello_flow_output_and_result(client, start_worker, venv, workdir):
     assert record.exit_code == 0 and record.attempts[0].state == "COMPLETED"
 
 
+@pytest.mark.filterwarnings(NO_WORKER_YET)
 def test_output_order_and_late_follower_match(client, start_worker, venv, workdir):
     flow = write_flow(
         workdir,
@@ -73,6 +75,8 @@ def test_output_order_and_late_follower_match(client, start_worker, venv, workdi
     follower.join(60)
     assert run.wait(30) is RunState.COMPLETED
     late = list(client.get_run(run.id).follow(timeout=30))
+    notes, live = [line for line in live if line.stream == "envflow"], [line for line in live if line.stream != "envflow"]
+    assert [n.text for n in notes] == ["envflow: waiting: no live worker on queue default"]  # said while it waited
     assert len(live) == 10000
     assert [(line.stream, line.text, line.seq) for line in late] == [(line.stream, line.text, line.seq) for line in live]
     for stream, every in (("stdout", lambda i: i % 3), ("stderr", lambda i: not i % 3)):
@@ -142,7 +146,9 @@ def test_bad_venv_fails_with_paths(client, start_worker, venv, workdir, kind):
     flow = write_flow(workdir, HELLO)
     name = deploy(client, flow, "hello", virtualenv=given)
     start_worker(extra_env={"ENVFLOW_ENV_WAIT": "1"})  # no worker has it: the run waits, then fails saying why
-    run = client.run(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EnvflowWarning)  # said at submit once the worker has looked: meant here
+        run = client.run(name)
     lines = [line.text for line in run.follow(timeout=30)]
     assert run.wait(30) is RunState.FAILED
     record = run.record()
@@ -152,9 +158,11 @@ def test_bad_venv_fails_with_paths(client, start_worker, venv, workdir, kind):
         assert f"worker's directory, {workdir}" in record.error
     else:
         assert "no pyvenv.cfg" in record.error
-    assert lines == [f"envflow: {record.error}"]
+    assert lines[-1] == f"envflow: {record.error}" and "ENVFLOW_ENV_WAIT=1" in record.error
+    assert all(line.startswith("envflow: waiting for a worker with venv:") for line in lines[:-1])
 
 
+@pytest.mark.filterwarnings(NO_WORKER_YET)  # submitted before any worker runs, on purpose
 def test_unknown_deployment_and_bad_parameters_enqueue_nothing(client, venv, workdir):
     name = deploy(client, write_flow(workdir, HELLO), "hello", virtualenv=str(venv))
     queue = Queue("default", connection=client.redis, serializer=SERIALIZER)
@@ -211,6 +219,7 @@ def test_flow_sees_only_its_own_environment(client, start_worker, venv, workdir,
     assert env["ENVFLOW_RUN_ATTEMPT"] == "1" and len(env["ENVFLOW_RUN_ID"]) == 32
 
 
+@pytest.mark.filterwarnings(NO_WORKER_YET)  # submitted before any worker runs, on purpose
 def test_nothing_is_unpickled_job_payload_is_json(client, venv, workdir):
     name = deploy(client, write_flow(workdir, HELLO), "hello", virtualenv=str(venv))
     run = client.run(name, {"name": "x"})
@@ -219,3 +228,26 @@ def test_nothing_is_unpickled_job_payload_is_json(client, venv, workdir):
 
     payload = json.loads(zlib.decompress(raw))
     assert payload[0] == "envflow.jobs.run_flow" and payload[2] == [run.id]
+
+
+def test_every_bad_parameter_is_reported_at_once_and_a_flow_without_any_takes_none(client, venv, workdir):
+    flow = write_flow(workdir, """
+        from envflow import flow
+
+        @flow
+        def typed(n: int, when: str):
+            return n
+
+        @flow
+        def bare():
+            return 1
+    """)
+    typed = deploy(client, flow, "typed", virtualenv=str(venv))
+    with pytest.raises(ParameterError) as raised:
+        client.run(typed, {"n": "x", "colour": "red"})
+    message = str(raised.value)
+    assert "no parameter colour" in message and "needs parameter when" in message and "-p when=…" in message
+    assert "parameter 'n' expects int" in message
+    bare = deploy(client, flow, "bare", virtualenv=str(venv), name="bare")
+    with pytest.raises(ParameterError, match=r"has no parameter x \(it accepts: none\)"):
+        client.run(bare, {"x": 1})

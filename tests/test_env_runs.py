@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 import pytest
 
 import envflow
+from envflow.errors import EnvflowWarning
 from envflow.models import RunState
 from envflow.store import keys
 
@@ -99,7 +101,9 @@ def test_env_with_its_own_envflow_uses_it(client, start_worker, workdir, tmp_pat
 def test_env_errors_fail_the_run_clearly(client, start_worker, workdir):
     name = deploy(client, write_flow(workdir, PROBE), "probe", condaenv="no-such-env")
     start_worker(extra_env={"ENVFLOW_ENV_WAIT": "1"})  # no worker has it: the run waits, then fails saying why
-    run = client.run(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EnvflowWarning)  # said at submit once the worker has looked: meant here
+        run = client.run(name)
     assert run.wait(30) is RunState.FAILED
     record = run.record()
     assert record.error_type == "EnvNotFound" and "no conda env named 'no-such-env'" in record.error

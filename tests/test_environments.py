@@ -229,3 +229,19 @@ def test_matches_conda_shell_activate(tmp_path, stacked):
     for name in sorted((set(conda_env) | set(ours)) - ignored):
         assert ours.get(name) == conda_env.get(name), name
     assert ours["LOWER_VAR"] == "x" and ours["PKG"] == "p" and ours["K"] == "v" and ours["B"] == "machine"
+
+
+def test_without_env_roots_the_users_home_is_allowed_and_a_refusal_names_the_setting(tmp_path):
+    """Outside the image (which sets ENVFLOW_ENV_ROOTS), a newcomer's ~/envs/x is allowed; a venv elsewhere
+    is refused, naming its path and the setting that would allow it."""
+    home, work, elsewhere = tmp_path / "home", tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    mine = home / "envs" / "x"
+    for venv in (mine, elsewhere / "x"):
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    settings = Settings(env_roots=None, state_dir=tmp_path / "state")
+    resolver = EnvResolver(settings, environ={"HOME": str(home), "PATH": os.environ["PATH"]}, cwd=work)
+    assert resolver.resolve(EnvSpec.from_fields(virtualenv=str(mine))).prefix == mine.resolve()
+    with pytest.raises(EnvActivationError) as refused:
+        resolver.resolve(EnvSpec.from_fields(virtualenv=str(elsewhere / "x")))
+    assert str(elsewhere / "x") in str(refused.value) and f"add {elsewhere} to ENVFLOW_ENV_ROOTS" in str(refused.value)

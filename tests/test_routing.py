@@ -82,11 +82,11 @@ def test_a_run_waits_for_a_worker_with_its_env_and_says_why(client, start_worker
     worker_for(start_worker, fleet["a"], "a")  # has venv-a only
     with pytest.warns(EnvflowWarning, match="waiting for a worker with venv:"):
         run = client.run(name)
-    assert run.waiting and "workers on queue default have" in run.waiting
+    assert run.waiting and "the live worker on queue default lacks it" in run.waiting
     time.sleep(1.5)
     record = run.record()
     assert record.state is RunState.PENDING and "does not exist" not in (record.error or "")
-    assert record.waiting and f"venv:{fleet['b'] / 'venv-b'}" in record.waiting
+    assert record.waiting and f"venv:{fleet['b'] / 'venv-b'}" in record.waiting.message
     env = {**os.environ, **env_vars}
     shown = subprocess.run(envflow_command("run", "inspect", run.id), env=env, capture_output=True, text=True)
     assert "waiting for a worker with venv:" in shown.stdout
@@ -115,7 +115,7 @@ def test_a_dead_workers_advertisement_lapses(client, start_worker, workdir, flee
     client.resume_queue("default")
     time.sleep(2)  # the remaining worker, which lacks the env, must not take it
     record = waiting.record()
-    assert record.state is RunState.PENDING and record.waiting and "workers on queue default have" in record.waiting
+    assert record.state is RunState.PENDING and record.waiting and "lacks it" in record.waiting.message
 
 
 def test_an_env_deleted_from_disk_is_no_longer_advertised(client, start_worker, workdir, fleet):
@@ -232,3 +232,130 @@ def test_rq_sees_each_worker_on_every_queue_it_listens_on(client, start_worker, 
                             env_vars["ENVFLOW_REDIS_URL"], "default", sub], capture_output=True, text=True, timeout=60)
     by_queue = {line.split(":")[0].strip(): line for line in shown.stdout.splitlines() if ":" in line}
     assert shown.returncode == 0 and worker.name in by_queue[sub] and worker.name in by_queue["default"], shown.stdout
+
+
+def _follow_records(run, timeout):
+    """Every record a follower yields (waiting reasons included) until the run ends, or ``timeout``."""
+    return list(run.records(timeout=timeout))
+
+
+@pytest.mark.parametrize("kind", ["typo", "dangling"])
+def test_a_run_every_live_worker_lacks_the_env_of_fails_with_their_error(client, start_worker, workdir, fleet, kind):
+    """Bounded where it is a mistake: once every live worker of the queue has looked and lacks the env, the
+    run FAILs after ENVFLOW_ENV_WAIT, with the error it would have failed with there; followers hear why
+    first, for a deployment made after the worker started (no worker had looked at submit)."""
+    from envflow.output import AttemptEnd
+    from envflow.waits import Waiting
+
+    worker_for(start_worker, fleet["a"], "a", ENVFLOW_ENV_WAIT="2")
+    if kind == "dangling":
+        venv = make_venv(fleet["a"] / "dangling")
+        (venv / "pyvenv.cfg").write_text("home = /nowhere/bin\ninclude-system-site-packages = false\n")
+        for python in (venv / "bin").glob("python*"):
+            python.unlink()
+            python.symlink_to("/nowhere/bin/python3")
+        given = str(venv)
+    else:
+        given = str(fleet["a"] / "venv-aa")
+    name = deploy(client, write_flow(workdir, FLOWS), "where", name=f"bad-{kind}", virtualenv=given)
+    run = client.run(name)  # at once: no worker has looked for the new env yet
+    records = _follow_records(run, 40)
+    waits = [r for r in records if isinstance(r, Waiting)]
+    assert waits and waits[0].kind == "env" and given in waits[0].message, records
+    assert isinstance(records[-1], AttemptEnd) and records[-1].state == "FAILED", records
+    record = run.record()
+    assert record.state is RunState.FAILED and record.error_type == "EnvNotFound"
+    if kind == "typo":
+        assert f"{given!r} does not exist: resolved to {given}" in record.error
+        assert f"worker's directory, {workdir}" in record.error
+    else:
+        assert "/nowhere/bin" in record.error  # the dangling interpreter's home
+    assert "ENVFLOW_ENV_WAIT=2" in record.error
+
+
+def test_with_no_live_worker_a_run_waits_and_says_so(client, workdir, fleet):
+    """Waits where it is not a mistake: no live worker serves the queue (a fleet scaling from zero)."""
+    from envflow.errors import RunTimeout
+
+    name = deploy(client, write_flow(workdir, FLOWS), "where", virtualenv=str(fleet["a"] / "venv-a"))
+    with pytest.warns(EnvflowWarning, match="no live worker on queue default"):
+        run = client.run(name)
+    assert run.record().waiting.kind == "no-worker"
+    lines = list(run.follow(timeout=1))
+    assert [(line.stream, line.text) for line in lines] == [("envflow", "envflow: waiting: no live worker on queue default")]
+    with pytest.raises(RunTimeout, match="no live worker on queue default") as raised:
+        run.wait(timeout=0.5)
+    assert raised.value.waiting.kind == "no-worker"
+    assert client.store.reaper.fail_unrunnable() == [] and run.state is RunState.PENDING
+
+
+def test_env_wait_forever_keeps_waiting(client, start_worker, workdir, fleet, env_vars):
+    from envflow.settings import Settings
+
+    assert Settings().env_wait == 30 and Settings(env_wait="forever").env_wait is None
+    worker_for(start_worker, fleet["a"], "a", ENVFLOW_ENV_WAIT="forever")
+    name = deploy(client, write_flow(workdir, FLOWS), "where", virtualenv=str(fleet["b"] / "venv-b"))
+    wait_until(lambda: routing.waiting_for(client.redis, "default", routing.route_key(client.get_deployment(name).env)),
+               10, what="the worker to look for the env")
+    with pytest.warns(EnvflowWarning, match="lacks it"):
+        run = client.run(name)
+    time.sleep(3)
+    assert run.state is RunState.PENDING and run.record().waiting.kind == "env"
+
+
+def test_the_waiting_reason_changes_as_workers_come(client, start_worker, workdir, fleet):
+    """A follower hears each new reason: no worker at first, then what the first worker to look says."""
+    from envflow.waits import Waiting
+
+    name = deploy(client, write_flow(workdir, FLOWS), "where", virtualenv=str(fleet["b"] / "venv-b"))
+    with pytest.warns(EnvflowWarning):
+        run = client.run(name)
+    seen: list[Waiting] = []
+
+    def follow():
+        for record in run.records(timeout=30):
+            if isinstance(record, Waiting):
+                seen.append(record)
+                if record.kind == "env":
+                    return
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    wait_until(lambda: seen, 10, what="the first reason")
+    worker_for(start_worker, fleet["a"], "a", ENVFLOW_ENV_WAIT="forever")
+    follower.join(30)
+    assert [w.kind for w in seen] == ["no-worker", "env"], seen
+    assert "outside the allowed env roots" in seen[1].message and "ENVFLOW_ENV_ROOTS" in seen[1].message
+
+
+def test_a_run_reaching_a_worker_whose_env_just_vanished_waits_again(client, start_worker, workdir, fleet):
+    """The worker advertised the env, which vanished before its presence looked again: the run is given
+    back (its attempt does not count) and waits for a worker that has it, instead of FAILing."""
+    venv, away = fleet["a"] / "venv-a", fleet["a"] / "away"
+    name = deploy(client, write_flow(workdir, FLOWS), "where", virtualenv=str(venv))
+    worker = worker_for(start_worker, fleet["a"], "a", ENVFLOW_ENV_WAIT="forever")
+    record = client.get_deployment(name)
+    for _ in range(3):  # the run must beat the worker's next look (about a second): it nearly always does
+        wait_until(lambda: client.capable_workers(record), 10, what="the env to be advertised")
+        venv.rename(away)
+        run = client.run(name)
+        wait_until(lambda run=run: run.record().waiting is not None or "back to wait" in worker.output(), 15,
+                   what="the run to wait again")
+        away.rename(venv)
+        assert run.result(timeout=30)["worker_root"] == "a"
+        if "back to wait" in worker.output():
+            break
+    assert "back to wait for a worker that has it" in worker.output()
+    done = run.record()
+    assert done.attempt == 1 and [a.state for a in done.attempts] == ["COMPLETED"], done.attempts
+
+
+def test_a_stale_reason_is_cleared_once_a_capable_worker_is_live(client, start_worker, workdir, fleet):
+    name = deploy(client, write_flow(workdir, FLOWS), "where", virtualenv=str(fleet["a"] / "venv-a"))
+    client.pause_queue("default")  # the worker that comes is live and has the env, but takes nothing yet
+    with pytest.warns(EnvflowWarning, match="no live worker"):
+        run = client.run(name)
+    worker_for(start_worker, fleet["a"], "a")
+    wait_until(lambda: client.capable_workers(client.get_deployment(name)), 10, what="the env to be advertised")
+    client.store.reaper.fail_unrunnable()
+    assert run.state is RunState.PENDING and run.record().waiting is None

@@ -6,6 +6,8 @@ import json
 import threading
 import time
 
+import pytest
+
 from envflow.models import RunState
 from envflow.output import AttemptEnd, Entry
 from envflow.store import keys
@@ -13,7 +15,7 @@ from envflow.store.packing import PACK_MAX_ENTRIES
 from envflow.store.protocol import Claimed
 from envflow.store.runs import FAILED_JOB_TTL
 
-from .support.flows import deploy, write_flow
+from .support.flows import NO_WORKER_YET, deploy, write_flow
 from .support.processes import wait_until
 from .support.runs import claim, drive, register
 
@@ -96,6 +98,7 @@ def test_a_run_whose_snapshot_expired_fails_when_claimed(client):
     assert client.get_run(run_id).wait(5) is RunState.FAILED
 
 
+@pytest.mark.filterwarnings(NO_WORKER_YET)  # submitted before any worker runs, on purpose
 def test_rq_keeps_a_completed_runs_job_no_longer_than_it_needs_it(client, start_worker, venv, workdir):
     path = write_flow(workdir, FLOWS)
     hello, boom = (deploy(client, path, flow, virtualenv=str(venv)) for flow in ("hello", "boom"))

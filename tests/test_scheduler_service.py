@@ -32,7 +32,7 @@ from envflow.settings import Settings
 from envflow.store import keys
 from envflow.store.jobs import SERIALIZER
 
-from .support.flows import deploy, load_flows, write_flow
+from .support.flows import NO_WORKER_YET, deploy, load_flows, write_flow
 from .support.processes import RedisServer, WorkerProcess, envflow_command
 
 BEAT = """
@@ -174,6 +174,7 @@ def test_missed_slots_after_downtime_follow_the_policy(client, make_service, wor
     assert slots_of(client, name)[-1] == T0 - 0.25 + 110
 
 
+@pytest.mark.filterwarnings(NO_WORKER_YET)  # submitted before any worker runs, on purpose
 def test_paused_deployments_get_no_runs_and_no_backfill(client, make_service, workdir):
     name = deploy(client, write_flow(workdir, BEAT), "beat", schedule=Interval(seconds=10), missed_runs="catch_up")
     clock = Clock(T0 - 0.25)
@@ -406,3 +407,31 @@ def test_the_scheduler_reaps_runs_of_a_dead_worker(client, settings, start_worke
         service.stop()
         thread.join(10)
     assert "no heartbeat" in (client.store.get(run.id).reason or "")
+
+
+def test_no_runs_pile_up_behind_one_waiting_for_its_env(client, make_service, workdir):
+    """While a run of the deployment waits because every live worker lacks its env, its due slots make no
+    runs and are recorded as skipped (shown by `deployment inspect`); once it no longer waits, the slots
+    left behind follow missed_runs."""
+    from envflow.cli.deployment import skipped_rows
+    from envflow.waits import ENV, Waiting
+
+    name = deploy(client, write_flow(workdir, BEAT), "beat", schedule=Interval(seconds=10), missed_runs="run_once")
+    clock = Clock(T0 - 0.25)
+    service = make_service(clock)
+    service.tick()
+    clock.advance(10)
+    service.tick()
+    [first] = client.runs(name)
+    # What a worker writes once it has looked for the env and lacks it (routing.note_route).
+    assert client.store.scripts.note_waiting([first.id], Waiting(ENV, "waiting for a worker with venv:./x")).run() == 1
+    for _ in range(5):
+        clock.advance(10)
+        service.tick()
+    assert [r.id for r in client.runs(name)] == [first.id]
+    [(label, text)] = skipped_rows(client, client.get_deployment(name))
+    assert label == "skipped slots" and text.startswith("5 (") and f"run {first.short_id} waiting for" in text
+    client.cancel(first.id)
+    clock.advance(10)
+    service.tick()
+    assert slots_of(client, name) == [T0 - 0.25 + 10, T0 - 0.25 + 60, T0 - 0.25 + 70]  # run_once: the latest missed, then on time

@@ -200,6 +200,8 @@ def test_stopping_a_warm_run_leaves_no_process(client, start_worker, workdir, en
     line = next(run.follow(timeout=30)).text
     pids = [int(p) for p in line.split()[1:]]
     pool = descendants(worker.pid)  # the ready process, the run and its child
+    # Else the waits below would hold at once, for no process at all.
+    assert line.startswith("pids ") and len(pids) == 2 and set(pids) < set(pool), (line, pool)
     if how == "cancel":
         client.cancel(run.id)
         assert run.wait(30) is RunState.CANCELLED

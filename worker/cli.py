@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from envflow.cli.base import EnvflowGroup
 from envflow.logs import configure_logging
 
 
@@ -115,14 +116,14 @@ def status(as_json: bool) -> None:
             click.echo(f"{printable(w['name'])}: {printable(sandbox.get('note') or 'no flow sandbox reported')}")
 
 
-@click.group("worker")
+@click.group("worker", cls=EnvflowGroup)
 def worker() -> None:
     """Run workers."""
 
 
-@click.group("agent")
+@click.group("agent", cls=EnvflowGroup)
 def agent() -> None:
-    """Alias of `envflow worker` (for users of the reference tool's `agent start`)."""
+    """Another name for `envflow worker`: `envflow agent start` starts a worker."""
 
 
 worker.add_command(start)

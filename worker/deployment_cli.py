@@ -30,6 +30,9 @@ def deployment_preview(name: str, as_json: bool) -> None:
     client = get_client()
     record = client.get_deployment(name)
     capable = client.capable_workers(record)
+    changed = client.source_changed(record)
+    if changed:
+        click.echo(f"warning: {printable(changed)}", err=True)
     if not capable:
         click.echo(f"no live worker can run it: {printable(client.why_waiting(record))}", err=True)
     if record.env.kind is EnvKind.REQUIREMENTS and not _show_built(client, record, as_json):

@@ -6,6 +6,8 @@ from typing import Any
 
 import click
 
+from envflow.cli.base import EnvflowGroup
+
 
 def spec_from_text(text: str):  # type: ignore[no-untyped-def]
     """An env spec from the CLI: ``venv:PATH``, ``conda:NAME``, ``conda:/prefix``, a path or a conda env name."""
@@ -34,12 +36,12 @@ def python_version(python: str) -> str:
         return "?"
 
 
-@click.group("env")
+@click.group("env", cls=EnvflowGroup)
 def env() -> None:
     """Environments flows run in (as this machine's workers see them)."""
 
 
-@click.group("venv")
+@click.group("venv", cls=EnvflowGroup)
 def venv() -> None:
     """Make venvs that work inside the workers."""
 

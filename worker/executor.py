@@ -16,7 +16,7 @@ from typing import Any
 from redis.client import Pipeline
 
 from envflow.errors import EnvActivationError, EnvNotFound
-from envflow.models import DeploymentRecord, RunState
+from envflow.models import DeploymentRecord, EnvKind, RunState
 from envflow.output.writer import OutputWriter, make_echo
 from envflow.settings import Settings
 from envflow.store.protocol import Beat, Claimed, RunScripts
@@ -32,6 +32,10 @@ from .prepare import Interrupted, prepare_env
 from .sources import FlowSources
 from .stops import Deadline, StopRequest
 from .warm import WarmPool
+
+# Envs found on disk, which can vanish between a worker's look and a run (a venv deleted, a mount gone).
+GONE_KINDS = (EnvKind.VENV, EnvKind.CONDA, EnvKind.CONDA_PREFIX)
+GIVE_BACK_MAX = 3  # times a worker returns one run to its queue for that
 
 log = logging.getLogger("envflow.worker")
 
@@ -74,6 +78,7 @@ class Executor:
         self.pool = WarmPool(settings.warm_max, settings.warm_idle, flow_sandbox(settings))
         self.last_key: tuple[Any, ...] | None = None
         self.base_environ = flow_base(os.environ, settings)  # the worker's environment never changes
+        self._given_back: dict[str, int] = {}  # runs returned to their queue because their env was gone
 
     def execute(self, claimed: Claimed, on_heartbeat: HeartbeatHook | None = None) -> Outcome:
         """Run one claimed attempt to its end and return how it ended (not yet recorded).
@@ -102,13 +107,27 @@ class Executor:
             writer.note(f"stopped before the flow started: {stop.outcome.reason}")
             writer.flush_until_done()
             return stop.outcome
+        except EnvNotFound as e:
+            if claimed.run.route and spec.env.kind in GONE_KINDS and self._may_give_back(run_id):
+                # It came for an env this worker advertised, gone a moment ago: not the run's fault.
+                return Outcome(RunState.PENDING, error_type=type(e).__name__, error=str(e), env_gone=True)
+            return self._failed(writer, e)
         except Exception as e:  # noqa: BLE001 - one run's bad input fails that run, never the worker
             return self._failed(writer, e)
         return self._run(run_id, prepared, spec, run_spec, writer, beat, deadline)
 
+    def _may_give_back(self, run_id: str) -> bool:
+        """Whether this worker may return the run to its queue once more (a few times at most: an env that
+        keeps being advertised and failing must end the run, not loop)."""
+        count = self._given_back.get(run_id, 0)
+        if count >= GIVE_BACK_MAX:
+            return False
+        self._given_back = {**dict(list(self._given_back.items())[-100:]), run_id: count + 1}
+        return True
+
     def _failed(self, writer: OutputWriter, error: Exception) -> Outcome:
         message = str(error)
-        writer.note(message)
+        writer.note(getattr(error, "shown", None) or message)  # what the output has not said already
         writer.flush_until_done()
         if isinstance(error, (EnvNotFound, EnvActivationError)):
             kind = type(error).__name__

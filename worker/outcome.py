@@ -24,6 +24,7 @@ class Outcome:
     reason: str | None = None
     start: str | None = None  # how the flow process started (launcher.FlowProcess.how)
     lost: bool = False  # the run was taken away from this attempt; record nothing
+    env_gone: bool = False  # the env this worker advertised is gone: give the run back to wait for another
 
 
 def ending(outcome: Outcome, n: int, worker: str, started_at: float, retry_in: float | None) -> Ending:

@@ -86,8 +86,9 @@ class EnvResolver:
         if self.settings.env_roots:
             roots = [Path(p).expanduser() for p in self.settings.env_roots.split(os.pathsep) if p]
         else:
-            root = self.conda_root()
-            roots = [*([root] if root else []), *self.envs_dirs(), DEFAULT_VENV_ROOT, self.cwd]
+            root = self.conda_root()  # and the user's home: a venv in ~/envs or the like (the image sets its own)
+            home = Path(self.environ.get("HOME") or "~").expanduser()
+            roots = [*([root] if root else []), *self.envs_dirs(), DEFAULT_VENV_ROOT, self.cwd, home]
         return [r if not r.exists() else r.resolve() for r in dict.fromkeys(roots)]
 
     def named_envs(self, refresh: bool = False) -> dict[str, Path]:
@@ -189,6 +190,6 @@ class EnvResolver:
         if not any(real == r or real.is_relative_to(r) for r in roots):
             shown = os.pathsep.join(str(r) for r in roots)
             raise EnvActivationError(
-                f"env {given!r} ({real}) is outside the allowed env roots ({shown}); "
-                "move it under one of them or add its directory to ENVFLOW_ENV_ROOTS"
+                f"env {given!r} ({real}) is outside the allowed env roots ({shown}); add {real.parent} to "
+                f"ENVFLOW_ENV_ROOTS (':'-separated) where the worker starts, or move the env under one of them"
             )

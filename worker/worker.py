@@ -207,7 +207,8 @@ class FlowWorker(SimpleWorker):
                                                           job_class=self.job_class, serializer=self.serializer)
                                         for name in names)]
         self._register_queues(queues)
-        log.info("worker %s takes runs for %d env(s): %s", self.name, len(routes), ", ".join(sorted(routes)) or "-")
+        shown = sorted(self.presence.envs) or sorted(routes)  # each built env by its requirements
+        log.info("worker %s takes runs for %d env(s): %s", self.name, len(shown), ", ".join(shown) or "-")
 
     def _register_queues(self, queues: list[Queue]) -> None:
         """Listen on ``queues``, registered under each of them as RQ registers a worker at birth
@@ -364,6 +365,8 @@ class FlowWorker(SimpleWorker):
                 self.cleanup_execution(job, pipeline=pipe, execution=execution)
                 pipe.execute()
             return
+        if outcome.env_gone and self._give_back(job, queue, execution, claim, outcome):
+            return
         retry_in = float(job.get_retry_interval()) if job.should_retry else None
         end = ending(outcome, claim.attempt, self.name, claim.started_at, retry_in)
         if outcome.state is RunState.COMPLETED:
@@ -382,6 +385,19 @@ class FlowWorker(SimpleWorker):
         took = (end.attempt.ended_at or time.time()) - claim.started_at
         log.info("run %s: %s in %.2fs%s", run_id[:8], outcome.state.value, took,
                  f" ({detail})" if (outcome.error or outcome.reason) else "")
+
+    def _give_back(self, job: Job, queue: Queue, execution: Execution, claim: Claimed, outcome: Outcome) -> bool:
+        """The run's env, advertised here, is gone: stop taking its runs, and return this one to wait for a
+        worker that has it (its attempt does not count). False when the attempt was no longer this worker's."""
+        run_id = claim.run.id
+        self.presence.lost(claim.run.route or "")
+        self._follow_routes()
+        if not self.scripts.release(run_id, claim.attempt, self.name).run():
+            return False
+        log.warning("run %s: its env is gone from this worker (%s); back to wait for a worker that has it",
+                    run_id[:8], outcome.error)
+        self._put_back(job, queue, execution)
+        return True
 
     def _complete(self, job: Job, execution: Execution, run_id: str, end: Ending) -> None:
         """Record a COMPLETED attempt on the run and finish its job as RQ's ``handle_job_success`` does

@@ -26,7 +26,15 @@ STATE_COLORS = {state.value: look.terminal for state, look in LOOKS.items()}
 
 
 class EnvflowGroup(click.Group):
-    """A group whose commands turn envflow errors into one-line messages and exit codes."""
+    """A group whose commands turn envflow errors into one-line messages and exit codes, and whose
+    listing shows each command's whole one-line summary (wrapped, not cut mid-phrase as click does)."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, summary(command)) for name in self.list_commands(ctx)
+                if (command := self.get_command(ctx, name)) is not None and not command.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -38,6 +46,11 @@ class EnvflowGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("", err=True)
             sys.exit(130)
+
+
+def summary(command: click.Command) -> str:
+    """A command's one-line summary: its short_help, else the first sentence of its help, whole."""
+    return command.get_short_help_str(limit=1000)
 
 
 # C0 and C1 controls, DEL, line/paragraph separators and the bidi controls that reorder text.

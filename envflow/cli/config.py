@@ -19,4 +19,5 @@ def config(as_json: bool) -> None:
         return
     width = max(len(k) for k in values)
     for name, value in values.items():
-        click.echo(f"{('ENVFLOW_' + name.upper()).ljust(width + 8)}  {printable(value)}")
+        shown = "(unset)" if value in ("", None) else printable(value)
+        click.echo(f"{('ENVFLOW_' + name.upper()).ljust(width + 8)}  {shown}")

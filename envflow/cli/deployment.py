@@ -82,6 +82,7 @@ def create(files: tuple[str, ...]) -> None:
 
     client = get_client()
     errors = 0
+    created = []
     for path in files:
         try:
             loaded = load_file(path)
@@ -105,6 +106,11 @@ def create(files: tuple[str, ...]) -> None:
             click.echo(f"registered {click.style(printable(record.name), bold=True)}  env "
                        f"{printable(describe_env(record))}  queue {printable(record.queue)}  "
                        f"({printable(where)}; {printable(item.defined_at)})")
+            created.append(record)
+    for record in created:  # a typo in an env path is best caught here, not when its first run waits
+        lacking = client.lacking_env(record)
+        if lacking:
+            problem("warning", f"{record.name}: {printable(lacking)}")
     if errors:
         fail(f"{errors} deployment{'s' if errors > 1 else ''} not registered", code=1)
 
@@ -162,7 +168,8 @@ def inspect_(name: str, as_json: bool) -> None:
         ("queue", record.queue),
         ("parameters", json.dumps(record.parameters)),
         ("signature", ", ".join(p["name"] + (f": {p['annotation']}" if p.get("annotation") else "")
-                                + ("" if p["required"] else "=…") for p in record.parameter_spec) or "-"),
+                                + ("" if p["required"] else "=" + p.get("default", "…"))
+                                for p in record.parameter_spec) or "-"),
         ("env vars", ", ".join(f"{k}={v}" for k, v in redact_env(record).items()) or "-"),
         ("tags", ", ".join(record.tags) or "-"),
         ("timeout", f"{record.timeout:g}s" if record.timeout else "none"),
@@ -175,6 +182,7 @@ def inspect_(name: str, as_json: bool) -> None:
         ("hooks", "; ".join(f"on {','.join(h['on'])}: " + (f"webhook {h['webhook']}" if h["webhook"] else f"run {h['run']}")
                             for h in redacted_hooks(record)) or "none"),
         ("late after", f"{record.late_after:g}s" if record.late_after else "-"),
+        *skipped_rows(client, record),
         ("paused", "yes" if paused else "no"),
         ("next runs", ", ".join(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) for t in upcoming[:3]) or "-"),
         ("defined at", record.defined_at or "-"),
@@ -187,6 +195,16 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
     if value is not None and not math.isfinite(value):  # nan passes FloatRange; 1e400 reads as inf
         raise click.BadParameter(f"{value} is not a finite number of seconds", ctx, param)
     return value
+def skipped_rows(client: Any, record: DeploymentRecord) -> list[tuple[str, str]]:
+    """``inspect``'s row for the slots the scheduler skipped while a run of the deployment waited for its env."""
+    from ..store import keys
+
+    raw = client.redis.get(keys.skipped_slots(record.name)) if record.schedules else None
+    if raw is None:
+        return []
+    note = json.loads(raw)
+    span = " to ".join(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) for t in sorted({note["first"], note["last"]}))
+    return [("skipped slots", f"{note['count']} ({span}): run {note['run'][:8]} {note['reason']}")]
 
 
 @deployment.command("delete")
@@ -250,6 +268,9 @@ def run_(name: str, pairs: tuple[str, ...], params_json: str | None, follow: boo
     from ..errors import EnvflowWarning
 
     client = get_client()
+    changed = client.source_changed(client.get_deployment(name))
+    if changed:
+        problem("warning", changed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", EnvflowWarning)  # said below, as a status line
         run = client.run(name, parse_params(pairs, params_json), timeout=timeout)
@@ -258,7 +279,7 @@ def run_(name: str, pairs: tuple[str, ...], params_json: str | None, follow: boo
         status(f"run {run.short_id} of {printable(name)} queued; follow it with `envflow run logs {run.short_id} --follow`")
     else:
         status(f"run {run.short_id} of {printable(name)} queued; streaming its output (Ctrl-C to detach)")
-    if run.waiting:
+    if run.waiting and not follow:  # a follower hears it from the run itself
         status(printable(run.waiting))
     if follow:
         sys.exit(follow_run(run))

@@ -43,36 +43,77 @@ def print_lines(entry: Entry) -> None:
 
 
 def print_history(run: FlowRun) -> None:
-    """Print what a run's history holds now, saying where its caps dropped lines."""
-    from ..output import Entry
+    """Print what a run's history holds now, saying where its caps dropped lines and where each attempt ended."""
+    from ..output import AttemptEnd, Entry
+    from ..waits import Waiting
 
     last: tuple[int, int] | None = None
     for record in run.records(timeout=0):
+        if isinstance(record, Waiting):
+            status(printable(record.message))
+            continue
         if isinstance(record, Entry):
             _say_if_trimmed(last, record)
             print_lines(record)
+        elif isinstance(record, AttemptEnd) and not record.final:
+            status(retry_line(run, record.attempt))
         last = record.next_id
+
+
+def retry_line(run: FlowRun, attempt: int) -> str:
+    """What ended an attempt that will be retried: its error, the delay and the attempts left."""
+    record = run.record()
+    ended = next((a for a in record.attempts if a.n == attempt), None)
+    if ended is None:
+        return f"attempt {attempt} ended; the run will be retried"
+    detail = ended.error or ended.reason
+    error = f" ({ended.error_type + ': ' if ended.error_type else ''}{detail})" if detail or ended.error_type else ""
+    due, ended_at = record.scheduled_for, ended.ended_at or time.time()
+    delay = due - ended_at if due and due > ended_at else 0  # a retry's due time (a schedule's slot is earlier)
+    left = max(record.retries + 1 - attempt, 0)
+    when = f"in {delay:.0f}s" if delay >= 1 else "now"
+    return printable(redact_text(f"attempt {attempt} {ended.state}{error}; retrying {when}, "
+                                 f"{left} attempt{'s' if left != 1 else ''} left"))
+
+
+def end_line(run: FlowRun, state: str) -> str:
+    """How the run ended: the time its last attempt ran (against its timeout) and the time it waited first."""
+    record = run.record()
+    last = record.attempts[-1] if record.attempts else None
+    started = next((a.started_at for a in record.attempts if a.started_at), None)
+    parts = []
+    if last is not None and last.started_at and last.ended_at:
+        ran = f"ran {last.ended_at - last.started_at:.1f}s"
+        parts.append(ran + (f" of its {record.timeout:g}s timeout" if record.timeout else ""))
+    if started is not None:
+        parts.append(f"waited {max(started - record.created_at, 0):.1f}s to start")
+    elif record.updated_at:
+        parts.append(f"never started: waited {max(record.updated_at - record.created_at, 0):.1f}s")
+    return f"run {run.short_id} {state_text(state)}" + (f": {', '.join(parts)}" if parts else "")
 
 
 def follow_run(run: FlowRun, *, interactive_cancel: bool = True) -> int:
     """Stream a run's output until it ends; return the exit code of its final state."""
     from ..output import AttemptEnd, Entry
+    from ..waits import Waiting
 
-    started = time.monotonic()
     # Ctrl-C detaches even when a parent shell started us with SIGINT ignored (a background job).
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     last: tuple[int, int] | None = None
     try:
         for record in run.records():
+            if isinstance(record, Waiting):  # said once per reason, as soon as it is known
+                status(printable(record.message))
+                continue
             if isinstance(record, Entry):
                 _say_if_trimmed(last, record)
                 print_lines(record)
             last = record.next_id
             if isinstance(record, AttemptEnd):
                 if record.final:
-                    status(f"run {run.short_id} {state_text(record.state)} after {time.monotonic() - started:.1f}s")
+                    status(end_line(run, record.state))
                     return exit_code(RunState(record.state), run)
-                status(f"attempt {record.attempt} ended {state_text(record.state)}; the run will be retried")
+                status(retry_line(run, record.attempt))
     except KeyboardInterrupt:
         return _interrupted(run, interactive_cancel)
     finally:
@@ -94,7 +135,9 @@ def exit_code(state: RunState, run: FlowRun) -> int:
         record = run.record()
         detail = record.error or record.reason
         if detail:
-            status(printable(redact_text(f"{record.error_type + ': ' if record.error_type else ''}{detail}")))
+            text = redact_text(f"{record.error_type + ': ' if record.error_type else ''}{detail}")
+            for line in text.split("\n"):  # each line as a line, not with a literal \n (a \r stays shown)
+                status(printable(line))
     return EXIT_CODES.get(state, 1)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from .base import EnvflowGroup
+from .base import EnvflowGroup, summary
 
 
 class LazyGroup(EnvflowGroup):
@@ -42,7 +42,7 @@ class LazyGroup(EnvflowGroup):
                 command = self.commands[name]
                 if command.hidden:
                     continue
-                rows.append((name, command.get_short_help_str(formatter.width - 6 - len(name))))
+                rows.append((name, summary(command)))
             else:
                 rows.append((name, self.lazy[name][1]))
         if rows:

@@ -19,7 +19,7 @@ COMMANDS = {
     "env": ("envflow.worker.env_cli:env", "Environments flows run in (as this machine's workers see them)."),
     "venv": ("envflow.worker.env_cli:venv", "Make venvs that work inside the workers."),
     "worker": ("envflow.worker.cli:worker", "Run workers."),
-    "agent": ("envflow.worker.cli:agent", "Alias of `envflow worker` (the reference tool's `agent start`)."),
+    "agent": ("envflow.worker.cli:agent", "Another name for `envflow worker`: `envflow agent start` starts a worker."),
     "scheduler": ("envflow.scheduler.cli:scheduler", "Run the scheduler service."),
     "up": ("envflow.cli.up:up", "The whole stack in one terminal, for development."),
     "ui": ("envflow.ui.cli:ui", "Serve the web UI (runs, live output, deployments, workers) and /metrics."),

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from .base import emit_json, get_client, printable, status, styled, table
+from .base import EnvflowGroup, emit_json, get_client, printable, status, styled, table
 
 
-@click.group("queue")
+@click.group("queue", cls=EnvflowGroup)
 def queue() -> None:
     """Inspect, pause and resume queues (a deployment's runs go to its queue)."""
 

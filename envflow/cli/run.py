@@ -9,13 +9,25 @@ import click
 
 from ..redaction import redact_text
 from ..states import RunState
-from .base import Styled, ago, emit_json, fields, get_client, get_queries, printable, state_text, status, table
+from .base import (
+    EnvflowGroup,
+    Styled,
+    ago,
+    emit_json,
+    fields,
+    get_client,
+    get_queries,
+    printable,
+    state_text,
+    status,
+    table,
+)
 from .follow import EXIT_CODES_HELP, exit_code, follow_run, print_history
 
 STATES = [s.value for s in RunState]
 
 
-@click.group("run")
+@click.group("run", cls=EnvflowGroup)
 def run() -> None:
     """Inspect and control runs. IDs may be abbreviated to a unique prefix (4+ characters)."""
 
@@ -31,7 +43,8 @@ def _duration(row) -> str:  # type: ignore[no-untyped-def]
 @run.command("ls")
 @click.option("--deployment", "-d", help="Only runs of this deployment (flow-name/deployment-name).")
 @click.option("--state", "-s", type=click.Choice(STATES, case_sensitive=False), help="Only runs in this state.")
-@click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Show at most this many runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def ls(deployment: str | None, state: str | None, limit: int, as_json: bool) -> None:
     """List recent runs, newest first."""
@@ -49,25 +62,11 @@ def ls(deployment: str | None, state: str | None, limit: int, as_json: bool) -> 
     if not rows:
         status("no runs match")
         return
-    waiting = _waiting(queries.redis, rows)
     table(["ID", "DEPLOYMENT", "STATE", "ATTEMPT", "CREATED", "DURATION", "WORKER"], [
         [r.short_id, r.deployment, Styled(state_text(r.state.value) + (" (late)" if r.late and not r.state.is_final else "")),
-         str(r.attempt), ago(r.created_at), _duration(r),
-         r.worker or waiting.get((r.queue, r.route), "-")]
+         str(r.attempt), ago(r.created_at), _duration(r), r.worker or (r.waiting.message if r.waiting else "-")]
         for r in rows
     ])
-
-
-def _waiting(redis, rows) -> dict[tuple[str, str | None], str]:  # type: ignore[no-untyped-def]
-    """Per (queue, env) of the waiting runs listed: what to show while no live worker has the env."""
-    from ..store import routing
-
-    out = {}
-    for r in rows:
-        where = (r.queue, r.route)
-        if r.state is RunState.PENDING and r.route and where not in out and not routing.capable(redis, r.queue, r.route):
-            out[where] = f"waiting for a worker with {r.route}"
-    return out
 
 
 @run.command("inspect")
@@ -89,7 +88,7 @@ def inspect_(run_id: str, as_json: bool) -> None:
         ("state", state_text(record.state.value)),
         ("parameters", json.dumps(record.parameters)),
         ("queue", record.queue),
-        *([("waiting", record.waiting)] if record.waiting else []),
+        *([("waiting", record.waiting.message)] if record.waiting else []),
         *([("late", f"not started {ago(record.late_at)}, late_after past due")] if record.late_at else []),
         *([("started by", started_by_text(record.started_by))] if record.started_by else []),
         ("created", f"{ago(record.created_at)}  ({_ts(record.created_at)})"),
@@ -137,21 +136,35 @@ def logs(run_id: str, follow: bool) -> None:
     if follow:
         sys.exit(follow_run(flow_run))
     print_history(flow_run)
+    state = flow_run.state
+    if state.is_final:  # the exit status says how it ended, as with --follow
+        sys.exit(exit_code(state, flow_run))
 
 
 @run.command("cancel")
-@click.argument("run_id")
-def cancel(run_id: str) -> None:
-    """Cancel a run: a queued run never starts; a running one is stopped (SIGTERM, then SIGKILL)."""
+@click.argument("run_ids", nargs=-1, required=True, metavar="RUN_ID...")
+def cancel(run_ids: tuple[str, ...]) -> None:
+    """Cancel runs: a queued run never starts; a running one is stopped (SIGTERM, then SIGKILL)."""
+    from ..errors import RunNotFound
+
     client = get_client()
-    flow_run = client.get_run(run_id)
-    outcome = client.cancel(flow_run.id)
-    messages = {
-        "cancelled": "cancelled before it started",
-        "requested": f"stopping it (SIGTERM, then SIGKILL after {client.settings.cancel_grace:g}s)",
-        "ended": f"it had already ended ({flow_run.state.value})",
-    }
-    click.echo(f"run {flow_run.short_id}: {printable(messages.get(outcome, outcome))}")
+    missing = 0
+    for run_id in run_ids:
+        try:
+            flow_run = client.get_run(run_id)
+        except RunNotFound as e:  # the others are still cancelled
+            missing += 1
+            status(printable(str(e)))
+            continue
+        outcome = client.cancel(flow_run.id)
+        messages = {
+            "cancelled": "cancelled before it started",
+            "requested": f"stopping it (SIGTERM, then SIGKILL after {client.settings.cancel_grace:g}s)",
+            "ended": f"it had already ended ({flow_run.state.value})",
+        }
+        click.echo(f"run {flow_run.short_id}: {printable(messages.get(outcome, outcome))}")
+    if missing:
+        sys.exit(1)
 
 
 @run.command("wait", epilog=EXIT_CODES_HELP)

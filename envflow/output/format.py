@@ -29,7 +29,7 @@ class OutputLine:
     """One line a flow printed. ``str(line)`` is its text, without the newline."""
 
     text: str
-    stream: str  # "stdout" or "stderr"
+    stream: str  # "stdout" or "stderr"; "envflow" for envflow's own notes (why the run waits)
     seq: int  # position within its attempt, from 0
     attempt: int
     partial: bool = False  # not ended by a newline (a chunk of a long line, or the last unterminated line)

@@ -15,12 +15,18 @@ from collections.abc import Callable, Iterator
 import redis
 from redis import Redis
 
+from .. import waits
 from ..backoff import Backoff
 from ..errors import QueueError
 from ..store import keys
+from ..waits import Waiting
 from .format import AttemptEnd, Entry, OutputLine, Record, is_end, parse_history_entry, parse_message, parse_packed
 
 HISTORY_PAGE = 500  # entries per XRANGE call when replaying
+
+
+def record_attempt(last: tuple[int, int] | None) -> int:
+    return last[0] if last else 0
 
 
 def _key(record: Record) -> tuple[int, int]:
@@ -66,9 +72,28 @@ class OutputFollower:
         self.expected: tuple[int, int] | None = None  # id the next contiguous record has
         self.ended: AttemptEnd | None = None
         self.ended_attempt: int | None = None  # attempt of the last end record seen
+        self.run_key = keys.run(run_id)
+        self.waiting_channel = waits.channel(self.run_key)
+        self.waiting: Waiting | None = None  # the last waiting reason yielded
 
-    def records(self, timeout: float | None = None, after: tuple[int, int] | None = None) -> Iterator[Record]:
-        """Yield every record in order; stop after the final end record (or ``timeout`` seconds).
+    def _waiting_now(self, announced: bytes | None = None) -> Iterator[Waiting]:
+        """The run's waiting reason, when it is new to this follower (announced, or read from the run)."""
+        if self.ended is not None:
+            return
+        if announced is None:
+            state, raw = self._retrying(lambda: self.redis.hmget(self.run_key, "state", waits.FIELD))
+            if state != b"PENDING":
+                return
+        waiting = Waiting.from_json(announced if announced is not None else raw)
+        if waiting is not None and (self.waiting is None or (waiting.kind, waiting.message) !=
+                                    (self.waiting.kind, self.waiting.message)):
+            self.waiting = waiting
+            yield waiting
+
+    def records(self, timeout: float | None = None,
+                after: tuple[int, int] | None = None) -> Iterator[Record | Waiting]:
+        """Yield every record in order; stop after the final end record (or ``timeout`` seconds). Between
+        them, while the run waits, a :class:`Waiting` whenever its reason is new (``waits.py``).
 
         :param after: resume after the record with this ``(attempt, seq)``: only later records are yielded.
         """
@@ -77,6 +102,7 @@ class OutputFollower:
         self.last = after
         try:
             yield from self._accept_all(self._history_after(after))
+            yield from self._waiting_now()
             while self.ended is None:
                 if deadline is not None and time.monotonic() >= deadline:
                     return
@@ -90,11 +116,15 @@ class OutputFollower:
                     continue
                 if message is None:
                     yield from self._accept_all(self._history_after(self.last))
+                    yield from self._waiting_now()
                     if self.ended is None and self.on_idle is not None and self.on_idle():
                         yield from self._accept_all(self._history_after(self.last))
                         return
                     continue
                 if message["type"] != "message":
+                    continue
+                if message["channel"] == self.waiting_channel.encode():
+                    yield from self._waiting_now(message["data"])
                     continue
                 record = parse_message(message["data"])
                 if self.last is not None and _key(record) <= self.last:
@@ -110,6 +140,8 @@ class OutputFollower:
         for record in self.records(timeout):
             if isinstance(record, Entry):
                 yield from record.lines()
+            elif isinstance(record, Waiting) and record.kind != waits.QUEUED:  # envflow's line: why it cannot start
+                yield OutputLine(f"envflow: {record.message}", "envflow", -1, record_attempt(self.last))
 
     def _follows(self, record: Record) -> bool:
         assert self.expected is not None
@@ -161,13 +193,15 @@ class OutputFollower:
     def _subscribe(self) -> redis.client.PubSub:
         def attempt() -> redis.client.PubSub:
             pubsub = self.redis.pubsub()
-            pubsub.subscribe(self.stream_key)
-            # Wait for the confirmation: only then is every later publish delivered to us.
-            deadline = time.monotonic() + 10
+            pubsub.subscribe(self.stream_key, self.waiting_channel)
+            # Wait for the confirmations: only then is every later publish delivered to us.
+            deadline, confirmed = time.monotonic() + 10, 0
             while time.monotonic() < deadline:
                 message = pubsub.get_message(timeout=1.0)
                 if message and message["type"] == "subscribe":
-                    return pubsub
+                    confirmed += 1
+                    if confirmed == 2:
+                        return pubsub
             pubsub.close()
             raise redis.exceptions.TimeoutError("no subscribe confirmation")
 

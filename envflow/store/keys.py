@@ -142,6 +142,9 @@ def hook_run(delivery_id: str) -> str:
 def run_hooks(run_id: str) -> str:
     """The ids of the hook deliveries a run's events made (its page lists them)."""
     return f"{PREFIX}run:{run_id}:hooks"
+def skipped_slots(deployment_name: str) -> str:
+    """The slots of a deployment's schedules skipped while one of its runs waited for an env (JSON)."""
+    return f"{PREFIX}schedule:{deployment_name}:skipped"
 
 
 def slot(deployment_name: str, schedule_id: str, slot_ts: int) -> str:

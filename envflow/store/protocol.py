@@ -26,11 +26,12 @@ from redis.exceptions import NoScriptError
 from ..models import FINAL_STATES, Attempt, DeploymentRecord, RunRecord, RunState
 from ..settings import Settings
 from ..states import CODES
+from ..waits import Waiting
 from . import keys, run_hash
 from .packing import PACK_MAX_BYTES, PACK_MAX_ENTRIES
 
 T = TypeVar("T")
-SCRIPT_NAMES = ("claim", "heartbeat", "append", "finish", "crash", "cancel", "unrunnable", "late")
+SCRIPT_NAMES = ("claim", "heartbeat", "append", "finish", "crash", "cancel", "unrunnable", "late", "wait", "release")
 OUTBOX_MAX = 100_000  # hook events kept at most (about): delivered ones are deleted as they go
 
 
@@ -229,6 +230,15 @@ class RunScripts:
         run_keys = [keys.run(run_id), keys.PENDING_RUNS, keys.output(run_id), keys.packed_output(run_id)]
         return self._call("cancel", run_keys, args,
                           lambda r: CancelOutcome(_text(r[0]), _text(r[1]) if len(r) > 1 else ""))
+
+    def release(self, run_id: str, attempt: int, worker: str) -> Call[bool]:
+        """RUNNING -> PENDING before the flow started: this worker found the env gone (``release.lua``)."""
+        return self._call("release", self._run_keys(run_id), [worker, attempt, now_text()], lambda r: bool(int(r)))
+
+    def note_waiting(self, run_ids: Sequence[str], waiting: Waiting | None) -> Call[int]:
+        """Say why these runs wait, on those still PENDING whose reason changed (``waits.py``); None clears it."""
+        text = waiting.to_json() if waiting is not None else ""
+        return self._call("wait", [keys.run(r) for r in run_ids], [text, now_text()], int)
 
     def unrunnable(self, run_id: str, reason: str) -> Call[bool]:
         """PENDING/SCHEDULED -> FAILED: no live worker has the run's env, and it waited long enough."""

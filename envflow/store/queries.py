@@ -20,6 +20,7 @@ from redis import Redis
 
 from ..errors import EnvflowError, RunNotFound
 from ..states import RunState
+from ..waits import Waiting
 from . import keys, run_hash
 from .indexes import index_keys
 from .run_ids import MIN_PREFIX, is_run_id, is_run_id_prefix
@@ -46,6 +47,7 @@ class RunSummary:
     queue: str = ""
     route: str | None = None  # the env a worker must have to take it (envflow/store/routing.py)
     late: bool = False  # it fired LATE: not started late_after seconds after it was due
+    waiting: Waiting | None = None  # why it waits, while PENDING and nothing can take it (waits.py)
 
     @property
     def short_id(self) -> str:

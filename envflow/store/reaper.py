@@ -24,7 +24,9 @@ from rq.job_lifecycle import record_job_failure
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 
+from .. import waits
 from ..settings import Settings
+from ..waits import Waiting
 from . import keys, routing
 from .indexes import IndexMaintenance
 from .jobs import SERIALIZER, Queues, RunJob
@@ -73,19 +75,33 @@ class Reaper:
         return late
 
     def fail_unrunnable(self, limit: int = 200) -> list[str]:
-        """FAIL the runs that waited ``ENVFLOW_ENV_WAIT`` seconds with no live worker that has their env."""
+        """Say why waiting runs wait (``waits.py``), and FAIL those that every live worker of their queue lacks
+        the env of, once that has lasted ``ENVFLOW_ENV_WAIT`` seconds: with the error those workers give."""
         wait = self.settings.env_wait
-        if wait is None:
-            return []
+        now = time.time()
         failed = []
-        for raw in self.redis.zrangebyscore(keys.PENDING_RUNS, "-inf", time.time() - wait, start=0, num=limit):
+        known: dict[tuple[str, str | None], Waiting | None] = {}
+        for raw in self.redis.zrange(keys.PENDING_RUNS, 0, limit - 1):
             run_id = raw.decode()
-            state, queue, route = (v.decode() if v else None for v in
-                                   self.redis.hmget(keys.run(run_id), "state", "queue", "route"))
-            if state != "PENDING" or not route or not queue or routing.capable(self.redis, queue, route):
+            state, queue, route, stored = (v.decode() if v else None for v in self.redis.hmget(
+                keys.run(run_id), "state", "queue", "route", waits.FIELD))
+            if state != "PENDING" or not queue:
                 continue
-            reason = (f"no worker with {route} took it within ENVFLOW_ENV_WAIT ({wait:g}s); "
-                      f"{routing.waiting_reason(self.redis, queue, route) or 'no worker of ' + queue + ' has looked for it'}")
+            if (queue, route) not in known:
+                known[(queue, route)] = routing.waiting_for(self.redis, queue, route)
+            waiting = known[(queue, route)]
+            if waiting is None:
+                if getattr(Waiting.from_json(stored), "kind", None) in (waits.NO_WORKER, waits.ENV):
+                    self.scripts.note_waiting([run_id], None).run()  # stale: a worker that can take it is live
+                continue
+            self.scripts.note_waiting([run_id], waiting).run()
+            since = getattr(Waiting.from_json(stored), "since", None) or now
+            if waiting.kind != waits.ENV or wait is None or now - since < wait:
+                continue
+            errors = waiting.details.get("errors") or {}
+            why = next(iter(errors.values()), waiting.message)
+            reason = (f"{why} (no live worker of queue {queue} has {route}; it waited {now - since:.0f}s, "
+                      f"ENVFLOW_ENV_WAIT={wait:g})")
             if self.scripts.unrunnable(run_id, reason).run():
                 job = self._job(run_id)
                 if job is not None:

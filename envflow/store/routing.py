@@ -7,7 +7,7 @@ worker able to build from that interpreter can run). Each worker resolves, on it
 deployments name (``envflow:envs``), and listens on the sub-queues of those it has, besides the
 queue itself (runs without an env). It advertises them in ``envflow:route:<queue>:<key>``, a set of
 worker names scored by when the advertisement lapses: a dead worker's lapses with its lease. A run
-with no live worker advertising its env waits, PENDING, and says why; RQ does the rest (a retry goes
+with no live worker advertising its env waits, PENDING, and says why (``waits.py``); RQ does the rest (a retry goes
 back to the sub-queue, so to a capable worker).
 """
 
@@ -19,12 +19,15 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from .. import waits
+from ..waits import Waiting
 from . import keys
 
 if TYPE_CHECKING:  # listings read the routing indexes without loading the models (pydantic)
     from redis import Redis
 
     from ..models import EnvSpec
+    from .protocol import RunScripts
 
 SUBQUEUE = "@"
 
@@ -42,6 +45,22 @@ def route_key(spec: EnvSpec) -> str | None:
     prefix = "./" if not value.startswith(("/", "~")) else ""
     kind = "venv" if spec.kind is EnvKind.VENV else "conda"
     return f"{kind}:{prefix}{os.path.normpath(value)}"
+
+
+def env_name(spec: EnvSpec) -> str | None:
+    """The env as people see it (``envflow:envs``' field, a worker's ``envs``): its route key, except that
+    an env built from requirements is named by them, a short digest plus the first packages, as routing's
+    ``build:<python>`` stands for every such env on one interpreter."""
+    from ..models import EnvKind
+
+    route = route_key(spec)
+    if spec.kind is not EnvKind.REQUIREMENTS or route is None:
+        return route
+    what = json.dumps([spec.python or "", list(spec.requirements), spec.requirements_digest or ""])
+    digest = hashlib.sha256(what.encode()).hexdigest()[:8]
+    first = list(spec.requirements[:2]) + (["-r file"] if spec.requirements_digest else [])
+    more = len(spec.requirements) - 2
+    return f"{route} {digest} ({', '.join(first)}{f', +{more}' if more > 0 else ''})"
 
 
 def rq_queue(queue: str, key: str | None) -> str:
@@ -73,19 +92,78 @@ def capable(redis: Redis, queue: str, key: str) -> int:
     return int(redis.zcount(keys.route(queue, key), time.time(), "+inf"))
 
 
-def waiting_reason(redis: Redis, queue: str, key: str) -> str | None:
-    """Why a run for ``key`` waits: what the live workers of ``queue`` have instead, and why they lack it.
-    None while none of them has looked for the env yet (a deployment just created: they do within a second)."""
+def live_workers(redis: Redis, queue: str) -> list[tuple[str, dict[str, Any]]]:
+    """The live workers of ``queue`` (those whose published presence has not lapsed), with what each publishes."""
     names = sorted(k.decode().removeprefix(keys.RQ_WORKER_PREFIX) for k in redis.smembers(keys.rq_workers(queue)))
-    infos = [info for info in published(redis, names) if info]
-    if not infos:
-        return f"waiting for a worker with {key}; no worker serves queue {queue}"
-    if not any(key in info.get("envs", {}) or key in info.get("missing", {}) for info in infos):
+    return [(name, info) for name, info in zip(names, published(redis, names)) if info]
+
+
+def no_worker(queue: str, key: str | None = None) -> Waiting:
+    """The wait of a run whose queue no live worker serves."""
+    return Waiting(waits.NO_WORKER, f"waiting: no live worker on queue {queue}", {"queue": queue, "env": key})
+
+
+def waiting_for(redis: Redis, queue: str, key: str | None) -> Waiting | None:
+    """Why a run of ``queue`` for the env ``key`` waits, as far as the workers say; None while it need not
+    (a live worker has the env) or while they have not all looked for it yet (a deployment just created:
+    they do within a second). Kind ``env``: every live worker of the queue looked and lacks it (the reaper
+    FAILs such a run after ``ENVFLOW_ENV_WAIT``); details hold each one's error."""
+    workers = live_workers(redis, queue)
+    if not workers:
+        return no_worker(queue, key)
+    if key is None or capable(redis, queue, key):
         return None
-    have = sorted({env for info in infos for env in info.get("envs", {})})
+    if not all(key in info.get("missing", {}) for _, info in workers):
+        return None
+    errors = {name: str(info["missing"][key]) for name, info in workers}
+    have = sorted({env for _, info in workers for env in info.get("envs", {})})
+    first = next(iter(errors.values()))
+    others = len(set(errors.values())) - 1
+    more = f" (and {others} other reason{'s' if others > 1 else ''}: `envflow worker status`)" if others else ""
+    count = f"the live worker on queue {queue} lacks" if len(workers) == 1 else \
+        f"all {len(workers)} live workers on queue {queue} lack"
     shown = ", ".join(have[:10]) + (", ..." if len(have) > 10 else "") if have else "no envs"
-    why = next((info["missing"][key] for info in infos if key in info.get("missing", {})), None)
-    return f"waiting for a worker with {key}; workers on queue {queue} have: {shown}" + (f"; {why}" if why else "")
+    message = f"waiting for a worker with {key}: {count} it: {first}{more}; they have: {shown}"
+    return Waiting(waits.ENV, message, {"queue": queue, "env": key, "errors": errors, "have": have[:20]})
+
+
+def queued(redis: Redis, queue: str, key: str | None) -> Waiting | None:
+    """A just-submitted run's place, when it does not start at once: the runs ahead of it in its queue and
+    the workers that can take it, busy or not. None when one of them is idle and nothing is ahead."""
+    if key is None:
+        names = [name for name, _ in live_workers(redis, queue)]
+    else:
+        names = sorted(m.decode() for m in redis.zrangebyscore(keys.route(queue, key), time.time(), "+inf"))
+    if not names:
+        return None
+    ahead = max(int(redis.llen(keys.RQ_QUEUE_PREFIX + rq_queue(queue, key))) - 1, 0)
+    with redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.hget(keys.RQ_WORKER_PREFIX + name, "state")
+        busy = sum(1 for state in pipe.execute() if state == b"busy")
+    if not ahead and busy < len(names):
+        return None
+    workers = f"{len(names)} worker{'s' if len(names) > 1 else ''}"
+    busy_text = "busy" if len(names) == 1 else f"{busy} busy"
+    message = f"queued: {ahead} run{'' if ahead == 1 else 's'} ahead on queue {queue}, {workers}, {busy_text}"
+    return Waiting(waits.QUEUED, message, {"queue": queue, "env": key, "ahead": ahead, "workers": len(names),
+                                           "busy": busy})
+
+
+def waiting_reason(redis: Redis, queue: str, key: str) -> str | None:
+    """:func:`waiting_for`'s message."""
+    waiting = waiting_for(redis, queue, key)
+    return waiting.message if waiting else None
+
+
+def note_route(redis: Redis, scripts: RunScripts, queue: str, key: str, limit: int = 1000) -> Waiting | None:
+    """Say, on the runs waiting in the sub-queue of ``queue`` for ``key``, why they wait (when they do)."""
+    waiting = waiting_for(redis, queue, key)
+    if waiting is not None:
+        ids = [raw.decode() for raw in redis.lrange(keys.RQ_QUEUE_PREFIX + rq_queue(queue, key), 0, limit - 1)]
+        if ids:
+            scripts.note_waiting(ids, waiting).run()
+    return waiting
 
 
 def published(redis: Redis, names: list[str]) -> list[dict[str, Any]]:

@@ -31,13 +31,14 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from ..states import BY_CODE, RunState
+from ..waits import Waiting
 
 if TYPE_CHECKING:
     from ..models import RunRecord
 
 # What a listing row needs (``queries.RunSummary``): read with one HMGET per run.
 SUMMARY_FIELDS = ("deployment", "state", "attempt", "created_at", "worker", "attempt_started_at", "transitions",
-                  "updated_at", "queue", "route", "late_at")
+                  "updated_at", "queue", "route", "late_at", "waiting")
 # Scalar fields RunRecord takes as they are stored (pydantic converts the text).
 SCALARS = ("deployment", "flow_name", "queue", "state", "created_at", "attempt", "worker", "exit_code",
            "result_error", "error_type", "error", "reason", "cancel_requested_at", "timeout", "retries",
@@ -99,6 +100,8 @@ def decode(raw: dict[bytes, bytes] | dict[str, str], run_id: str) -> dict[str, A
     data["updated_at"] = data["transitions"][-1][1] if data["transitions"] else None
     if h.get("parameters"):
         data["parameters"] = json.loads(h["parameters"])
+    if h.get("waiting") and data.get("state") == "PENDING":  # why it waits (waits.py); cleared at a claim
+        data["waiting"] = Waiting.from_json(h["waiting"])
     if h.get("result"):
         data["result"] = json.loads(h["result"])
         data["has_result"] = True
@@ -134,6 +137,7 @@ def summary(run_id: str, values: list[bytes | None]) -> dict[str, Any] | None:
         "queue": h.get("queue", ""),
         "route": h.get("route") or None,
         "late": bool(h.get("late_at")),
+        "waiting": Waiting.from_json(h.get("waiting")) if h["state"] == "PENDING" else None,
     }
 
 

@@ -189,7 +189,7 @@ class RunStore:
         raw = self.redis.hgetall(keys.run(run_id))
         if not raw:
             raise RunNotFound(f"no run {run_id}; list runs with `envflow run ls`")
-        return self.explain([run_hash.record(raw, run_id)])[0]
+        return run_hash.record(raw, run_id)
 
     def resolve_id(self, text: str) -> str:
         """A full run id from an id or a unique prefix of at least 4 characters (see ``Queries.resolve_id``)."""
@@ -197,20 +197,7 @@ class RunStore:
 
     def recent(self, deployment: str | None = None, state: RunState | None = None, limit: int = 20) -> list[RunRecord]:
         """Newest runs first, optionally of one deployment and/or in one state."""
-        return self.explain(self.queries.run_records(deployment, state, limit).runs)
-
-    def explain(self, records: list[RunRecord]) -> list[RunRecord]:
-        """Say why each waiting run waits, where no live worker of its queue has its env."""
-        reasons: dict[tuple[str, str], str | None] = {}
-        for record in records:
-            if record.state is not RunState.PENDING or record.route is None:
-                continue
-            where = (record.queue, record.route)
-            if where not in reasons:
-                waiting = not routing.capable(self.redis, *where)
-                reasons[where] = routing.waiting_reason(self.redis, *where) if waiting else None
-            record.waiting = reasons[where]
-        return records
+        return self.queries.run_records(deployment, state, limit).runs
 
     def deployments_of(self, run_ids: list[str]) -> list[DeploymentRecord | None]:
         """The deployment each run was created with (its snapshot), in two pipelined round trips."""

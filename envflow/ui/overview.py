@@ -52,7 +52,7 @@ class Overview:
 def _waiting(records: list[RunRecord]) -> list[Waiting]:
     groups: dict[str, Waiting] = {}
     for record in records:
-        reason = record.waiting or "queued, waiting for a free worker"
+        reason = record.waiting.message if record.waiting else "queued, waiting for a free worker"
         groups.setdefault(reason, Waiting(reason)).runs.append(record)
     return sorted(groups.values(), key=lambda g: -len(g.runs))
 

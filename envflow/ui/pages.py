@@ -18,6 +18,7 @@ from ..flow_run import FlowRun
 from ..models import DeploymentRecord, RunState
 from ..output import Entry, dropped_before
 from ..redaction import redact_text
+from ..waits import Waiting
 from . import chart, fleet, forms, overview
 from .context import see_other, ui_of
 from .listing import SINCE, RunsView, find_rows, recent_records, recent_runs
@@ -99,6 +100,9 @@ def run_output_text(request: Request) -> Response:
     def text() -> Iterator[str]:
         last: tuple[int, int] | None = None
         for record in flow_run.records(timeout=0):
+            if isinstance(record, Waiting):
+                yield f"» {record.message}\n"
+                continue
             if isinstance(record, Entry):
                 dropped = dropped_before(last, record)
                 if dropped:

@@ -28,6 +28,7 @@ from typing import Any
 from ..errors import EnvflowError
 from ..flow_run import FlowRun
 from ..output import Entry, dropped_before
+from ..waits import Waiting
 
 log = logging.getLogger("envflow.ui")
 KEEPALIVE = ": keepalive\n\n"
@@ -65,6 +66,9 @@ def sse_chunks(flow_run: FlowRun, after: tuple[int, int] | None, previous: tuple
         return state is None or state.is_final  # then the follower reads what is left and stops
 
     for record in flow_run.records(after=after, on_idle=idle):
+        if isinstance(record, Waiting):  # why it has not started: shown until it does, not part of the output
+            yield event("waiting", {"kind": record.kind, "text": record.message})
+            continue
         event_id = f"{record.attempt}-{record.seq}-{record.next_id[1]}"
         if isinstance(record, Entry):
             dropped = dropped_before(previous, record)

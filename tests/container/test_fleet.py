@@ -145,8 +145,9 @@ def test_an_env_no_service_has_waits_pending_with_the_reason(fleet: Stack, flows
         time.sleep(12)  # beyond the workers' refresh of the envs deployments name (reaper interval, 5 s)
         record = run.record()
         assert record.state is RunState.PENDING and record.attempts == [], record
-        waiting = record.waiting or ""
-        assert waiting.startswith("waiting for a worker with conda:gpu; workers on queue default have: "), waiting
+        waiting = record.waiting.message if record.waiting else ""
+        assert waiting.startswith("waiting for a worker with conda:gpu: all "), waiting
+        assert "live workers on queue default lack it" in waiting and "; they have: " in waiting, waiting
         assert "conda:py38" in waiting and "conda:py312" in waiting and "venv:/venvs/example" in waiting, waiting
         assert "no conda env named 'gpu'" in waiting, waiting
         inspected = host_envflow(fleet, "run", "inspect", run.id)

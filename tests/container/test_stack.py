@@ -129,12 +129,12 @@ def test_a_venv_made_elsewhere_waits_saying_why(stack: Stack, flows: dict) -> No
         run = stack.client().run(deployment)
     try:
         deadline = time.monotonic() + 30  # the workers look at a newly named env within seconds
-        while "/nonexistent" not in (run.record().waiting or "") and time.monotonic() < deadline:
+        while "/nonexistent" not in getattr(run.record().waiting, "message", "") and time.monotonic() < deadline:
             time.sleep(1)
         record = run.record()
         assert record.state is RunState.PENDING and record.attempts == [], record
-        assert "/nonexistent" in (record.waiting or "") and "envflow venv create /venvs/from-host" in record.waiting, (
-            record.waiting)
+        waiting = getattr(record.waiting, "message", "")
+        assert "/nonexistent" in waiting and "envflow venv create /venvs/from-host" in waiting, waiting
     finally:
         run.cancel()
     assert run.wait(30) is RunState.CANCELLED, run.record()

@@ -14,7 +14,7 @@ from envflow.errors import ConfigError, ParameterError, RunNotFound
 from envflow.jobs import RUN_FLOW
 from envflow.store.jobs import SERIALIZER, is_run_job
 
-from ..support.flows import deploy, write_flow
+from ..support.flows import NO_WORKER_YET, deploy, write_flow
 from ..support.processes import envflow_command, wait_until
 
 HELLO = """
@@ -46,6 +46,7 @@ def one_line_error(done: subprocess.CompletedProcess) -> str:
     return done.stderr
 
 
+@pytest.mark.filterwarnings(NO_WORKER_YET)  # submitted before any worker runs, on purpose
 def test_run_ids_are_checked_by_shape(cli, client, start_worker, workdir, venv):
     name = deploy(client, write_flow(workdir, HELLO), "hello", virtualenv=str(venv))
     run = client.run(name)
@@ -124,7 +125,7 @@ def test_displays_escape_control_characters_but_output_stays_verbatim(cli, clien
     status_lines = "\n".join(line for line in followed.stderr.splitlines() if line.startswith("» "))
     assert "\\x1b]0;pwned\\x07 bad\\r\\u202eevil" in status_lines and not any(c in status_lines for c in RAW)
     run_id = client.runs()[0].id
-    logs = cli("run", "logs", run_id)
+    logs = cli("run", "logs", run_id, check=3)  # a failed run: exit 3, as with --follow
     assert logs.stdout == followed.stdout and logs.stderr.startswith("\x1b]0;from-stderr\x07\n")
     shown = [cli("run", "inspect", run_id), cli("run", "ls"), cli("run", "wait", run_id, check=3),
              cli("deployment", "ls"), cli("deployment", "inspect", name), cli("deployment", "preview", name),
@@ -291,6 +292,7 @@ TYPED_DEPLOYMENTS = """
 """
 
 
+@pytest.mark.filterwarnings(NO_WORKER_YET)  # submitted before any worker runs, on purpose
 def test_parameters_are_checked_and_coerced_against_annotations(cli, client, start_worker, workdir, venv, tmp_path):
     write_flow(workdir, TYPED, "typed.py")
     write_flow(workdir, TYPED_DEPLOYMENTS, "typed_deployments.py")

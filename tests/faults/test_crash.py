@@ -7,10 +7,12 @@ import random
 import signal
 import time
 
+import pytest
+
 from envflow.models import RunState
 from envflow.store import routing
 
-from ..support.flows import deploy
+from ..support.flows import NO_WORKER_YET, deploy
 from ..support.processes import journal_events, no_overlap, survivors, wait_until
 from ..support.pythons import make_conda_prefix
 
@@ -113,6 +115,7 @@ def test_killed_after_the_flow_exited_before_its_end_was_recorded(client, start_
     no_overlap(journal_events(journal))
 
 
+@pytest.mark.filterwarnings(NO_WORKER_YET)  # submitted before any worker runs, on purpose
 def test_random_kills_lose_nothing(client, start_worker, venv, work_flow, journal):
     rng = random.Random(20261125)
     name = deploy(client, work_flow, "work", virtualenv=str(venv), retries=5)

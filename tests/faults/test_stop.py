@@ -5,9 +5,11 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
+
 from envflow.models import RunState
 
-from ..support.flows import deploy, write_flow
+from ..support.flows import NO_WORKER_YET, deploy, write_flow
 from ..support.processes import journal_events, survivors, wait_until
 from ..support.pythons import make_conda_prefix
 
@@ -84,6 +86,7 @@ def test_cancel_is_durable_when_the_stop_message_is_missed(client, start_worker,
     assert run.wait(20) is RunState.CANCELLED  # seen at the next heartbeat
 
 
+@pytest.mark.filterwarnings(NO_WORKER_YET)  # submitted before any worker runs, on purpose
 def test_cancelled_queued_run_never_starts(client, start_worker, venv, work_flow, journal):
     name = deploy(client, work_flow, "work", virtualenv=str(venv))
     run = client.run(name, {"tag": "q"})
@@ -93,11 +96,13 @@ def test_cancelled_queued_run_never_starts(client, start_worker, venv, work_flow
 
 
 def test_timeout_per_deployment_and_per_run(client, start_worker, venv, work_flow, journal):
-    name = deploy(client, work_flow, "work", virtualenv=str(venv), timeout=1)
+    name = deploy(client, work_flow, "work", virtualenv=str(venv), timeout=4)
     start_worker()
     run = client.run(name, {"tag": "t", "seconds": 30, "child": True})
+    # The flow and its child must have started, else "no survivors" below would hold for no process at all.
+    wait_until(lambda: any(e.get("child") for e in journal_events(journal)), 20, what="the flow and its child")
     assert run.wait(30) is RunState.TIMED_OUT
-    assert run.record().reason == "timed out after 1s"
+    assert run.record().reason == "timed out after 4s"
     assert survivors(journal_events(journal)) == []
     quick = client.run(name, {"tag": "ok", "seconds": 2}, timeout=10)  # the run's own timeout wins
     assert quick.wait(30) is RunState.COMPLETED

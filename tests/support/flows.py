@@ -35,3 +35,7 @@ def deploy(client: Client, path: Path, flow: str, name: str = "test", **fields) 
     namespace = load_flows(path)
     record = client.create_deployment(Deployment(name=name, flow=namespace[flow], **fields))
     return record.name
+
+
+# A run submitted before any worker is up warns (EnvflowWarning); tests that do so on purpose filter it.
+NO_WORKER_YET = r"ignore:run [0-9a-f]+. waiting. no live worker on queue:envflow.errors.EnvflowWarning"

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import warnings
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from envflow.errors import EnvflowWarning
 from envflow.models import RunState
 
-from ..support.flows import deploy
+from ..support.flows import NO_WORKER_YET, deploy
 from .helpers import Session, wait_for
 
 
@@ -20,6 +21,7 @@ def scrape(session: Session) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
             for family in text_string_to_metric_families(reply.text) for s in family.samples}
 
 
+@pytest.mark.filterwarnings(NO_WORKER_YET)  # submitted before any worker runs, on purpose
 def test_metrics_count_the_runs_made(client, start_worker, flows_file, venv, session):
     hello = deploy(client, flows_file, "hello", virtualenv=str(venv))
     ticker = deploy(client, flows_file, "ticker", virtualenv=str(venv), queue="slow")

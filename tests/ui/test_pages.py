@@ -6,9 +6,11 @@ import json
 import re
 import time
 
+import pytest
+
 from envflow.models import RunState
 
-from ..support.flows import deploy
+from ..support.flows import NO_WORKER_YET, deploy
 from .helpers import wait_for
 
 RUN_LINK = re.compile(r'href="/runs/([0-9a-f]{32})"')
@@ -94,6 +96,7 @@ def test_run_form_validates_as_the_client_and_opens_the_run(client, start_worker
     assert [line.text for line in run.follow()] == ["hello grace", "hello grace", "to stderr"]
 
 
+@pytest.mark.filterwarnings(NO_WORKER_YET)  # submitted before any worker runs, on purpose
 def test_cancel_from_the_page(client, start_worker, flows_file, venv, session):
     name = deploy(client, flows_file, "ticker", virtualenv=str(venv))
     queued = client.run(name)
@@ -112,6 +115,7 @@ def test_cancel_from_the_page(client, start_worker, flows_file, venv, session):
     assert "Cancel run" not in session.get(f"/runs/{running.id}").text
 
 
+@pytest.mark.filterwarnings(NO_WORKER_YET)  # submitted before any worker runs, on purpose
 def test_pause_and_resume(client, flows_file, venv, session):
     name = deploy(client, flows_file, "hello", virtualenv=str(venv))
     assert session.post(f"/deployments/{name}/pause", {"next": f"/deployments/{name}"}).location == f"/deployments/{name}"
@@ -269,3 +273,22 @@ def test_a_run_page_says_which_runs_hook_started_it_that_it_is_late_and_its_deli
     page = session.get(f"/runs/{started}")
     assert "https://u:***@h.example/x" in page.text and "pw@" not in page.text
     assert "pending" in page.text and "1-0.d0" in page.text and "HTTP 500" in page.text
+
+
+def test_a_waiting_run_says_why_on_its_page_in_the_list_and_in_its_stream(client, flows_file, venv, session, ui):
+    from envflow.errors import EnvflowWarning
+
+    from .helpers import sse_events
+
+    name = deploy(client, flows_file, "hello", virtualenv=str(venv), parameters={"name": "ada"})
+    with pytest.warns(EnvflowWarning, match="no live worker on queue default"):
+        run = client.run(name)
+    page = session.get(f"/runs/{run.id}")
+    assert "Waiting" in page.text and "waiting: no live worker on queue default" in page.text
+    assert "waiting: no live worker on queue default" in session.get("/runs").text
+    events = sse_events(ui.base, f"/runs/{run.id}/events", timeout=5)
+    first = next(events)
+    assert first.name == "waiting" and first.data == {"kind": "no-worker",
+                                                      "text": "waiting: no live worker on queue default"}
+    events.close()
+    run.cancel()

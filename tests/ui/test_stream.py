@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from envflow.models import RunState
 from envflow.store import keys
 
-from ..support.flows import deploy
+from ..support.flows import NO_WORKER_YET, deploy
 from .helpers import Session, sse_events, sse_lines, wait_for
 
 
@@ -15,6 +17,7 @@ def follow_lines(run) -> list[tuple[str, str, int, int, bool]]:  # type: ignore[
     return [(line.stream, line.text, line.seq, line.attempt, line.partial) for line in run.follow(timeout=60)]
 
 
+@pytest.mark.filterwarnings(NO_WORKER_YET)  # submitted before any worker runs, on purpose
 def test_early_and_late_subscribers_get_the_lines_follow_gives(client, start_worker, flows_file, venv, ui):
     name = deploy(client, flows_file, "chatty", virtualenv=str(venv))
     run = client.run(name)

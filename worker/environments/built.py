@@ -196,8 +196,11 @@ class BuiltEnvironment(VenvEnvironment):
             event = "cancelled" if isinstance(e, BuildCancelled) else "failed"
             self.store.journal(self.key, event, error=str(e)[-500:])
             if isinstance(e, (BuildCancelled, BuildFailed)):
-                raise EnvActivationError(f"building env {self.key[:12]} ({self.spec}) "
-                                         f"{'stopped' if event == 'cancelled' else 'failed'}: {e}") from None
+                error = EnvActivationError(f"building env {self.key[:12]} ({self.spec}) "
+                                           f"{'stopped' if event == 'cancelled' else 'failed'}: {e}")
+                error.shown = f"building env {self.key[:12]} {'stopped' if event == 'cancelled' else 'failed'}" + (
+                    " (uv's output above)" if isinstance(e, BuildFailed) else "")  # the run's output has uv's words
+                raise error from None
             raise
         seconds = time.monotonic() - started
         self.store.journal(self.key, "built", seconds=round(seconds, 3))

@@ -51,6 +51,7 @@ if ref then
 end
 attempt = attempt + 1
 redis.call('HSET', run, 'attempt', attempt, 'worker', worker, 'attempt_started_at', now, 'out_seq', 0)
+redis.call('HDEL', run, 'waiting')  -- it waits no more (waits.py)
 transition(run, S.RUNNING, now, attempt)
 redis.call('SET', lease, worker, 'PX', ARGV[3])
 redis.call('ZADD', active, now, id)

@@ -133,6 +133,7 @@
     });
     source.addEventListener("gap", function (e) { note(JSON.parse(e.data).text, "gap"); });
     source.addEventListener("problem", function (e) { note(JSON.parse(e.data).text, "gap"); });
+    source.addEventListener("waiting", function (e) { note(JSON.parse(e.data).text, "waiting"); });
     source.addEventListener("end", function (e) {
       const end = JSON.parse(e.data);
       if (!end.final) {

@@ -1,0 +1,23 @@
+-- Say why runs wait: set each PENDING run's 'waiting' field and announce it, where it changed.
+-- KEYS run hashes   ARGV[1] the Waiting record (JSON, without 'since'; '' clears it)   ARGV[2] now
+-- 'since' is kept while the kind stays the same. Returns how many runs changed.
+local changed = 0
+if ARGV[1] == '' then  -- the reason no longer holds (a worker appeared, say): say nothing rather than a stale reason
+  for _, run in ipairs(KEYS) do changed = changed + redis.call('HDEL', run, 'waiting') end
+  return changed
+end
+local new = cjson.decode(ARGV[1])
+for _, run in ipairs(KEYS) do
+  if redis.call('HGET', run, 'state') == S.PENDING then
+    local ok, old = pcall(cjson.decode, redis.call('HGET', run, 'waiting') or '')
+    if not ok or type(old) ~= 'table' then old = {} end
+    if old.kind ~= new.kind or old.message ~= new.message then
+      new.since = (old.kind == new.kind and old.since) or tonumber(ARGV[2])
+      local text = cjson.encode(new)
+      redis.call('HSET', run, 'waiting', text)
+      redis.call('PUBLISH', run .. ':waiting', text)
+      changed = changed + 1
+    end
+  end
+end
+return changed
