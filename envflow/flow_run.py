@@ -85,11 +85,13 @@ class FlowRun:
         for record in self.records(timeout):
             if isinstance(record, AttemptEnd) and record.final:
                 return RunState(record.state)
-        state = self.state
+        record = self.record()
+        state = record.state
         if state.is_final:
             return state
         if deadline is not None and time.monotonic() >= deadline:
-            raise RunTimeout(f"run {self.id} did not end within {timeout:g}s (it is {state.value})")
+            why = f": {record.waiting}" if record.waiting else ""
+            raise RunTimeout(f"run {self.id} did not end within {timeout:g}s (it is {state.value}{why})")
         raise EnvflowError(f"run {self.id} stopped reporting before it ended (it is {state.value})")
 
     def result(self, timeout: float | None = None) -> Any:

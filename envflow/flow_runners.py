@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,6 +24,8 @@ class SubprocessFlowRunner(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     preload: list[str] = Field(default_factory=list)
     warm: bool = False
+    concurrency_limit: int | None = Field(None, ge=1)  # at most this many runs at once (see Deployment)
+    on_limit: Literal["wait", "cancel"] = "wait"
 
     def deployment_fields(self) -> dict[str, Any]:
         return self.model_dump(exclude_unset=True)

@@ -133,6 +133,8 @@ class DeploymentRecord(BaseModel):
     timeout: float | None = None
     retries: int = 0
     retry_delay: list[float] = Field(default_factory=list)
+    concurrency_limit: int | None = None  # at most this many of its runs RUNNING at once (its own limit)
+    on_limit: Literal["wait", "cancel"] = "wait"  # what a run that finds one of its limits full does
     schedules: list[ScheduleRecord] = Field(default_factory=list)
     missed_runs: Literal["skip", "run_once", "catch_up"] = "run_once"
     catch_up_limit: int = 10
@@ -185,7 +187,7 @@ class RunRecord(BaseModel):
     scheduled_for: float | None = None
     schedule: str | None = None
     route: str | None = None  # the env a worker must have to take it (envflow/store/routing.py)
-    waiting: str | None = None  # why a PENDING run waits (no live worker has its env), when it does
+    waiting: str | None = None  # why a PENDING run waits (a full limit, no live worker with its env), when it does
 
     @property
     def short_id(self) -> str:

@@ -52,7 +52,7 @@ def ls(deployment: str | None, state: str | None, limit: int, as_json: bool) -> 
     waiting = _waiting(queries.redis, rows)
     table(["ID", "DEPLOYMENT", "STATE", "ATTEMPT", "CREATED", "DURATION", "WORKER"], [
         [r.short_id, r.deployment, state_text(r.state.value), str(r.attempt), ago(r.created_at), _duration(r),
-         r.worker or waiting.get((r.queue, r.route), "-")]
+         r.worker or r.waiting or waiting.get((r.queue, r.route), "-")]
         for r in rows
     ])
 

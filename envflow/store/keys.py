@@ -27,6 +27,10 @@ Layout::
     envflow:worker:<name>              string  JSON of what a live worker publishes: its envs, warm processes (expires)
     envflow:envs                       hash    route key -> env spec JSON, of every env a deployment names
     envflow:route:<queue>:<key>        zset    workers of <queue> that have the env <key> (score: when that lapses)
+    envflow:limits                     hash    limit name -> slots (a tag's name, or "deployment:<flow>/<name>")
+    envflow:limit:<name>:holders       hash    run id -> attempt, of each RUNNING attempt that holds a slot
+    envflow:limit:<name>:waiting       zset    ids of the runs parked on it or kept in line (score: when each
+                                               became due, envflow:runs:pending's): first in, first out
 
 Pub/sub channels::
 
@@ -50,6 +54,9 @@ INDEXED_DEPLOYMENTS = PREFIX + "runs:deps"
 STATE_INDEX_PREFIX = PREFIX + "runs:state:"
 INDEXES_LOCK = PREFIX + "indexes:lock"
 REAPER_LOCK = PREFIX + "reaper:lock"
+LIMITS = PREFIX + "limits"
+LIMIT_PREFIX = PREFIX + "limit:"
+DEPLOYMENT_LIMIT_PREFIX = "deployment:"  # a deployment's own limit is the limit "deployment:<flow>/<name>"
 
 
 def deployment(name: str) -> str:
@@ -75,6 +82,19 @@ def output(run_id: str) -> str:
 
 def lease(run_id: str) -> str:
     return f"{PREFIX}run:{run_id}:lease"
+
+
+def limit_holders(name: str) -> str:
+    return f"{LIMIT_PREFIX}{name}:holders"
+
+
+def limit_waiting(name: str) -> str:
+    return f"{LIMIT_PREFIX}{name}:waiting"
+
+
+def deployment_limit(deployment_name: str) -> str:
+    """The name of a deployment's own limit (its ``concurrency_limit``)."""
+    return DEPLOYMENT_LIMIT_PREFIX + deployment_name
 
 
 def spec(digest: str) -> str:

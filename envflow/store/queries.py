@@ -45,6 +45,7 @@ class RunSummary:
     started_at: float | None  # when its latest attempt started
     queue: str = ""
     route: str | None = None  # the env a worker must have to take it (envflow/store/routing.py)
+    waiting: str | None = None  # why it waits for a limit's slot, while it does
 
     @property
     def short_id(self) -> str:

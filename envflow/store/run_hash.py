@@ -16,6 +16,9 @@ error, large parameters) makes that hash a hashtable, about 1 KB more. So:
   since ``created_at``; trailing nulls left out);
 - ``spec`` is ``{"ref": <digest>}``: the deployment snapshot is stored once per version
   (``envflow:spec:<digest>``); fields given beside ``ref`` override the snapshot's;
+- ``tags`` (a JSON array, when the deployment has tags) and ``on_limit`` (``cancel``, when so) are what
+  its limits' scripts need (``lua/_limits.lua``); a run parked by a full limit has ``parked_on`` (that
+  limit's name) and ``waiting`` (why it waits, as shown), both removed when it is woken;
 - empty values and defaults (``attempt`` 0, ``retries`` 0, ``parameters`` ``{}``) are not stored,
   and neither is what the key or other fields already say (the id; ``updated_at``, the last
   transition's time; ``flow_name``, the start of ``deployment``).
@@ -34,11 +37,11 @@ if TYPE_CHECKING:
 
 # What a listing row needs (``queries.RunSummary``): read with one HMGET per run.
 SUMMARY_FIELDS = ("deployment", "state", "attempt", "created_at", "worker", "attempt_started_at", "transitions",
-                  "updated_at", "queue", "route")
+                  "updated_at", "queue", "route", "waiting")
 # Scalar fields RunRecord takes as they are stored (pydantic converts the text).
 SCALARS = ("deployment", "flow_name", "queue", "state", "created_at", "attempt", "worker", "exit_code",
            "result_error", "error_type", "error", "reason", "cancel_requested_at", "timeout", "retries",
-           "scheduled_for", "schedule", "route")
+           "scheduled_for", "schedule", "route", "waiting")
 ATTEMPT_FIELDS = ("n", "worker", "started_at", "ended_at", "state", "exit_code", "error_type", "error", "reason",
                   "start")
 
@@ -130,6 +133,7 @@ def summary(run_id: str, values: list[bytes | None]) -> dict[str, Any] | None:
         "started_at": float(h["attempt_started_at"]) if h.get("attempt_started_at") else None,
         "queue": h.get("queue", ""),
         "route": h.get("route") or None,
+        "waiting": h.get("waiting") or None,
     }
 
 

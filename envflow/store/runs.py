@@ -75,6 +75,10 @@ def _new_record(
         fields["flow_name"] = deployment.flow_name
     if deployment.retries:
         fields["retries"] = deployment.retries
+    if deployment.tags:  # the limits it is under: its deployment's own and its tags' (lua/_limits.lua)
+        fields["tags"] = json.dumps(list(dict.fromkeys(deployment.tags)), separators=(",", ":"))
+    if deployment.on_limit == "cancel":
+        fields["on_limit"] = "cancel"
     if parameters:
         fields["parameters"] = json.dumps(parameters, separators=(",", ":"))
     if route is not None:
@@ -188,10 +192,11 @@ class RunStore:
         return self.explain(self.queries.run_records(deployment, state, limit).runs)
 
     def explain(self, records: list[RunRecord]) -> list[RunRecord]:
-        """Say why each waiting run waits, where no live worker of its queue has its env."""
+        """Say why each waiting run waits: a full limit (its record says so), or no live worker of its
+        queue with its env."""
         reasons: dict[tuple[str, str], str | None] = {}
         for record in records:
-            if record.state is not RunState.PENDING or record.route is None:
+            if record.state is not RunState.PENDING or record.route is None or record.waiting:
                 continue
             where = (record.queue, record.route)
             if where not in reasons:

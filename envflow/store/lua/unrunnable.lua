@@ -13,4 +13,5 @@ end
 output_end(run, KEYS[3], KEYS[4], attempt, S.FAILED, true, ARGV[3], ARGV[4])
 transition(run, S.FAILED, ARGV[1], attempt)
 redis.call('ZREM', KEYS[2], run_id(run))
+leave(run, run_id(run))
 return 1
