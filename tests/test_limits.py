@@ -6,15 +6,48 @@ The first tests drive the run protocol directly (as a worker would); the rest ru
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 
+import pytest
 from click.testing import CliRunner
 
 from envflow.cli.main import cli
+from envflow.client import Client
+from envflow.errors import RunTimeout
 from envflow.models import RunState
 from envflow.store import keys
 from envflow.store.protocol import Claimed, NotClaimed
 
+from .conftest import RedisServer, deploy, write_flow
 from .helpers_runs import record
+
+# Each run marks itself running in a shared directory and counts the marks it sees: the most
+# seen by any run is the most flows that ran at once (a slot outlives its flow process).
+HOLD = """
+    import os, time, uuid
+    from envflow import flow
+
+    @flow
+    def hold(directory: str, seconds: float = 0.5):
+        mine = os.path.join(directory, "running-" + uuid.uuid4().hex)
+        open(mine, "w").close()
+        seen = len([n for n in os.listdir(directory) if n.startswith("running-")])
+        with open(os.path.join(directory, "pid-" + str(os.getpid())), "w"):
+            pass
+        time.sleep(seconds)
+        os.remove(mine)
+        return seen
+"""
+
+
+def wait_until(check, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
 
 
 def _register(client, name="flow/dep", **fields):
@@ -141,3 +174,130 @@ def test_limit_cli(client):
     assert runner.invoke(cli, ["limit", "rm", "gpu"]).exit_code == 0
     missing = runner.invoke(cli, ["limit", "rm", "gpu"])
     assert missing.exit_code == 1 and "no limit 'gpu'" in missing.output
+
+
+# With real workers
+
+
+@pytest.fixture
+def hold(client, workdir, venv, tmp_path):
+    """Deploy the holding flow under some fields; runs share one directory of marks."""
+    flows = write_flow(workdir, HOLD)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+
+    def make(name: str, **fields) -> str:
+        return deploy(client, flows, "hold", name=name, virtualenv=str(venv),
+                      parameters={"directory": str(marks)}, **fields)
+
+    make.marks = marks  # type: ignore[attr-defined]
+    return make
+
+
+def test_never_exceeded_with_three_workers_racing_and_reached(client, start_worker, hold):
+    name = hold("two", concurrency_limit=2)
+    for _ in range(3):
+        start_worker()
+    runs = [client.run(name, {"seconds": 0.6}) for _ in range(9)]
+    seen = [run.result(60) for run in runs]
+    assert max(seen) == 2  # reached: two ran at once, and never three
+    assert client.limits()[0].holders == {} and client.limits()[0].waiting == 0
+
+
+def test_two_runs_each_needing_two_limits_take_both_or_none(client, start_worker, hold):
+    client.set_limit("a", 1)
+    client.set_limit("b", 1)
+    ab, ba = hold("ab", tags=["a", "b"]), hold("ba", tags=["b", "a"])
+    start_worker()
+    start_worker()
+    runs = [client.run(name, {"seconds": 0.3}) for name in (ab, ba, ab, ba)]
+    assert [run.result(60) for run in runs] == [1, 1, 1, 1]  # no deadlock, never two at once
+
+
+def test_a_killed_holders_slot_is_freed_by_the_reaper(client, start_worker, hold, env_vars):
+    name = hold("one", concurrency_limit=1)
+    doomed = start_worker()
+    first = client.run(name, {"seconds": 60})
+    wait_until(lambda: client.store.state(first.id) is RunState.RUNNING, 30, "the first run to start")
+    pids = lambda: [int(p.name[4:]) for p in hold.marks.glob("pid-*")]  # noqa: E731
+    wait_until(lambda: pids(), 30, "the flow process")
+    start_worker()
+    second = client.run(name, {"seconds": 0})
+    wait_until(lambda: client.store.get(second.id).waiting is not None, 30, "the second run to wait")
+    doomed.proc.send_signal(signal.SIGKILL)
+    for pid in pids():
+        os.kill(pid, signal.SIGKILL)  # its flow too: only the lease may free the slot
+    for mark in hold.marks.glob("running-*"):
+        mark.unlink()  # the killed flow's
+    killed = time.monotonic()
+    assert second.result(30) == 1
+    took = time.monotonic() - killed
+    assert first.wait(5) is RunState.CRASHED
+    assert took < float(env_vars["ENVFLOW_LEASE_TTL"]) + 10  # lease + a reaper pass, with room for a slow machine
+
+
+def test_a_waiting_run_starts_when_the_limit_is_raised_and_can_be_cancelled(client, start_worker, hold):
+    client.set_limit("gpu", 0)
+    name = hold("gpu", tags=["gpu"])
+    start_worker()
+    runs = [client.run(name, {"seconds": 0}) for _ in range(3)]
+    wait_until(lambda: all(client.store.get(r.id).waiting for r in runs), 30, "the runs to wait")
+    assert client.store.get(runs[0].id).waiting == "waiting for a slot of limit gpu (0 of 0)"
+    with pytest.raises(RunTimeout, match="waiting for a slot of limit gpu"):
+        runs[2].wait(0.5)
+    assert runs[2].cancel() == "cancelled"
+    client.set_limit("gpu", 5)
+    assert [r.wait(30) for r in runs] == [RunState.COMPLETED, RunState.COMPLETED, RunState.CANCELLED]
+
+
+def test_on_limit_cancel_never_runs_the_second(client, start_worker, hold):
+    name = hold("once", concurrency_limit=1, on_limit="cancel")
+    start_worker()
+    start_worker()
+    first = client.run(name, {"seconds": 30})
+    wait_until(lambda: client.store.state(first.id) is RunState.RUNNING, 30, "the first run to start")
+    second = client.run(name)
+    assert second.wait(30) is RunState.CANCELLED
+    assert "and on_limit is cancel" in (second.record().reason or "")
+    assert [line.text for line in second.follow(timeout=5)][0].startswith("envflow: cancelled: no free slot of")
+    assert first.cancel() == "requested"
+
+
+def test_a_waiting_run_does_not_block_other_deployments_on_its_queue(client, start_worker, hold):
+    blocked = hold("blocked", concurrency_limit=1)
+    client.set_limit(keys.deployment_limit(blocked), 0)
+    free = hold("free")
+    start_worker()  # one worker
+    waiting = client.run(blocked)
+    runs = [client.run(free, {"seconds": 0}) for _ in range(3)]
+    assert [r.wait(30) for r in runs] == [RunState.COMPLETED] * 3
+    assert client.store.get(waiting.id).waiting == "waiting for a slot of deployment hold/blocked (0 of 0)"
+    listing = CliRunner().invoke(cli, ["run", "ls", "-d", blocked])
+    assert "waiting for a slot of deployment hold/blocked" in listing.output
+    client.set_limit(keys.deployment_limit(blocked), 1)
+    assert waiting.wait(30) is RunState.COMPLETED
+
+
+@pytest.fixture
+def durable_redis(tmp_path):
+    (tmp_path / "aof").mkdir()
+    server = RedisServer(tmp_path / "aof", "--appendonly", "yes", "--appendfsync", "always")
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_a_redis_restart_with_aof_keeps_slots_and_lines(durable_redis, settings):
+    client = Client(settings=settings.model_copy(update={"redis_url": durable_redis.url}))
+    _register(client, concurrency_limit=1)
+    first, second = client.run("flow/dep").id, client.run("flow/dep").id
+    held = _claim(client, first)
+    assert isinstance(_claim(client, second), NotClaimed)
+    before = client.limits()
+    durable_redis.stop()
+    durable_redis.start()
+    assert client.limits() == before and before[0].holders == {first: 1} and before[0].waiting == 1
+    _finish(client, first, held)
+    assert _queued(client) == [second]
+    assert isinstance(_claim(client, second), Claimed)
+    assert client.limits()[0].holders == {second: 1}
