@@ -16,9 +16,9 @@ from click.testing import CliRunner
 from envflow.cli.main import cli
 from envflow.client import Client
 from envflow.errors import RunTimeout
-from envflow.models import RunState
-from envflow.store import keys
-from envflow.store.protocol import Claimed, NotClaimed
+from envflow.models import Attempt, EnvSpec, RunState
+from envflow.store import keys, routing
+from envflow.store.protocol import Claimed, Ending, NotClaimed
 
 from .conftest import RedisServer, deploy, write_flow
 from .helpers_runs import record
@@ -69,11 +69,6 @@ def _queued(client, queue="default"):
 
 
 def _finish(client, run_id, claimed, state=RunState.COMPLETED):
-    import time
-
-    from envflow.models import Attempt
-    from envflow.store.protocol import Ending
-
     attempt = Attempt(n=claimed.attempt, worker="w1", started_at=claimed.started_at, ended_at=round(time.time(), 6),
                       state=state.value)
     assert client.store.scripts.finish(run_id, Ending(attempt, state)).run()
@@ -301,3 +296,39 @@ def test_a_redis_restart_with_aof_keeps_slots_and_lines(durable_redis, settings)
     assert _queued(client) == [second]
     assert isinstance(_claim(client, second), Claimed)
     assert client.limits()[0].holders == {second: 1}
+
+
+def test_metrics_show_each_limit_without_run_ids(client):
+    pytest.importorskip("prometheus_client")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from envflow.ui.metrics import Metrics
+
+    _register(client, concurrency_limit=1)
+    first, second = client.run("flow/dep").id, client.run("flow/dep").id
+    _claim(client, first)
+    _claim(client, second)
+    text = Metrics(client).scrape().decode()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples if "limit" in s.name}
+    label = (("limit", "deployment:flow/dep"),)
+    assert samples == {("envflow_limit_slots", label): 1, ("envflow_limit_in_use", label): 1,
+                       ("envflow_limit_waiting", label): 1}
+    assert first not in text and second not in text
+
+
+def test_a_delayed_retry_frees_the_slot_and_a_woken_run_returns_to_its_envs_queue(client, venv):
+    client.set_limit("gpu", 1)
+    _register(client, "flow/retry", tags=["gpu"], retries=1)
+    routed = client.create_deployment(record("flow/venv").model_copy(update={
+        "tags": ["gpu"], "env": EnvSpec.from_fields(virtualenv=str(venv))}))
+    sub_queue = routing.rq_queue("default", routing.route_key(routed.env))
+    first, second = client.run("flow/retry").id, client.run("flow/venv").id
+    held = _claim(client, first)
+    client.redis.lrem(keys.RQ_QUEUE_PREFIX + sub_queue, 1, second)
+    assert isinstance(client.store.scripts.claim(second, "w1", "default").run(), NotClaimed)
+    attempt = Attempt(n=held.attempt, worker="w1", started_at=held.started_at, ended_at=round(time.time(), 6),
+                      state=RunState.FAILED.value)
+    assert client.store.scripts.finish(first, Ending(attempt, RunState.SCHEDULED, scheduled_for=time.time() + 60)).run()
+    assert client.limits()[0].holders == {}  # the attempt ended: its slot is free while the retry waits
+    assert _queued(client, sub_queue) == [second]  # the job's origin: its env's sub-queue
