@@ -332,3 +332,22 @@ def test_a_delayed_retry_frees_the_slot_and_a_woken_run_returns_to_its_envs_queu
     assert client.store.scripts.finish(first, Ending(attempt, RunState.SCHEDULED, scheduled_for=time.time() + 60)).run()
     assert client.limits()[0].holders == {}  # the attempt ended: its slot is free while the retry waits
     assert _queued(client, sub_queue) == [second]  # the job's origin: its env's sub-queue
+
+
+def test_concurrency_limit_from_yaml_and_the_flow_runner(client, workdir):
+    from envflow.deployment_files import load_file, record_and_files
+    from envflow.deployments import DeploymentSpec
+    from envflow.flow_runners import SubprocessFlowRunner
+
+    write_flow(workdir, HOLD)
+    (workdir / "deployments.yaml").write_text(
+        "- name: capped\n  flow_location: flows.py\n  concurrency_limit: 2\n  on_limit: cancel\n  tags: [gpu]\n")
+    [deployment] = load_file(workdir / "deployments.yaml").deployments
+    stored = client.create_deployment(record_and_files(deployment, "default")[0])
+    assert (stored.concurrency_limit, stored.on_limit) == (2, "cancel")
+    assert [(i.name, i.slots) for i in client.limits()] == [("deployment:hold/capped", 2)]
+    client.create_deployment(stored.model_copy(update={"concurrency_limit": None}), source=HOLD)
+    assert client.limits() == []  # registered again without one: the deployment's limit is gone
+    spec = DeploymentSpec(name="x", flow_location=str(workdir / "flows.py"),
+                          flow_runner=SubprocessFlowRunner(concurrency_limit=3))
+    assert spec.fields is not None and spec.fields.concurrency_limit == 3
