@@ -92,7 +92,7 @@ class Result:
 
 
 NAMES = ("activation", "dispatch", "latency", "streaming", "memory", "throughput", "warm", "built", "ui", "cli",
-         "scale", "routing", "sandbox", "sequential")
+         "scale", "routing", "sandbox", "sequential", "limits")
 
 
 def load(name: str) -> Callable[[Context], Result]:
