@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 
@@ -269,6 +270,10 @@ def test_a_waiting_run_does_not_block_other_deployments_on_its_queue(client, sta
     assert client.store.get(waiting.id).waiting == "waiting for a slot of deployment hold/blocked (0 of 0)"
     listing = CliRunner().invoke(cli, ["run", "ls", "-d", blocked])
     assert "waiting for a slot of deployment hold/blocked" in listing.output
+    inspected = CliRunner().invoke(cli, ["run", "inspect", waiting.id])
+    assert "waiting for a slot of deployment hold/blocked (0 of 0)" in inspected.output
+    described = CliRunner().invoke(cli, ["deployment", "inspect", blocked])
+    assert re.search(r"concurrency limit +1\n", described.output)
     client.set_limit(keys.deployment_limit(blocked), 1)
     assert waiting.wait(30) is RunState.COMPLETED
 
