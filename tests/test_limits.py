@@ -85,6 +85,7 @@ def test_a_full_limit_parks_the_run_and_the_end_of_the_holder_wakes_it(client):
     assert _queued(client) == []  # parked: out of the queue, not polling
     waiting = client.store.get(second)
     assert waiting.state is RunState.PENDING and waiting.waiting == parked.detail
+    assert client.redis.object("encoding", keys.run(second)) == b"listpack"  # the reason is stored short
     [info] = client.limits()
     assert (info.name, info.slots, info.holders, info.waiting) == ("deployment:flow/dep", 1, {first: 1}, 1)
     _finish(client, first, held)

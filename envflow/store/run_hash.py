@@ -18,7 +18,8 @@ error, large parameters) makes that hash a hashtable, about 1 KB more. So:
   (``envflow:spec:<digest>``); fields given beside ``ref`` override the snapshot's;
 - ``tags`` (a JSON array, when the deployment has tags) and ``on_limit`` (``cancel``, when so) are what
   its limits' scripts need (``lua/_limits.lua``); a run parked by a full limit has ``parked_on`` (that
-  limit's name) and ``waiting`` (why it waits, as shown), both removed when it is woken;
+  limit's name) and ``waiting`` (the limit and its holders, short: ``waiting_reason`` says it in
+  full), both removed when it is woken;
 - empty values and defaults (``attempt`` 0, ``retries`` 0, ``parameters`` ``{}``) are not stored,
   and neither is what the key or other fields already say (the id; ``updated_at``, the last
   transition's time; ``flow_name``, the start of ``deployment``).
@@ -93,6 +94,8 @@ def decode(raw: dict[bytes, bytes] | dict[str, str], run_id: str) -> dict[str, A
     data: dict[str, Any] = {k: h[k] for k in SCALARS if h.get(k, "") != ""}
     data["id"] = run_id
     data.setdefault("flow_name", flow_of(h.get("deployment", "")))
+    if "waiting" in data:
+        data["waiting"] = waiting_reason(data["waiting"])
     created = float(h["created_at"])
     data["transitions"] = transitions(h.get("transitions", ""), created)
     data["attempts"] = attempts(h.get("attempts", ""), created)
@@ -133,8 +136,14 @@ def summary(run_id: str, values: list[bytes | None]) -> dict[str, Any] | None:
         "started_at": float(h["attempt_started_at"]) if h.get("attempt_started_at") else None,
         "queue": h.get("queue", ""),
         "route": h.get("route") or None,
-        "waiting": h.get("waiting") or None,
+        "waiting": waiting_reason(h["waiting"]) if h.get("waiting") else None,
     }
+
+
+def waiting_reason(value: str) -> str:
+    """Why a parked run waits, from its ``waiting`` field (``lua/_limits.lua``'s ``limit_state``):
+    "waiting for a slot of limit gpu (1 of 1, held by run 8e775718)"."""
+    return f"waiting for a slot of {value}"
 
 
 def flow_of(deployment: str) -> str:

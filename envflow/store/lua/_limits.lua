@@ -74,7 +74,9 @@ local function unpark(run, id, limits)
   return left
 end
 
--- Park a run: in line on each of its limits, its job held until a slot frees.
+-- Park a run: in line on each of its limits, its job held until a slot frees. The reason is kept
+-- short (what run_hash.waiting_reason shows after "waiting for a slot of "): a run hash's values
+-- stay within Redis's compact encoding.
 local function park(run, id, limits, score, blocked, reason)
   for _, lim in ipairs(limits) do redis.call('ZADD', waiting_key(lim.name), 'NX', score, id) end
   redis.call('HSET', run, 'parked_on', blocked, 'waiting', reason)

@@ -72,7 +72,7 @@ if #limits > 0 then
         redis.call('ZREM', active, id)
         redis.call('ZADD', pending, score, id)
       end
-      park(run, id, limits, score, lim.name, 'waiting for a slot of ' .. where)
+      park(run, id, limits, score, lim.name, where)
       wake_all(freed)
       return {'limited', lim.name, 'waiting for a slot of ' .. where}
     end
