@@ -357,3 +357,16 @@ def test_concurrency_limit_from_yaml_and_the_flow_runner(client, workdir):
     spec = DeploymentSpec(name="x", flow_location=str(workdir / "flows.py"),
                           flow_runner=SubprocessFlowRunner(concurrency_limit=3))
     assert spec.fields is not None and spec.fields.concurrency_limit == 3
+
+
+def test_the_reaper_leaves_a_parked_runs_job_out_of_its_queue(client):
+    quick = Client(settings=client.settings.model_copy(update={"lease_ttl": 0.2}))
+    _register(quick, concurrency_limit=1)
+    first, second = quick.run("flow/dep").id, quick.run("flow/dep").id
+    assert isinstance(_claim(quick, first), Claimed)
+    assert isinstance(_claim(quick, second), NotClaimed)
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:  # long enough for a job that is truly stuck to be put back
+        assert quick.store.reaper.rescue_pending() == []
+        time.sleep(0.1)
+    assert _queued(quick) == [] and quick.store.get(second).waiting
