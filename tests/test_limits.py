@@ -21,8 +21,9 @@ from envflow.models import Attempt, EnvSpec, RunState
 from envflow.store import keys, routing
 from envflow.store.protocol import Claimed, Ending, NotClaimed
 
-from .conftest import RedisServer, deploy, write_flow
-from .helpers_runs import record
+from .support.flows import deploy, write_flow
+from .support.processes import RedisServer, wait_until
+from .support.runs import record
 
 # Each run marks itself running in a shared directory and counts the marks it sees: the most
 # seen by any run is the most flows that ran at once (a slot outlives its flow process).
@@ -41,14 +42,6 @@ HOLD = """
         os.remove(mine)
         return seen
 """
-
-
-def wait_until(check, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def _register(client, name="flow/dep", **fields):
@@ -215,12 +208,12 @@ def test_a_killed_holders_slot_is_freed_by_the_reaper(client, start_worker, hold
     name = hold("one", concurrency_limit=1)
     doomed = start_worker()
     first = client.run(name, {"seconds": 60})
-    wait_until(lambda: client.store.state(first.id) is RunState.RUNNING, 30, "the first run to start")
+    wait_until(lambda: client.store.state(first.id) is RunState.RUNNING, 30, what="the first run to start")
     pids = lambda: [int(p.name[4:]) for p in hold.marks.glob("pid-*")]  # noqa: E731
-    wait_until(lambda: pids(), 30, "the flow process")
+    wait_until(lambda: pids(), 30, what="the flow process")
     start_worker()
     second = client.run(name, {"seconds": 0})
-    wait_until(lambda: client.store.get(second.id).waiting is not None, 30, "the second run to wait")
+    wait_until(lambda: client.store.get(second.id).waiting is not None, 30, what="the second run to wait")
     doomed.proc.send_signal(signal.SIGKILL)
     for pid in pids():
         os.kill(pid, signal.SIGKILL)  # its flow too: only the lease may free the slot
@@ -238,7 +231,7 @@ def test_a_waiting_run_starts_when_the_limit_is_raised_and_can_be_cancelled(clie
     name = hold("gpu", tags=["gpu"])
     start_worker()
     runs = [client.run(name, {"seconds": 0}) for _ in range(3)]
-    wait_until(lambda: all(client.store.get(r.id).waiting for r in runs), 30, "the runs to wait")
+    wait_until(lambda: all(client.store.get(r.id).waiting for r in runs), 30, what="the runs to wait")
     assert client.store.get(runs[0].id).waiting == "waiting for a slot of limit gpu (0 of 0)"
     with pytest.raises(RunTimeout, match="waiting for a slot of limit gpu"):
         runs[2].wait(0.5)
@@ -252,7 +245,7 @@ def test_on_limit_cancel_never_runs_the_second(client, start_worker, hold):
     start_worker()
     start_worker()
     first = client.run(name, {"seconds": 30})
-    wait_until(lambda: client.store.state(first.id) is RunState.RUNNING, 30, "the first run to start")
+    wait_until(lambda: client.store.state(first.id) is RunState.RUNNING, 30, what="the first run to start")
     second = client.run(name)
     assert second.wait(30) is RunState.CANCELLED
     assert "and on_limit is cancel" in (second.record().reason or "")

@@ -13,7 +13,7 @@ import time
 
 from envflow.store import keys
 
-from ..conftest import deploy, write_flow
+from ..support.flows import deploy, write_flow
 
 SHORT = """
     import time

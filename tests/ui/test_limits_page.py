@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from envflow.store import keys
 
-from ..helpers_runs import record
+from ..support.runs import record
 
 
 def test_workers_page_lists_limits_and_run_page_says_why_it_waits(client, session):
