@@ -85,12 +85,12 @@ class FlowRun:
         for record in self.records(timeout):
             if isinstance(record, AttemptEnd) and record.final:
                 return RunState(record.state)
-        record = self.record()
-        state = record.state
+        current = self.record()
+        state = current.state
         if state.is_final:
             return state
         if deadline is not None and time.monotonic() >= deadline:
-            why = f": {record.waiting}" if record.waiting else ""
+            why = f": {current.waiting}" if current.waiting else ""
             raise RunTimeout(f"run {self.id} did not end within {timeout:g}s (it is {state.value}{why})")
         raise EnvflowError(f"run {self.id} stopped reporting before it ended (it is {state.value})")
 
