@@ -13,6 +13,7 @@ import time
 
 import pytest
 from click.testing import CliRunner
+from rq.job import JobStatus
 
 from envflow.cli.main import cli
 from envflow.client import Client
@@ -73,9 +74,11 @@ def test_a_full_limit_parks_the_run_and_the_end_of_the_holder_wakes_it(client):
     first, second = client.run("flow/dep").id, client.run("flow/dep").id
     held = _claim(client, first)
     assert isinstance(held, Claimed)
+    client.redis.hset(keys.RQ_JOB_PREFIX + second, "status", JobStatus.STARTED.value)  # as a worker's start does
     parked = _claim(client, second)
     assert parked == NotClaimed("limited", f"waiting for a slot of deployment flow/dep (1 of 1, held by run {first[:8]})")
     assert _queued(client) == []  # parked: out of the queue, not polling
+    assert client.redis.hget(keys.RQ_JOB_PREFIX + second, "status").decode() == JobStatus.QUEUED.value
     waiting = client.store.get(second)
     assert waiting.state is RunState.PENDING and waiting.waiting == parked.detail
     assert client.redis.object("encoding", keys.run(second)) == b"listpack"  # the reason is stored short

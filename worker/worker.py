@@ -310,10 +310,10 @@ class FlowWorker(SimpleWorker):
 
     def _park(self, job: Job, execution: Execution) -> None:
         """Undo a start, leaving the job out of its queue: the claim parked its run until a slot of
-        its limit frees; the script that frees it puts the job back at its queue's front."""
+        its limit frees (and marked its job queued again); the script that frees the slot puts the
+        job back at its queue's front."""
         with self.connection.pipeline() as pipe:
             self.cleanup_execution(job, pipeline=pipe, execution=execution)
-            job.set_status(JobStatus.QUEUED, pipeline=pipe)
             pipe.execute()
 
     def _record(self, job: Job, queue: Queue, execution: Execution, claim: Claimed, outcome: Outcome) -> None:

@@ -139,6 +139,7 @@ RQ_QUEUES = "rq:queues"  # Queue.redis_queues_keys: the set of every queue's key
 RQ_QUEUE_PREFIX = "rq:queue:"  # Queue.redis_queue_namespace_prefix
 RQ_WORKER_PREFIX = "rq:worker:"  # BaseWorker.redis_worker_namespace_prefix
 RQ_JOB_PREFIX = "rq:job:"  # Job.redis_job_namespace_prefix
+RQ_QUEUED = "queued"  # JobStatus.QUEUED: the status a parked run's job is given (lua/_limits.lua)
 RQ_REGISTRIES = ("scheduled", "wip", "failed", "finished", "deferred", "canceled")  # each registry's key_template
 
 

@@ -51,7 +51,7 @@ def _constants() -> str:
         f"local PACK_MAX_BYTES, PACK_MAX_ENTRIES = {PACK_MAX_BYTES}, {PACK_MAX_ENTRIES}",
         f"local LIMITS, LIMIT, DEP_LIMIT = '{keys.LIMITS}', '{keys.LIMIT_PREFIX}', '{keys.DEPLOYMENT_LIMIT_PREFIX}'",
         f"local RUN, PENDING = '{keys.run('')}', '{keys.PENDING_RUNS}'",
-        f"local RQ_JOB, RQ_QUEUE = '{keys.RQ_JOB_PREFIX}', '{keys.RQ_QUEUE_PREFIX}'",
+        f"local RQ_JOB, RQ_QUEUE, RQ_QUEUED = '{keys.RQ_JOB_PREFIX}', '{keys.RQ_QUEUE_PREFIX}', '{keys.RQ_QUEUED}'",
         "",
     ])
 

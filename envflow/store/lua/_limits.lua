@@ -3,7 +3,7 @@
 -- that attempt, and handed to the oldest run in line in that same script. Layout: envflow/store/keys.py.
 -- Rendered in from Python: LIMITS (name -> slots), LIMIT (the per-limit keys' prefix), DEP_LIMIT (the
 -- prefix of a deployment's own limit), RUN (run hashes' prefix), PENDING (the pending zset), RQ_JOB and
--- RQ_QUEUE (RQ's job hash and queue prefixes).
+-- RQ_QUEUE (RQ's job hash and queue prefixes), RQ_QUEUED (RQ's queued status).
 --
 -- A run in line for a limit is a member of its waiting zset, scored by when it became due. A run may
 -- take a slot only while fewer runs are in line ahead of it than the limit has free slots, so the
@@ -80,6 +80,9 @@ end
 local function park(run, id, limits, score, blocked, reason)
   for _, lim in ipairs(limits) do redis.call('ZADD', waiting_key(lim.name), 'NX', score, id) end
   redis.call('HSET', run, 'parked_on', blocked, 'waiting', reason)
+  -- Its job is queued again, as RQ's set_status would write it: here, before any wake-up can hand
+  -- it to another worker (the claim's own worker only undoes its execution).
+  if redis.call('EXISTS', RQ_JOB .. id) == 1 then redis.call('HSET', RQ_JOB .. id, 'status', RQ_QUEUED) end
 end
 
 -- Take a slot of each limit for the run's attempt.
