@@ -14,12 +14,13 @@ from pydantic_core import PydanticSerializationError
 from redis import Redis
 
 from .connection import connect, wrap_errors
-from .errors import ConfigError, DeploymentNotFound, EnvflowWarning, ParameterError
+from .errors import ConfigError, DeploymentNotFound, EnvflowWarning, LimitNotFound, ParameterError
 from .flow_run import FlowRun
 from .models import DeploymentRecord, RunRecord, RunState, readable_deployments, unreadable
 from .parameters import check_types, merge_parameters
 from .settings import Settings, get_settings
 from .store import keys, routing
+from .store.limits import LimitInfo, Limits
 from .store.queries import Page, RunFilter
 from .store.runs import RunStore
 
@@ -39,6 +40,7 @@ class Client:
         self.settings = base.model_copy(update={"redis_url": redis_url}) if redis_url else base
         self.redis: Redis = connect(self.settings.redis_url)
         self.store = RunStore(self.redis, self.settings)
+        self.limit_store = Limits(self.redis, self.store.scripts)
 
     # Deployments
 
@@ -91,6 +93,10 @@ class Client:
                 if route is not None:  # workers that have this env start listening for its runs
                     pipe.hset(keys.ENVS, routing.env_name(record.env) or route, record.env.model_dump_json())
                 pipe.execute()
+            if record.concurrency_limit is not None:
+                self.limit_store.set(keys.deployment_limit(record.name), record.concurrency_limit)
+            elif previous is not None and previous.concurrency_limit is not None:
+                self.limit_store.remove(keys.deployment_limit(record.name))
             if previous is not None:
                 self._retire(previous, record)
         return record
@@ -165,6 +171,8 @@ class Client:
                 pipe.delete(keys.schedule_state(name), keys.skipped_slots(name))
                 pipe.execute()
             if records:
+                if records[0].concurrency_limit is not None:
+                    self.limit_store.remove(keys.deployment_limit(name))
                 self._retire(records[0])
 
     def pause_deployment(self, name: str) -> None:
@@ -181,6 +189,41 @@ class Client:
     def paused_deployments(self) -> set[str]:
         with wrap_errors(self.redis):
             return self.store.queries.paused_deployments()
+
+    # Concurrency limits
+
+    def set_limit(self, name: str, slots: int) -> None:
+        """Allow at most ``slots`` RUNNING runs under the limit ``name`` (a tag: every run of a deployment
+        with that tag; ``deployment:<flow>/<name>``: that deployment's own). Takes effect at once.
+
+        :raises ConfigError: an empty name or a negative number of slots.
+        """
+        from .deployments import check_text
+
+        if not name or not name.strip():
+            raise ConfigError("name the limit: a deployment tag such as 'gpu'")
+        try:
+            check_text(name, "the limit's name")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if isinstance(slots, bool) or not isinstance(slots, int) or slots < 0:
+            raise ConfigError(f"a limit's slots are a whole number, 0 or more (got {slots!r})")
+        with wrap_errors(self.redis):
+            self.limit_store.set(name, slots)
+
+    def limits(self) -> list[LimitInfo]:
+        """Every limit: its slots, the runs holding them (run id -> attempt) and how many runs wait."""
+        with wrap_errors(self.redis):
+            return self.limit_store.all()
+
+    def remove_limit(self, name: str) -> None:
+        """Remove a limit: its runs are no longer limited by it, and those waiting for it start.
+
+        :raises LimitNotFound: there is no such limit.
+        """
+        with wrap_errors(self.redis):
+            if not self.limit_store.remove(name):
+                raise LimitNotFound(f"no limit {name!r}; list them with `envflow limit ls`")
 
     # Queues
 

@@ -298,6 +298,8 @@ def record_and_files(deployment: Deployment, default_queue: str) -> tuple[Deploy
         timeout=f.timeout,
         retries=f.retries,
         retry_delay=delays,
+        concurrency_limit=f.concurrency_limit,
+        on_limit=f.on_limit,
         schedules=[s.to_record() for s in f.schedules],
         missed_runs=f.missed_runs,
         catch_up_limit=f.catch_up_limit,

@@ -66,6 +66,8 @@ class DeploymentFields(BaseModel):
     timeout: float | None = Field(None, gt=0, allow_inf_nan=False)
     retries: int = Field(0, ge=0, le=MAX_RETRIES)
     retry_delay: float | list[float] = 0
+    concurrency_limit: int | None = Field(None, ge=1)
+    on_limit: Literal["wait", "cancel"] = "wait"
     schedule: Cron | Interval | list[Cron | Interval] | None = None
     missed_runs: Literal["skip", "run_once", "catch_up"] = "run_once"
     catch_up_limit: int = Field(10, ge=1)
@@ -248,6 +250,10 @@ class Deployment:
     :param retries: how many times a failed, crashed or timed-out run is run again.
     :param retry_delay: seconds before each retry: one number for all, or a list (retry 1, retry 2, ...;
         the last one repeats).
+    :param concurrency_limit: at most this many of its runs are RUNNING at once, across all workers; the
+        others wait (PENDING) for a slot. Tags with a limit (``envflow limit set TAG N``) limit it too.
+    :param on_limit: ``"wait"`` (default) or ``"cancel"``: a run that finds one of its limits full ends
+        CANCELLED at once instead of waiting (for schedules: no new run while the last one runs).
     :param schedule: a ``Cron``, an ``Interval``, or a list of them.
     :param missed_runs: after scheduler downtime: ``"skip"``, ``"run_once"`` (default) or ``"catch_up"``.
     :param preload: modules imported ahead, in the env, by the worker's ready process for this deployment's

@@ -43,6 +43,10 @@ class RunNotFound(EnvflowError):
     """No run has the given id (or id prefix)."""
 
 
+class LimitNotFound(EnvflowError):
+    """No concurrency limit has the given name."""
+
+
 class EnvNotFound(EnvflowError):
     """The environment a deployment names does not exist where the worker looks."""
 

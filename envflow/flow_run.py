@@ -89,7 +89,8 @@ class FlowRun:
         for record in self.records(timeout):
             if isinstance(record, AttemptEnd) and record.final:
                 return RunState(record.state)
-        state = self.state
+        current = self.record()
+        state = current.state
         if state.is_final:
             return state
         if deadline is not None and time.monotonic() >= deadline:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,6 +28,8 @@ class SubprocessFlowRunner(BaseModel):
     warm: bool = False
     hooks: list[Hook] = Field(default_factory=list)  # see Deployment
     late_after: float | None = Field(None, gt=0)
+    concurrency_limit: int | None = Field(None, ge=1)  # at most this many runs at once (see Deployment)
+    on_limit: Literal["wait", "cancel"] = "wait"
 
     def deployment_fields(self) -> dict[str, Any]:
         return self.model_dump(exclude_unset=True)

@@ -141,6 +141,8 @@ class DeploymentRecord(BaseModel):
     timeout: FiniteFloat | None = None  # JSON has no nan or inf: stored, they would read back as null
     retries: int = 0
     retry_delay: list[FiniteFloat] = Field(default_factory=list)
+    concurrency_limit: int | None = None  # at most this many of its runs RUNNING at once (its own limit)
+    on_limit: Literal["wait", "cancel"] = "wait"  # what a run that finds one of its limits full does
     schedules: list[ScheduleRecord] = Field(default_factory=list)
     missed_runs: Literal["skip", "run_once", "catch_up"] = "run_once"
     catch_up_limit: int = 10

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 FIELD = "waiting"  # the run hash's field
-NO_WORKER, ENV, QUEUED = "no-worker", "env", "queued"
+NO_WORKER, ENV, QUEUED, LIMIT = "no-worker", "env", "queued", "limit"
 
 
 def channel(run_key: str) -> str:

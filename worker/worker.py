@@ -333,10 +333,12 @@ class FlowWorker(SimpleWorker):
         execution.heartbeat(job.started_job_registry, ttl, pipeline=pipe)
 
     def _skip(self, job: Job, queue: Queue, execution: Execution, claim: NotClaimed) -> None:
-        """The job's run cannot start here: it ended, vanished, its queue is paused, or another live
-        worker has it."""
+        """The job's run cannot start here: it ended, vanished, its queue is paused, a limit of it is
+        full, or another live worker has it."""
         log.info("run %s: not started (%s %s)", job.id[:8], claim.status, claim.detail)
-        if claim.status == "paused":
+        if claim.status == "limited":
+            self._park(job, execution)
+        elif claim.status == "paused":
             self._paused_checked_at = 0.0
             self._put_back(job, queue, execution)
         elif claim.status == "busy":
@@ -353,6 +355,14 @@ class FlowWorker(SimpleWorker):
             self.cleanup_execution(job, pipeline=pipe, execution=execution)
             job.set_status(JobStatus.QUEUED, pipeline=pipe)
             queue.push_job_id(job.id, pipeline=pipe, at_front=True)
+            pipe.execute()
+
+    def _park(self, job: Job, execution: Execution) -> None:
+        """Undo a start, leaving the job out of its queue: the claim parked its run until a slot of
+        its limit frees (and marked its job queued again); the script that frees the slot puts the
+        job back at its queue's front."""
+        with self.connection.pipeline() as pipe:
+            self.cleanup_execution(job, pipeline=pipe, execution=execution)
             pipe.execute()
 
     def _record(self, job: Job, queue: Queue, execution: Execution, claim: Claimed, outcome: Outcome) -> None:

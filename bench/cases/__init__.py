@@ -92,7 +92,7 @@ class Result:
 
 
 NAMES = ("activation", "dispatch", "latency", "streaming", "memory", "throughput", "warm", "built", "ui", "cli",
-         "scale", "routing", "sandbox", "sequential", "hooks")
+         "scale", "routing", "sandbox", "sequential", "hooks", "limits")
 
 
 def load(name: str) -> Callable[[Context], Result]:

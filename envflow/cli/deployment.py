@@ -174,6 +174,8 @@ def inspect_(name: str, as_json: bool) -> None:
         ("tags", ", ".join(record.tags) or "-"),
         ("timeout", f"{record.timeout:g}s" if record.timeout else "none"),
         ("retries", f"{record.retries}" + (f" (delay {record.retry_delay})" if record.retry_delay else "")),
+        ("concurrency limit", (f"{record.concurrency_limit}" if record.concurrency_limit else "none")
+         + ("; a run that finds a limit full is cancelled" if record.on_limit == "cancel" else "")),
         ("stream output", "yes" if record.stream_output else "no"),
         ("preload", ", ".join(record.preload) or "-"),
         ("warm", "from worker start" if record.warm else "after a run (ENVFLOW_WARM_IDLE)"),

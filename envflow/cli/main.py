@@ -16,6 +16,7 @@ COMMANDS = {
     "run": ("envflow.cli.run:run", "Inspect and control runs."),
     "hook": ("envflow.cli.hook:hook", "Site-wide hooks, and what hooks delivered."),
     "queue": ("envflow.cli.queue:queue", "Inspect, pause and resume queues."),
+    "limit": ("envflow.cli.limit:limit", "Concurrency limits: at most N runs at once per tag or deployment."),
     "env": ("envflow.worker.env_cli:env", "Environments flows run in (as this machine's workers see them)."),
     "venv": ("envflow.worker.env_cli:venv", "Make venvs that work inside the workers."),
     "worker": ("envflow.worker.cli:worker", "Run workers."),

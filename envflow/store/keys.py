@@ -39,6 +39,10 @@ Layout::
     envflow:hook:<delivery id>         hash    one delivery: its target, body, tries, codes, status
     envflow:hook:<delivery id>:run     string  the run a run hook started for that delivery (set once)
     envflow:run:<id>:hooks             set     the ids of the hook deliveries of that run's events (expires)
+    envflow:limits                     hash    limit name -> slots (a tag's name, or "deployment:<flow>/<name>")
+    envflow:limit:<name>:holders       hash    run id -> attempt, of each RUNNING attempt that holds a slot
+    envflow:limit:<name>:waiting       zset    ids of the runs parked on it or kept in line (score: when each
+                                               became due, envflow:runs:pending's): first in, first out
 
 Pub/sub channels::
 
@@ -70,6 +74,9 @@ HOOKS_DUE = PREFIX + "hooks:due"
 HOOK_DELIVERIES = PREFIX + "hooks:deliveries"
 HOOKS_DEAD = PREFIX + "hooks:dead"
 HOOK_DELIVERER = PREFIX + "hooks:deliverer"
+LIMITS = PREFIX + "limits"
+LIMIT_PREFIX = PREFIX + "limit:"
+DEPLOYMENT_LIMIT_PREFIX = "deployment:"  # a deployment's own limit is the limit "deployment:<flow>/<name>"
 
 
 def deployment(name: str) -> str:
@@ -95,6 +102,19 @@ def output(run_id: str) -> str:
 
 def lease(run_id: str) -> str:
     return f"{PREFIX}run:{run_id}:lease"
+
+
+def limit_holders(name: str) -> str:
+    return f"{LIMIT_PREFIX}{name}:holders"
+
+
+def limit_waiting(name: str) -> str:
+    return f"{LIMIT_PREFIX}{name}:waiting"
+
+
+def deployment_limit(deployment_name: str) -> str:
+    """The name of a deployment's own limit (its ``concurrency_limit``)."""
+    return DEPLOYMENT_LIMIT_PREFIX + deployment_name
 
 
 def spec(digest: str) -> str:
@@ -156,6 +176,7 @@ RQ_QUEUES = "rq:queues"  # Queue.redis_queues_keys: the set of every queue's key
 RQ_QUEUE_PREFIX = "rq:queue:"  # Queue.redis_queue_namespace_prefix
 RQ_WORKER_PREFIX = "rq:worker:"  # BaseWorker.redis_worker_namespace_prefix
 RQ_JOB_PREFIX = "rq:job:"  # Job.redis_job_namespace_prefix
+RQ_QUEUED = "queued"  # JobStatus.QUEUED: the status a parked run's job is given (lua/_limits.lua)
 RQ_REGISTRIES = ("scheduled", "wip", "failed", "finished", "deferred", "canceled")  # each registry's key_template
 
 

@@ -31,7 +31,8 @@ from . import keys, run_hash
 from .packing import PACK_MAX_BYTES, PACK_MAX_ENTRIES
 
 T = TypeVar("T")
-SCRIPT_NAMES = ("claim", "heartbeat", "append", "finish", "crash", "cancel", "unrunnable", "late", "wait", "release")
+SCRIPT_NAMES = ("claim", "heartbeat", "append", "finish", "crash", "cancel", "unrunnable", "late", "wait", "release",
+                "limit")
 OUTBOX_MAX = 100_000  # hook events kept at most (about): delivered ones are deleted as they go
 
 
@@ -52,6 +53,9 @@ def _constants() -> str:
         f"local SPEC = '{keys.spec('')}'",
         f"local PACK_MAX_BYTES, PACK_MAX_ENTRIES = {PACK_MAX_BYTES}, {PACK_MAX_ENTRIES}",
         f"local OUTBOX, SITE_HOOKS, OUTBOX_MAX = '{keys.HOOK_OUTBOX}', '{keys.SITE_HOOKS}', {OUTBOX_MAX}",
+        f"local LIMITS, LIMIT, DEP_LIMIT = '{keys.LIMITS}', '{keys.LIMIT_PREFIX}', '{keys.DEPLOYMENT_LIMIT_PREFIX}'",
+        f"local RUN, PENDING = '{keys.run('')}', '{keys.PENDING_RUNS}'",
+        f"local RQ_JOB, RQ_QUEUE, RQ_QUEUED = '{keys.RQ_JOB_PREFIX}', '{keys.RQ_QUEUE_PREFIX}', '{keys.RQ_QUEUED}'",
         "",
     ])
 
@@ -59,7 +63,7 @@ def _constants() -> str:
 @cache
 def _source(name: str) -> str:
     folder = files("envflow.store").joinpath("lua")
-    parts = [folder.joinpath(f"{part}.lua").read_text() for part in ("_lib", "_output", "_hooks", name)]
+    parts = [folder.joinpath(f"{part}.lua").read_text() for part in ("_lib", "_output", "_hooks", "_limits", name)]
     return "\n".join([_constants(), *parts])
 
 
@@ -104,7 +108,8 @@ class Claimed:
 @dataclass(frozen=True)
 class NotClaimed:
     """Why a run's job cannot start here: ``missing``, ``ended`` (detail: its state), ``busy`` (detail:
-    the worker holding it) or ``paused`` (its queue)."""
+    the worker holding it), ``paused`` (its queue) or ``limited`` (detail: why it waits; the run is
+    parked until a slot of that limit frees, and its job must not go back to the queue)."""
 
     status: str
     detail: str = ""
@@ -163,6 +168,8 @@ class Ending:
 def _claim_reply(run_id: str) -> Callable[[list[Any]], Claimed | NotClaimed]:
     def decode(raw: list[Any]) -> Claimed | NotClaimed:
         status = _text(raw[0])
+        if status == "limited":
+            return NotClaimed(status, _text(raw[2]))
         if status != "ok":
             return NotClaimed(status, _text(raw[1]) if len(raw) > 1 else "")
         fields = {_text(raw[i]): _text(raw[i + 1]) for i in range(3, len(raw), 2)}
@@ -190,8 +197,10 @@ class RunScripts:
         return [keys.run(run_id), keys.lease(run_id), keys.ACTIVE_RUNS, keys.PENDING_RUNS, keys.output(run_id)]
 
     def claim(self, run_id: str, worker: str, queue: str) -> Call[Claimed | NotClaimed]:
-        """PENDING/SCHEDULED -> RUNNING for a new attempt held by ``worker`` (lease set); a RUNNING run
-        whose lease lapsed ends that attempt CRASHED first; a cancel requested meanwhile ends it CANCELLED."""
+        """PENDING/SCHEDULED -> RUNNING for a new attempt held by ``worker`` (lease set, a slot of each of
+        its limits taken); a RUNNING run whose lease lapsed ends that attempt CRASHED first; a cancel
+        requested meanwhile ends it CANCELLED; a full limit parks it (PENDING) or, with ``on_limit``
+        cancel, ends it CANCELLED."""
         s = self.settings
         args = [worker, now_text(), int(s.lease_ttl * 1000), s.history_ttl, s.run_ttl, queue]
         run_keys = [*self._run_keys(run_id), keys.PAUSED_QUEUES, keys.packed_output(run_id)]
@@ -249,3 +258,8 @@ class RunScripts:
     def late(self, run_id: str) -> Call[bool]:
         """Fire a waiting run's LATE event, once: True when this call did (it had not started)."""
         return self._call("late", [keys.run(run_id), keys.LATE_RUNS], [now_text()], lambda r: bool(int(r)))
+    def set_limit(self, name: str, slots: int | None) -> Call[bool]:
+        """Set a concurrency limit to ``slots`` (None removes it), waking the runs in line it now admits;
+        False when removing a limit that does not exist."""
+        limit_keys = [keys.LIMITS, keys.limit_holders(name), keys.limit_waiting(name)]
+        return self._call("limit", limit_keys, [name, "" if slots is None else slots], lambda r: bool(int(r)))

@@ -183,16 +183,19 @@ class Reaper:
         front of its queue. Only runs pending longer than twice the lease are examined, and a
         job out of its queue only once RQ's first-seen mark on it is a lease old (a live
         worker moves it on within milliseconds); a live worker that claims late anyway is
-        harmless: the claim script lets only one attempt run.
+        harmless: the claim script lets only one attempt run. A run parked by a full limit is
+        left alone: its job is out of the queue until a slot frees (``lua/_limits.lua``).
         """
         cutoff = time.time() - 2 * self.settings.lease_ttl
         rescued = []
         for raw in self.redis.zrangebyscore(keys.PENDING_RUNS, "-inf", cutoff, start=0, num=limit):
             run_id = raw.decode()
-            state = self.redis.hget(keys.run(run_id), "state")
+            state, parked_on = self.redis.hmget(keys.run(run_id), "state", "parked_on")
             if state not in (b"PENDING", b"SCHEDULED"):
                 self.redis.zrem(keys.PENDING_RUNS, run_id)
                 continue
+            if parked_on is not None:
+                continue  # out of its queue by design: the script that frees a slot of its limit wakes it
             job = self._job(run_id)
             if job is None:
                 continue  # its record expired with the job: nothing left to run

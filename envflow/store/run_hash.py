@@ -19,6 +19,9 @@ error, large parameters) makes that hash a hashtable, about 1 KB more. So:
 - ``hooks_on`` is ``|EVENT|EVENT|``, the events the deployment's hooks fire on (the transition scripts
   read it to write an outbox event, ``lua/_hooks.lua``); ``started_by`` is ``<run id>:<event>`` of the run
   whose hook started this one; ``late_at`` is when the run was found LATE;
+- ``tags`` (a JSON array, when the deployment has tags) and ``on_limit`` (``cancel``, when so) are what
+  its limits' scripts need (``lua/_limits.lua``); a run parked by a full limit has ``parked_on`` (that
+  limit's name), both removed when it is woken;
 - empty values and defaults (``attempt`` 0, ``retries`` 0, ``parameters`` ``{}``) are not stored,
   and neither is what the key or other fields already say (the id; ``updated_at``, the last
   transition's time; ``flow_name``, the start of ``deployment``).
@@ -139,6 +142,7 @@ def summary(run_id: str, values: list[bytes | None]) -> dict[str, Any] | None:
         "late": bool(h.get("late_at")),
         "waiting": Waiting.from_json(h.get("waiting")) if h["state"] == "PENDING" else None,
     }
+
 
 
 def flow_of(deployment: str) -> str:

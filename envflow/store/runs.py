@@ -77,6 +77,10 @@ def _new_record(
         fields["flow_name"] = deployment.flow_name
     if deployment.retries:
         fields["retries"] = deployment.retries
+    if deployment.tags:  # the limits it is under: its deployment's own and its tags' (lua/_limits.lua)
+        fields["tags"] = json.dumps(list(dict.fromkeys(deployment.tags)), separators=(",", ":"))
+    if deployment.on_limit == "cancel":
+        fields["on_limit"] = "cancel"
     if parameters:
         fields["parameters"] = json.dumps(parameters, separators=(",", ":"))
     if route is not None:

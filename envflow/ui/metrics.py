@@ -12,6 +12,9 @@ metric                                              what it counts, and how a sc
 ``envflow_runs_running``                            gauge: runs RUNNING now (``ZCARD`` of the active index)
 ``envflow_queue_depth{queue}``                      gauge: runs waiting on the queue now (RQ's queue length)
 ``envflow_workers{queue}``                          gauge: live workers listening on the queue (RQ's registry)
+``envflow_limit_slots{limit}``                      gauge: a concurrency limit's slots
+``envflow_limit_in_use{limit}``                     gauge: its slots held by RUNNING runs now
+``envflow_limit_waiting{limit}``                    gauge: runs in line for it now
 ==================================================  =====================================================
 
 The counters and histograms are kept by :class:`RunTracker`, which follows each run from its
@@ -23,7 +26,7 @@ indexes' counts say changed (:class:`Waiting`), and the fields of those whose st
 backlog of waiting runs costs a few ``ZCOUNT`` s, not one command each. At start it takes the
 runs in flight from the active index and the waiting ones from the state indexes. Like any
 process-local counter they restart from zero with the process; ``rate()`` and ``increase()``
-handle that. The gauges cost one command per queue and per worker.
+handle that. The gauges cost one command per queue and per worker, and two per limit.
 """
 
 from __future__ import annotations
@@ -280,6 +283,15 @@ class FleetCollector(Collector):
             depth.add_metric([queue["name"]], queue["queued"])
             workers.add_metric([queue["name"]], len(queue["workers"]))
         yield from (running, depth, workers)
+        slots = GaugeMetricFamily("envflow_limit_slots", "Slots of each concurrency limit.", labels=["limit"])
+        in_use = GaugeMetricFamily("envflow_limit_in_use", "Slots of each limit held by RUNNING runs now.",
+                                   labels=["limit"])
+        waiting = GaugeMetricFamily("envflow_limit_waiting", "Runs in line for each limit now.", labels=["limit"])
+        for info in self.client.limits():
+            slots.add_metric([info.name], info.slots)
+            in_use.add_metric([info.name], info.in_use)
+            waiting.add_metric([info.name], info.waiting)
+        yield from (slots, in_use, waiting)
 
 
 class Metrics:

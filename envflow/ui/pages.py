@@ -164,7 +164,7 @@ def render_deployment(request: Request, name: str, *, status: int = 200, error: 
 def workers_page(request: Request) -> Response:
     ui = ui_of(request)
     return ui.render(request, "workers.html", nav="workers", workers=fleet.workers(ui.client),
-                     queues=fleet.queues(ui.client), now=time.time())
+                     queues=fleet.queues(ui.client), limits=ui.client.limits(), now=time.time())
 
 
 def healthz(request: Request) -> Response:

@@ -1,4 +1,5 @@
--- Declare a running attempt lost because its worker stopped heartbeating.
+-- Declare a running attempt lost because its worker stopped heartbeating; its limits' slots are freed
+-- and handed to the next run in line.
 -- KEYS[1] run hash   KEYS[2] lease   KEYS[3] active zset   KEYS[4] pending zset   KEYS[5] output stream
 -- KEYS[6] packed output
 -- ARGV[1] attempt   ARGV[2] now   ARGV[3] will be retried (1|0)   ARGV[4] reason
@@ -24,4 +25,5 @@ local id = run_id(run)
 redis.call('ZREM', active, id)
 if not final then redis.call('ZADD', pending, now, id) end
 if final then hook_event(run, state, now) end
+wake_all(release(run, id, attempt))
 return state

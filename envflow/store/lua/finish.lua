@@ -1,4 +1,5 @@
--- End a running attempt: record its outcome, release the lease, write the end record.
+-- End a running attempt: record its outcome, release the lease and its limits' slots (handed to the
+-- next run in line), write the end record.
 -- KEYS[1] run hash   KEYS[2] lease   KEYS[3] active zset   KEYS[4] pending zset   KEYS[5] output stream
 -- KEYS[6] packed output
 -- ARGV[1] attempt   ARGV[2] state the run moves to   ARGV[3] now   ARGV[4] final (1|0)
@@ -23,4 +24,5 @@ local id = run_id(run)
 redis.call('ZREM', active, id)
 if not final then redis.call('ZADD', pending, now, id) end
 if final then hook_event(run, state, now) end
+wake_all(release(run, id, attempt))
 return 1

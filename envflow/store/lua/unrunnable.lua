@@ -14,4 +14,5 @@ output_end(run, KEYS[3], KEYS[4], attempt, S.FAILED, true, ARGV[3], ARGV[4])
 transition(run, S.FAILED, ARGV[1], attempt)
 redis.call('ZREM', KEYS[2], run_id(run))
 hook_event(run, S.FAILED, ARGV[1])
+leave(run, run_id(run))
 return 1
