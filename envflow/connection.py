@@ -10,10 +10,13 @@ from redis import Redis
 
 from .errors import QueueError
 from .redaction import redact_url
+from .sentinel import SentinelURL, is_sentinel_url
+from .sentinel import describe as describe_sentinel
 
 
 def connect(url: str, **kwargs: object) -> Redis:
-    """A Redis client for ``url`` (``redis://``, ``rediss://`` for TLS, ``unix://``).
+    """A Redis client for ``url`` (``redis://``, ``rediss://`` for TLS, ``unix://``, or
+    ``redis+sentinel://`` for the primary that Sentinel names, followed through failovers: ``sentinel.py``).
 
     :param url: the server's URL; a password in it is never shown in messages.
     """
@@ -25,6 +28,8 @@ def connect(url: str, **kwargs: object) -> Redis:
         kwargs.setdefault("lib_version", redis.__version__)
     else:
         kwargs.setdefault("driver_info", DriverInfo(lib_version=redis.__version__))
+    if is_sentinel_url(url):
+        return SentinelURL.parse(url).primary(**kwargs)
     try:
         return Redis.from_url(url, **kwargs)  # type: ignore[call-overload]  # driver_info is newer than the stubs
     except ValueError as e:
@@ -33,6 +38,8 @@ def connect(url: str, **kwargs: object) -> Redis:
 
 def describe(client: Redis) -> str:
     """Where a client connects, without credentials, for messages."""
+    if hasattr(client.connection_pool, "sentinel_manager"):
+        return describe_sentinel(client)
     kw = client.connection_pool.connection_kwargs
     if "path" in kw:
         return f"unix://{kw['path']}"

@@ -28,7 +28,8 @@ class Settings(BaseSettings):
 
     redis_url: str = Field(
         DEFAULT_REDIS_URL,
-        description="Redis (or rediss:// for TLS) URL; credentials go in the URL.",
+        description="Redis URL: redis://, rediss:// for TLS, unix://, or redis+sentinel://host:port[,host:port...]"
+        "/SERVICE[/DB] for the primary Sentinel names; credentials go in the URL.",
     )
     queue: str = Field("default", description="Queue that deployments use when they name none.")
     conda_root: Path | None = Field(None, description="Conda root prefix, when CONDA_EXE/CONDA_ROOT do not say.")

@@ -1,0 +1,94 @@
+"""``redis+sentinel://`` URLs: parsed in one place, shown redacted, and every process reaches Sentinel's primary."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from envflow.client import Client
+from envflow.connection import connect, describe
+from envflow.errors import QueueError
+from envflow.sentinel import DEFAULT_SENTINEL_PORT, FAILOVER_TIMEOUT, SentinelURL
+from envflow.settings import Settings
+
+from .conftest import REDIS_SERVER, envflow_command
+from .sentinel_servers import SentinelCluster
+
+
+def test_parse_full_url() -> None:
+    url = SentinelURL.parse("redis+sentinel://app:p%40ss@s1:26380,s2,[::1]:26381/main/3"
+                            "?sentinel_password=sp&ssl=true&failover_timeout=5")
+    assert url.sentinels == (("s1", 26380), ("s2", DEFAULT_SENTINEL_PORT), ("::1", 26381))
+    assert (url.service, url.db, url.username, url.password) == ("main", 3, "app", "p@ss")
+    assert (url.sentinel_password, url.ssl, url.failover_timeout) == ("sp", True, 5.0)
+
+
+def test_parse_defaults_and_password_only() -> None:
+    url = SentinelURL.parse("redis+sentinel://:secret@s1:26379/main")
+    assert (url.username, url.password, url.db, url.ssl) == (None, "secret", 0, False)
+    assert url.failover_timeout == FAILOVER_TIMEOUT and url.sentinel_password is None
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("redis+sentinel://s1:26379", "no service name"),
+    ("redis+sentinel://s1:26379/", "no service name"),
+    ("redis+sentinel://s1:port/main", "invalid port"),
+    ("redis+sentinel://s1:1,,s2:2/main", "is empty"),
+    ("redis+sentinel://:hidden@s1/main/x", "/SERVICE or /SERVICE/DB"),
+    ("redis+sentinel://s1/main?master=x", "unknown parameter(s) master"),
+    ("redis+sentinel://s1/main?ssl=maybe", "not true or false"),
+    ("redis+sentinel://s1/main?failover_timeout=0", "positive number of seconds"),
+])
+def test_malformed_url_is_one_clear_line(url: str, says: str) -> None:
+    with pytest.raises(QueueError) as caught:
+        connect(url)
+    message = str(caught.value)
+    assert says in message and "\n" not in message and "hidden" not in message
+
+
+def test_config_redacts_both_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENVFLOW_REDIS_URL", "redis+sentinel://app:datapw@s1:1,s2:2/main?sentinel_password=sentpw")
+    shown = Settings().redacted()["redis_url"]
+    assert shown == "redis+sentinel://app:***@s1:1,s2:2/main?sentinel_password=***"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelCluster]:
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not on PATH")
+    servers = SentinelCluster(tmp_path_factory.mktemp("sentinel"))
+    servers.start()
+    yield servers
+    servers.stop()
+
+
+def test_client_works_on_the_primary(cluster: SentinelCluster, tmp_path: Path) -> None:
+    client = Client(settings=Settings(redis_url=cluster.url, state_dir=tmp_path))
+    assert client.runs() == []
+    assert f":{cluster.primary_port()}" in describe(client.redis)
+
+
+def test_config_check_reports_sentinels_primary_and_replicas(cluster: SentinelCluster, tmp_path: Path) -> None:
+    env = {**os.environ, "ENVFLOW_REDIS_URL": cluster.url, "ENVFLOW_STATE_DIR": str(tmp_path)}
+    done = subprocess.run(envflow_command("config", "--check", "--json"), env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["redis sentinels reached"] == [f"127.0.0.1:{p}" for p in cluster.sentinel_ports]
+    assert found["redis primary"] == f"127.0.0.1:{cluster.primary_port()}"
+    assert found["redis role"] == "master"
+    replica = next(n for n in cluster.nodes if n.port != cluster.primary_port())
+    assert [r.split(" ")[0] for r in found["redis replicas"]] == [f"127.0.0.1:{replica.port}"]
+
+
+def test_config_check_names_a_wrong_service(cluster: SentinelCluster, tmp_path: Path) -> None:
+    url = cluster.url.replace("/envflow/", "/nosuch/")
+    env = {**os.environ, "ENVFLOW_REDIS_URL": url, "ENVFLOW_STATE_DIR": str(tmp_path)}
+    done = subprocess.run(envflow_command("config", "--check"), env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "names a healthy primary" in done.stderr and "Traceback" not in done.stderr
