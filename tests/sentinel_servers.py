@@ -33,6 +33,7 @@ class SentinelCluster:
 
     def start(self) -> None:
         primary, replica = self.nodes
+        primary.extra = ("--repl-diskless-sync-delay", "0")  # the replica is in sync at once, not in 5 s
         primary.start()
         replica.extra = ("--replicaof", "127.0.0.1", str(primary.port))
         replica.start()
@@ -55,12 +56,14 @@ class SentinelCluster:
         return int(self.sentinel_client().sentinel_get_master_addr_by_name(SERVICE)[1])
 
     def wait_ready(self, timeout: float = 20) -> None:
-        """Until every Sentinel knows the primary, the replica and the other two: a failover can then happen."""
+        """Until the replica is in sync and every Sentinel knows the primary, the replica and the other two."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 states = [self.sentinel_client(i).sentinel_master(SERVICE) for i in range(3)]
-                if all(s["num-slaves"] >= 1 and s["num-other-sentinels"] >= 2 for s in states):
+                synced = redis.Redis(port=self.nodes[0].port).info("replication").get("slave0", {})
+                if synced.get("state") == "online" and all(
+                        s["num-slaves"] >= 1 and s["num-other-sentinels"] >= 2 for s in states):
                     return
             except redis.exceptions.RedisError:
                 pass

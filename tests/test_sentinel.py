@@ -92,3 +92,52 @@ def test_config_check_names_a_wrong_service(cluster: SentinelCluster, tmp_path: 
     done = subprocess.run(envflow_command("config", "--check"), env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "names a healthy primary" in done.stderr and "Traceback" not in done.stderr
+
+
+HELLO = """
+    from envflow import flow
+
+    @flow
+    def hello():
+        return 1
+"""
+
+
+def waits_sent(client: Client) -> int:
+    return int(client.redis.info("commandstats").get("cmdstat_wait", {}).get("calls", 0))
+
+
+def test_run_creation_waits_for_a_replica(cluster: SentinelCluster, tmp_path: Path, venv: Path) -> None:
+    from .conftest import deploy, write_flow
+
+    client = Client(settings=Settings(redis_url=cluster.url, state_dir=tmp_path))
+    name = deploy(client, write_flow(tmp_path, HELLO), "hello", virtualenv=str(venv))
+    before = waits_sent(client)
+    run = client.run(name)
+    assert waits_sent(client) == before + 1
+    assert client.store.replicas.wait("again") == 1  # the replica confirmed
+    replica = next(n for n in cluster.nodes if n.port != cluster.primary_port())
+    import redis
+
+    assert redis.Redis(port=replica.port).exists(f"envflow:run:{run.id}")
+
+
+def test_too_few_replicas_warn_within_the_timeout(cluster: SentinelCluster, tmp_path: Path, venv: Path) -> None:
+    from envflow.errors import EnvflowWarning
+
+    from .conftest import deploy, write_flow
+
+    settings = Settings(redis_url=cluster.url, state_dir=tmp_path, redis_wait_replicas=2, redis_wait_timeout=0.2)
+    client = Client(settings=settings)
+    name = deploy(client, write_flow(tmp_path, HELLO), "hello", virtualenv=str(venv))
+    with pytest.warns(EnvflowWarning, match="1 of 2 replica"):
+        client.run(name)
+
+
+def test_plain_redis_sends_no_wait(client: Client, tmp_path: Path, venv: Path) -> None:
+    from .conftest import deploy, write_flow
+
+    name = deploy(client, write_flow(tmp_path, HELLO), "hello", virtualenv=str(venv))
+    before = waits_sent(client)
+    client.run(name)
+    assert waits_sent(client) == before

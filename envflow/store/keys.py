@@ -19,6 +19,7 @@ Layout::
     envflow:runs:pending               zset    ids of PENDING/SCHEDULED runs (score: when due)
     envflow:indexes:lock               string  held while one process trims the state indexes
     envflow:reaper:lock                string  held by the process whose reaper pass runs now
+    envflow:replicated                 string  a mark written before WAIT: its replication implies the run's (expires)
     envflow:schedule:<deployment>      hash    schedule id -> cursor (Unix s): every slot up to it was handled
     envflow:slot:<deployment>:<sched>:<ms>     string  run id of that slot (ms: Unix milliseconds), expires after 3 days
     envflow:paused                     set     paused deployment names
@@ -50,6 +51,7 @@ INDEXED_DEPLOYMENTS = PREFIX + "runs:deps"
 STATE_INDEX_PREFIX = PREFIX + "runs:state:"
 INDEXES_LOCK = PREFIX + "indexes:lock"
 REAPER_LOCK = PREFIX + "reaper:lock"
+REPLICATED_MARK = PREFIX + "replicated"  # written before a WAIT: its replication implies every earlier write's
 
 
 def deployment(name: str) -> str:
