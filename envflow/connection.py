@@ -36,6 +36,20 @@ def connect(url: str, **kwargs: object) -> Redis:
         raise QueueError(f"invalid Redis URL {redact_url(url)!r}: {e}") from e
 
 
+def single_attempt(client: Redis) -> Redis:
+    """A client for the same server (or Sentinel service) whose calls are tried once, not retried:
+    a health check must say "unreachable" during a failover, not wait it out."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    pool = client.connection_pool
+    kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
+    if hasattr(pool, "sentinel_manager"):
+        kwargs.pop("connection_pool", None)  # the Sentinel pool's own link to itself
+        return pool.sentinel_manager.master_for(pool.service_name, **kwargs)  # type: ignore[attr-defined]
+    return Redis(connection_pool=type(pool)(connection_class=pool.connection_class, **kwargs))
+
+
 def describe(client: Redis) -> str:
     """Where a client connects, without credentials, for messages."""
     if hasattr(client.connection_pool, "sentinel_manager"):

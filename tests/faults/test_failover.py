@@ -9,6 +9,8 @@ import os
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +19,11 @@ import pytest
 from envflow.client import Client
 from envflow.errors import QueueError
 from envflow.models import RunState
+from envflow.schedules import Interval
 
 from ..conftest import REDIS_SERVER, deploy, envflow_command, write_flow
 from ..sentinel_servers import SentinelCluster
+from ..ui.helpers import UIProcess
 from .helpers import wait_until
 
 LINES = 40
@@ -109,3 +113,52 @@ def test_primary_killed_mid_load(cluster, env_vars, settings, start_worker, venv
     assert all(w.proc.poll() is None for w in workers)  # no worker exited for the failover
     print(f"failover: Sentinel switched in {switched_in:.1f}s; {len(submitted)} runs submitted, "
           f"{len(refused)} refused: {refused}")
+
+
+def health(ui: UIProcess) -> int:
+    try:
+        with urllib.request.urlopen(ui.base + "/healthz", timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return -1
+
+
+def test_scheduler_and_ui_through_a_failover(cluster, env_vars, settings, start_worker, venv, workdir, tmp_path):
+    env_vars["ENVFLOW_REDIS_URL"] = cluster.url
+    env_vars["ENVFLOW_LEASE_TTL"] = "20"
+    client = Client(settings=settings.model_copy(update={"redis_url": cluster.url, "lease_ttl": 20.0}))
+    name = deploy(client, write_flow(workdir, PRINTER), "printer", virtualenv=str(venv), schedule=Interval(seconds=1),
+                  parameters={"n": 1, "pause": 0}, missed_runs="catch_up")
+    start_worker()
+    env = {**os.environ, **env_vars}
+    with open(tmp_path / "scheduler.log", "wb") as log:
+        scheduler = subprocess.Popen(envflow_command("scheduler", "start", "--tick", "0.2"), env=env, stdout=log,
+                                     stderr=subprocess.STDOUT)
+    ui = UIProcess(env_vars, workdir, tmp_path / "ui.log")
+    try:
+        wait_until(lambda: len(client.runs(name, limit=100)) >= 3, 20, what="scheduled runs")
+        old = cluster.kill_primary()
+        during = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (cluster.primary_port() == old.port or len(during) < 3):
+            during.append(health(ui))
+            time.sleep(0.2)
+        assert 503 in during, during  # unhealthy while no primary answers, said at once
+        wait_until(lambda: health(ui) == 200, 30, what="/healthz to be 200 again")
+        with urllib.request.urlopen(ui.base + "/metrics", timeout=10) as response:
+            assert response.status == 200
+        switched = time.time()
+        wait_until(lambda: any(r.scheduled_for and r.scheduled_for > switched + 2 and r.state is RunState.COMPLETED
+                               for r in client.runs(name, limit=200)), 30, what="a slot after the failover to run")
+    finally:
+        scheduler.terminate()
+        scheduler.wait(20)
+        ui.stop()
+    slots = sorted(r.scheduled_for for r in client.runs(name, limit=500) if r.scheduled_for)
+    assert len(slots) == len(set(slots)), "a slot was enqueued twice"
+    dropped = [a for a, b in zip(slots, slots[1:]) if b - a > 1.5]
+    print(f"scheduler: {len(slots)} slots, {len(dropped)} gap(s) after {dropped}")
+    assert not dropped  # catch_up: the slots of the outage are enqueued late, none skipped
+    assert scheduler.returncode == 0
