@@ -92,7 +92,7 @@ class Result:
 
 
 NAMES = ("activation", "dispatch", "latency", "streaming", "memory", "throughput", "warm", "built", "ui", "cli",
-         "scale", "routing")
+         "scale", "routing", "replication")
 
 
 def load(name: str) -> Callable[[Context], Result]:
