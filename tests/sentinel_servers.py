@@ -61,7 +61,7 @@ class SentinelCluster:
         while time.monotonic() < deadline:
             try:
                 states = [self.sentinel_client(i).sentinel_master(SERVICE) for i in range(3)]
-                synced = redis.Redis(port=self.nodes[0].port).info("replication").get("slave0", {})
+                synced = redis.Redis(port=self.primary_port()).info("replication").get("slave0", {})
                 if synced.get("state") == "online" and all(
                         s["num-slaves"] >= 1 and s["num-other-sentinels"] >= 2 for s in states):
                     return

@@ -5,18 +5,22 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from envflow.client import Client
 from envflow.connection import connect, describe
-from envflow.errors import QueueError
+from envflow.errors import EnvflowWarning, QueueError
 from envflow.sentinel import DEFAULT_SENTINEL_PORT, FAILOVER_TIMEOUT, SentinelURL
 from envflow.settings import Settings
+from envflow.store.protocol import Beat
 
-from .conftest import REDIS_SERVER, envflow_command
+from .conftest import REDIS_SERVER, deploy, envflow_command, write_flow
+from .helpers_runs import claim, register
 from .sentinel_servers import SentinelCluster
 
 
@@ -108,8 +112,6 @@ def waits_sent(client: Client) -> int:
 
 
 def test_run_creation_waits_for_a_replica(cluster: SentinelCluster, tmp_path: Path, venv: Path) -> None:
-    from .conftest import deploy, write_flow
-
     client = Client(settings=Settings(redis_url=cluster.url, state_dir=tmp_path))
     name = deploy(client, write_flow(tmp_path, HELLO), "hello", virtualenv=str(venv))
     before = waits_sent(client)
@@ -117,16 +119,10 @@ def test_run_creation_waits_for_a_replica(cluster: SentinelCluster, tmp_path: Pa
     assert waits_sent(client) == before + 1
     assert client.store.replicas.wait("again") == 1  # the replica confirmed
     replica = next(n for n in cluster.nodes if n.port != cluster.primary_port())
-    import redis
-
     assert redis.Redis(port=replica.port).exists(f"envflow:run:{run.id}")
 
 
 def test_too_few_replicas_warn_within_the_timeout(cluster: SentinelCluster, tmp_path: Path, venv: Path) -> None:
-    from envflow.errors import EnvflowWarning
-
-    from .conftest import deploy, write_flow
-
     settings = Settings(redis_url=cluster.url, state_dir=tmp_path, redis_wait_replicas=2, redis_wait_timeout=0.2)
     client = Client(settings=settings)
     name = deploy(client, write_flow(tmp_path, HELLO), "hello", virtualenv=str(venv))
@@ -135,9 +131,28 @@ def test_too_few_replicas_warn_within_the_timeout(cluster: SentinelCluster, tmp_
 
 
 def test_plain_redis_sends_no_wait(client: Client, tmp_path: Path, venv: Path) -> None:
-    from .conftest import deploy, write_flow
-
     name = deploy(client, write_flow(tmp_path, HELLO), "hello", virtualenv=str(venv))
     before = waits_sent(client)
     client.run(name)
     assert waits_sent(client) == before
+
+
+def test_a_demoted_primary_is_left_for_the_new_one(cluster: SentinelCluster, tmp_path: Path) -> None:
+    """(Last of the module: it leaves the cluster resyncing.) A graceful failover keeps the old primary alive as a replica: a connection still open to it
+    meets READONLY, is dropped and made again to the new primary; its scripts are loaded again there."""
+
+    client = Client(settings=Settings(redis_url=cluster.url, state_dir=tmp_path))
+    register(client)
+    run_id = client.store.create(client.get_deployment("flow/dep"), {})
+    claimed = claim(client, run_id)
+    client.redis.set("before", 1)  # a pooled connection to this primary stays open
+    old = cluster.primary_port()
+    cluster.sentinel_client().execute_command("SENTINEL", "FAILOVER", "envflow")
+    cluster.wait_failover(old)
+    deadline = time.monotonic() + 20  # until Sentinel has told the old primary to replicate the new one
+    while redis.Redis(port=old).info("replication")["role"] != "slave":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert client.redis.set("after", 1)  # READONLY on the old connection, then the new primary
+    assert client.store.scripts.heartbeat(run_id, claimed.attempt, "w1").run() is Beat.GO  # NOSCRIPT, loaded again
+    assert f":{cluster.primary_port()}" in describe(client.redis)
