@@ -46,7 +46,8 @@ def single_attempt(client: Redis) -> Redis:
     kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
     if hasattr(pool, "sentinel_manager"):
         kwargs.pop("connection_pool", None)  # the Sentinel pool's own link to itself
-        return pool.sentinel_manager.master_for(pool.service_name, **kwargs)  # type: ignore[attr-defined]
+        return pool.sentinel_manager.master_for(  # type: ignore[attr-defined]
+            pool.service_name, connection_class=pool.connection_class, **kwargs)  # type: ignore[attr-defined]
     return Redis(connection_pool=type(pool)(connection_class=pool.connection_class, **kwargs))
 
 

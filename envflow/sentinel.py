@@ -29,7 +29,7 @@ from redis import Redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError, TimeoutError
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
 
 from .errors import QueueError
 
@@ -132,9 +132,30 @@ class SentinelURL:
         if self.socket_timeout is not None:
             kwargs.setdefault("socket_timeout", self.socket_timeout)
         kwargs.setdefault("retry", failover_retry(self.failover_timeout))
+        kwargs.setdefault("connection_class", PrimarySSLConnection if self.ssl else PrimaryConnection)
         return self.sentinel().master_for(
-            self.service, db=self.db, username=self.username, password=self.password, ssl=self.ssl, **kwargs
+            self.service, db=self.db, username=self.username, password=self.password, **kwargs
         )
+
+
+class PrimaryConnection(SentinelManagedConnection):
+    """redis-py's connection to a Sentinel's primary, reconnected through the Sentinels on every path.
+
+    In redis-py 7.4 a connection dropped inside a call (a pipeline's retry) is reconnected by
+    ``send_packed_command`` through ``connect_check_health``, to the address it had: the dead
+    primary, retried until the bound runs out. Here that path asks the Sentinels too (``connect``);
+    ``connect_to``, which the Sentinel path itself uses, calls it with ``retry_socket_connect=False``.
+    """
+
+    def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
+        if retry_socket_connect and not self._sock:
+            self.connect()
+            return
+        super().connect_check_health(check_health=check_health, retry_socket_connect=retry_socket_connect)
+
+
+class PrimarySSLConnection(PrimaryConnection, SentinelManagedSSLConnection):
+    """``PrimaryConnection`` over TLS."""
 
 
 class FailoverRetry(Retry):

@@ -162,3 +162,21 @@ def test_scheduler_and_ui_through_a_failover(cluster, env_vars, settings, start_
     print(f"scheduler: {len(slots)} slots, {len(dropped)} gap(s) after {dropped}")
     assert not dropped  # catch_up: the slots of the outage are enqueued late, none skipped
     assert scheduler.returncode == 0
+
+
+def test_a_pipeline_cut_mid_call_finds_the_new_primary(cluster, tmp_path):
+    """A pipeline whose connection drops mid-call is retried on that connection: it must ask the
+    Sentinels again, not reconnect to the address it had (the dead primary) until the bound runs out."""
+    from envflow.connection import connect
+
+    client = connect(cluster.url)
+    killer = threading.Timer(0.5, cluster.kill_primary)
+    old = cluster.primary_port()
+    killer.start()  # while the pipeline's BLPOP waits on the primary
+    began = time.monotonic()
+    with client.pipeline(transaction=False) as pipe:
+        assert pipe.blpop(["nothing"], timeout=2).execute() == [None]
+    took = time.monotonic() - began
+    killer.join()
+    assert cluster.primary_port() != old
+    assert took < 15, f"{took:.1f}s: retried against the dead primary"  # the URL's bound is 20 s
