@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from envflow.client import Client
 from envflow.errors import QueueError
@@ -111,7 +112,7 @@ def test_primary_killed_mid_load(cluster, env_vars, settings, start_worker, venv
     # Every line, in order; an attempt retried after the failover shows its lines again, complete.
     assert seen[-LINES:] == expected and set(seen) == set(expected), "|".join(seen)
     assert all(w.proc.poll() is None for w in workers)  # no worker exited for the failover
-    print(f"failover: Sentinel switched in {switched_in:.1f}s; {len(submitted)} runs submitted, "
+    print(f"failover: Sentinel named the new primary {switched_in:.1f}s after the kill; {len(submitted)} runs submitted, "
           f"{len(refused)} refused: {refused}")
 
 
@@ -139,7 +140,29 @@ def test_scheduler_and_ui_through_a_failover(cluster, env_vars, settings, start_
     ui = UIProcess(env_vars, workdir, tmp_path / "ui.log")
     try:
         wait_until(lambda: len(client.runs(name, limit=100)) >= 3, 20, what="scheduled runs")
+        switched: list[float] = []  # when a Sentinel announced the new primary (+switch-master)
+        announcements = redis.Redis(port=cluster.sentinel_ports[0]).pubsub()  # no socket timeout: it waits
+        announcements.subscribe("+switch-master")
+
+        def listen() -> None:
+            for message in announcements.listen():
+                if message["type"] == "message":
+                    switched.append(time.monotonic())
+                    return
+
+        threading.Thread(target=listen, daemon=True).start()
+        probe_client = Client(settings=client.settings)
+        first_line: list[float] = []
+
+        def probe() -> None:  # a run submitted at the kill: its first line, against Sentinel's own time
+            run = probe_client.run(name, {"tag": "probe", "n": 1, "pause": 0})
+            next(iter(run.follow(timeout=60)))
+            first_line.append(time.monotonic())
+
         old = cluster.kill_primary()
+        killed_at = time.monotonic()
+        prober = threading.Thread(target=probe)
+        prober.start()
         during = []
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and (cluster.primary_port() == old.port or len(during) < 3):
@@ -149,8 +172,11 @@ def test_scheduler_and_ui_through_a_failover(cluster, env_vars, settings, start_
         wait_until(lambda: health(ui) == 200, 30, what="/healthz to be 200 again")
         with urllib.request.urlopen(ui.base + "/metrics", timeout=10) as response:
             assert response.status == 200
-        switched = time.time()
-        wait_until(lambda: any(r.scheduled_for and r.scheduled_for > switched + 2 and r.state is RunState.COMPLETED
+        prober.join(60)
+        print(f"failover: +switch-master {switched[0] - killed_at:.2f}s after the kill; the first line of a run "
+              f"submitted at the kill {first_line[0] - killed_at:.2f}s after it")
+        after_switch = time.time()
+        wait_until(lambda: any(r.scheduled_for and r.scheduled_for > after_switch + 2 and r.state is RunState.COMPLETED
                                for r in client.runs(name, limit=200)), 30, what="a slot after the failover to run")
     finally:
         scheduler.terminate()
