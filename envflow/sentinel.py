@@ -111,7 +111,8 @@ class SentinelURL:
             sentinel_username=values.get("sentinel_username") or None,
             sentinel_password=values.get("sentinel_password") or None,
             ssl=_flag("ssl", values.get("ssl", "")),
-            failover_timeout=_seconds("failover_timeout", values.get("failover_timeout"), FAILOVER_TIMEOUT),
+            failover_timeout=_seconds("failover_timeout", values.get("failover_timeout"), FAILOVER_TIMEOUT)
+            or FAILOVER_TIMEOUT,
             socket_timeout=_seconds("socket_timeout", values.get("socket_timeout"), None),
         )
 
@@ -148,10 +149,12 @@ class PrimaryConnection(SentinelManagedConnection):
     """
 
     def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
-        if retry_socket_connect and not self._sock:
+        # The stubs lag redis-py 7: _sock and connect_check_health are there (redis/connection.py).
+        if retry_socket_connect and not self._sock:  # type: ignore[attr-defined]
             self.connect()
             return
-        super().connect_check_health(check_health=check_health, retry_socket_connect=retry_socket_connect)
+        super().connect_check_health(  # type: ignore[misc]
+            check_health=check_health, retry_socket_connect=retry_socket_connect)
 
 
 class PrimarySSLConnection(PrimaryConnection, SentinelManagedSSLConnection):
@@ -180,12 +183,12 @@ class FailoverRetry(Retry):
         while True:
             try:
                 return do()
-            except self._supported_errors as error:
+            except self._supported_errors as error:  # type: ignore[attr-defined]  # AbstractRetry's, not stubbed
                 if is_retryable and not is_retryable(error):
                     raise
                 failures += 1
                 fail(error, failures) if with_failure_count else fail(error)
-                delay = self._backoff.compute(failures)
+                delay = self._backoff.compute(failures)  # type: ignore[attr-defined]
                 if time.monotonic() + delay > deadline:
                     raise
                 time.sleep(delay)
@@ -257,7 +260,10 @@ class Topology:
 def topology(url: SentinelURL) -> Topology:
     """Ask each Sentinel of ``url`` about its service (for ``envflow config --check``)."""
     manager = url.sentinel()
-    reached, unreachable, primary, replicas = [], [], None, ()
+    reached: list[str] = []
+    unreachable: list[str] = []
+    primary: str | None = None
+    replicas: tuple[str, ...] = ()
     for (host, port), node in zip(url.sentinels, manager.sentinels):
         try:
             state = node.sentinel_master(url.service)
