@@ -6,6 +6,7 @@ One cluster per test (a primary, a replica, three Sentinels on loopback; ``tests
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -206,3 +207,28 @@ def test_a_pipeline_cut_mid_call_finds_the_new_primary(cluster, tmp_path):
     killer.join()
     assert cluster.primary_port() != old
     assert took < 15, f"{took:.1f}s: retried against the dead primary"  # the URL's bound is 20 s
+
+
+def test_lines_lost_in_the_replication_lag_are_sent_again(cluster, env_vars, settings, start_worker, venv, workdir):
+    """The replica is cut off (stopped, its link closed) while the flow prints, then the primary is
+    killed: the replica promoted lacks lines the old primary acknowledged, and the writer sends them again."""
+    env_vars["ENVFLOW_REDIS_URL"] = cluster.url
+    env_vars["ENVFLOW_LEASE_TTL"] = "20"
+    client = Client(settings=settings.model_copy(update={"redis_url": cluster.url, "lease_ttl": 20.0}))
+    name = deploy(client, write_flow(workdir, PRINTER), "printer", virtualenv=str(venv))
+    worker = start_worker()
+    run = client.run(name, {"tag": "lag"})
+    wait_until(lambda: len(list(client.get_run(run.id).follow(timeout=0.2))) >= 10, 20, what="the first lines")
+    primary = redis.Redis(port=cluster.primary_port())
+    replica = next(n for n in cluster.nodes if n.port != cluster.primary_port())
+    replica.proc.send_signal(signal.SIGSTOP)
+    try:
+        primary.client_kill_filter(_type="slave")  # what the primary writes from now on, the replica never gets
+        time.sleep(0.7)  # lines acknowledged by the primary alone
+    finally:
+        old = cluster.kill_primary()
+        replica.proc.send_signal(signal.SIGCONT)
+    cluster.wait_failover(old.port)
+    assert run.wait(60) is RunState.COMPLETED, run.record()
+    assert last_attempt_lines(client, run.id) == [f"lag line {i}" for i in range(LINES)]
+    assert "lacks output it had acknowledged" in worker.output()
