@@ -36,7 +36,7 @@ from .errors import QueueError
 T = TypeVar("T")
 SCHEME = "redis+sentinel"
 DEFAULT_SENTINEL_PORT = 26379
-FAILOVER_TIMEOUT = 30.0  # Sentinel's own default failover: down-after 30 s would exceed it; see the docs
+FAILOVER_TIMEOUT = 60.0  # seconds: more than a failover with Sentinel's defaults (down after 30 s, then the election)
 RETRY_CAP = 0.5  # seconds between attempts at most, once the first short ones failed
 CONNECT_TIMEOUT = 2.0  # seconds a connection attempt may take (a dead host on a real network)
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
