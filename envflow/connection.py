@@ -10,6 +10,8 @@ from redis import Redis
 
 from .errors import QueueError
 from .redaction import redact_url
+from .sentinel import SentinelURL, is_sentinel_url
+from .sentinel import describe as describe_sentinel
 
 # Redis's OOM reply (maxmemory with noeviction): newer than typeshed's redis stubs.
 OutOfMemoryError: type[redis.exceptions.ResponseError] = redis.exceptions.OutOfMemoryError  # type: ignore[attr-defined]
@@ -21,7 +23,8 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
 
 
 def connect(url: str, **kwargs: object) -> Redis:
-    """A Redis client for ``url`` (``redis://``, ``rediss://`` for TLS, ``unix://``).
+    """A Redis client for ``url`` (``redis://``, ``rediss://`` for TLS, ``unix://``, or
+    ``redis+sentinel://`` for the primary that Sentinel names, followed through failovers: ``sentinel.py``).
 
     :param url: the server's URL; a password in it is never shown in messages.
     """
@@ -33,14 +36,33 @@ def connect(url: str, **kwargs: object) -> Redis:
         kwargs.setdefault("lib_version", redis.__version__)
     else:
         kwargs.setdefault("driver_info", DriverInfo(lib_version=redis.__version__))
+    if is_sentinel_url(url):
+        return SentinelURL.parse(url).primary(**kwargs)
     try:
         return Redis.from_url(url, **kwargs)  # type: ignore[call-overload]  # driver_info is newer than the stubs
     except ValueError as e:
         raise QueueError(f"invalid Redis URL {redact_url(url)!r}: {e}") from e
 
 
+def single_attempt(client: Redis) -> Redis:
+    """A client for the same server (or Sentinel service) whose calls are tried once, not retried:
+    a health check must say "unreachable" during a failover, not wait it out."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    pool = client.connection_pool
+    kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
+    if hasattr(pool, "sentinel_manager"):
+        kwargs.pop("connection_pool", None)  # the Sentinel pool's own link to itself
+        return pool.sentinel_manager.master_for(  # type: ignore[attr-defined]
+            pool.service_name, connection_class=pool.connection_class, **kwargs)  # type: ignore[attr-defined]
+    return Redis(connection_pool=type(pool)(connection_class=pool.connection_class, **kwargs))
+
+
 def describe(client: Redis) -> str:
     """Where a client connects, without credentials, for messages."""
+    if hasattr(client.connection_pool, "sentinel_manager"):
+        return describe_sentinel(client)
     kw = client.connection_pool.connection_kwargs
     if "path" in kw:
         return f"unix://{kw['path']}"

@@ -30,7 +30,15 @@ class Settings(BaseSettings):
 
     redis_url: str = Field(
         DEFAULT_REDIS_URL,
-        description="Redis (or rediss:// for TLS) URL; credentials go in the URL.",
+        description="Redis URL: redis://, rediss:// for TLS, unix://, or redis+sentinel://host:port[,host:port...]"
+        "/SERVICE[/DB] for the primary Sentinel names; credentials go in the URL.",
+    )
+    redis_wait_replicas: int | None = Field(
+        None, ge=0, description="Replicas that must have a new run before Client.run() returns it (WAIT); "
+        "default: 1 behind Sentinel when the primary has a replica, else 0.",
+    )
+    redis_wait_timeout: float = Field(
+        1.0, gt=0, description="Seconds a new run waits for its replicas; past it the run is returned with a warning.",
     )
     queue: str = Field("default", description="Queue that deployments use when they name none.")
     conda_root: Path | None = Field(None, description="Conda root prefix, when CONDA_EXE/CONDA_ROOT do not say.")

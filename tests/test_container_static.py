@@ -301,6 +301,66 @@ def test_the_fleet_command_is_documented() -> None:
     assert "worker-legacy" in DOCS and "ENVFLOW_ENV_ROOTS" in DOCS
 
 
+# compose.ha.yaml, merged into compose.yaml as `docker compose -f compose.yaml -f compose.ha.yaml` does
+
+HA_TEXT = (ROOT / "compose.ha.yaml").read_text()
+HA_UP = "docker compose -f compose.yaml -f compose.ha.yaml up"
+
+
+def ha() -> dict[str, Any]:
+    return checks.merged(compose(), checks.load_compose(HA_TEXT))
+
+
+HA_CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
+    ("a replica", _set("services.redis-replica", _DELETE), "no redis-replica service"),
+    ("it replicates the primary", _set("services.redis-replica.command", ["redis-server", "--appendonly", "yes"]),
+     "does not replicate"),
+    ("a demoted primary reaches the new one", _set("services.redis.command", ["redis-server", "--appendonly", "yes",
+     "--requirepass", "${REDIS_PASSWORD:-}"]), "--masterauth"),
+    ("three Sentinels", _set("services.sentinel-3", _DELETE), "no sentinel-3 service"),
+    ("on different ports", _set("services.sentinel-3.environment.SENTINEL_PORT", "${SENTINEL_PORT_1:-26379}"),
+     "different ports"),
+    ("a quorum of two", _set("services.sentinel-1.command", ["redis-server --sentinel"]), "quorum of 2"),
+    ("the Sentinels' URL", _set("services.worker.environment.ENVFLOW_REDIS_URL", "redis://127.0.0.1:6379/0"),
+     "worker ENVFLOW_REDIS_URL"),
+    ("waits for the Sentinels", _set("services.ui.depends_on", {"redis": {"condition": "service_healthy"}}),
+     "ui does not wait"),
+    ("host network", _set("services.sentinel-2.network_mode", _DELETE), "sentinel-2 is not on the host"),
+]
+
+
+@pytest.mark.parametrize(("edit", "expected"), [c[1:] for c in HA_CASES], ids=[c[0] for c in HA_CASES])
+def test_ha_check(edit: Callable[[dict[str, Any]], None], expected: str) -> None:
+    assert checks.check_ha(ha()) == []
+    broken = ha()
+    edit(broken)
+    problems = checks.check_ha(broken)
+    assert problems and any(expected in p for p in problems), problems
+
+
+def test_the_ha_stack_passes_every_compose_check() -> None:
+    doc = ha()
+    for _, check, _, _ in COMPOSE_CASES:
+        problems = _compose_check(check, doc)
+        # On the host's network the UI listens on 127.0.0.1:UI_PORT itself; nothing is published.
+        assert problems == (["ui publishes no port"] if check is checks.check_ui else []), check.__name__
+
+
+def test_the_ha_url_is_one_envflow_reads() -> None:
+    from envflow.sentinel import SentinelURL
+
+    url = checks.interpolate(ha()["services"]["worker"]["environment"]["ENVFLOW_REDIS_URL"], {"REDIS_PASSWORD": "pw"})
+    parsed = SentinelURL.parse(url)
+    assert parsed.sentinels == (("127.0.0.1", 26379), ("127.0.0.1", 26380), ("127.0.0.1", 26381))
+    assert (parsed.service, parsed.password) == (checks.HA_SERVICE, "pw")
+
+
+def test_the_ha_command_is_documented() -> None:
+    header = "".join(line for line in HA_TEXT.splitlines(keepends=True) if line.startswith("#"))
+    ha_docs = (ROOT / "docs" / "high-availability.md").read_text()
+    assert HA_UP in header and HA_UP in ha_docs
+
+
 def test_compose_uses_real_settings() -> None:
     """Every ENVFLOW_* variable compose.yaml, compose.fleet.yaml and the Dockerfile set is a real setting
     (a typo would be ignored)."""

@@ -92,7 +92,7 @@ class Result:
 
 
 NAMES = ("activation", "dispatch", "latency", "streaming", "memory", "throughput", "warm", "built", "ui", "cli",
-         "scale", "routing", "sandbox", "sequential", "hooks", "limits")
+         "scale", "routing", "sandbox", "sequential", "hooks", "limits", "replication")
 
 
 def load(name: str) -> Callable[[Context], Result]:

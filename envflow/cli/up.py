@@ -16,6 +16,7 @@ import redis
 
 from .. import private_redis
 from ..redaction import redact_url
+from ..sentinel import is_sentinel_url
 from ..settings import get_settings
 from .base import fail, status
 
@@ -53,6 +54,8 @@ class Child:
 
 
 def answers(url: str) -> bool:
+    if is_sentinel_url(url):
+        return True  # never replaced by a private Redis: the services follow the Sentinels' primary
     try:
         redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2).ping()
         return True

@@ -6,6 +6,12 @@ in batches through ``lua/append.lua``, which is idempotent: after a lost connect
 same batch is simply sent again. While Redis is unreachable, entries wait in memory up to
 ``buffer_limit`` bytes; past that, :attr:`OutputWriter.full` tells the executor to stop
 reading the flow's pipes, so the flow blocks instead of the worker growing.
+
+A failover can lose entries the old primary had acknowledged (replication is asynchronous). The
+writer keeps its newest acknowledged batches, up to ``RESEND_BYTES`` (and always the last), and when the history turns
+out to end before them (``append.lua`` stops at the gap and says where the history ends) it sends
+them again; lines older than that window are lost, and the history shows the gap. Behind Sentinel,
+an attempt's last flush also asks where the history ends, for the lines lost when nothing followed.
 """
 
 from __future__ import annotations
@@ -14,16 +20,20 @@ import codecs
 import logging
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..backoff import Backoff
 from ..connection import TRANSIENT_ERRORS
+from ..sentinel import is_sentinel_url
 from ..settings import Settings
 from ..store.protocol import RunScripts
 from .format import STREAM_CODES, entry_fields
 
 log = logging.getLogger("envflow.worker")
+
+RESEND_BYTES = 1024 * 1024  # acknowledged output kept to send again after a failover lost it
 
 
 @dataclass
@@ -52,6 +62,10 @@ class OutputWriter:
         self.seq = 0
         self.pending: list[str] = []  # flattened append.lua arguments, 5 per entry
         self.pending_bytes = 0
+        self.acked: deque[tuple[list[str], int]] = deque()  # the newest acknowledged batches, with their bytes
+        self.acked_bytes = 0
+        self.accept_gap = False  # the history lacks lines no longer kept here: write past the gap
+        self.check_end = is_sentinel_url(settings.redis_url)  # ask where the history ends, at the end
         self.fenced = False  # the run is no longer this attempt's: stop the flow
         self.retry_at = 0.0  # monotonic time before which a failed flush is not retried
         self._backoff = Backoff()
@@ -127,7 +141,7 @@ class OutputWriter:
         if not force and time.monotonic() < self.retry_at:
             return False
         try:
-            result = self.scripts.append(self.run_id, self.attempt, self.pending).run()
+            result = self.scripts.append(self.run_id, self.attempt, self.pending, self.accept_gap).run()
         except TRANSIENT_ERRORS as e:
             if self.connected:
                 log.warning("lost Redis while streaming output (%s); buffering and retrying", e)
@@ -140,17 +154,62 @@ class OutputWriter:
         self._backoff.reset()
         if result < 0:
             self.fenced = True
+        elif result < self.seq:
+            return self._resend_from(result)
+        self._acknowledged(self.pending, self.pending_bytes)
         self.pending = []
         self.pending_bytes = 0
+        self.accept_gap = False
         return True
+
+    def _acknowledged(self, batch: list[str], size: int) -> None:
+        """Keep a sent batch whole (cheap per flush); the oldest go past ``RESEND_BYTES``, the last stays."""
+        self.acked.append((batch, size))
+        self.acked_bytes += size
+        while self.acked_bytes > RESEND_BYTES and len(self.acked) > 1:
+            self.acked_bytes -= self.acked.popleft()[1]
+
+    def _resend_from(self, history_end: int) -> bool:
+        """The history ends at line ``history_end``, before lines this writer sent: send them again
+        (the pending ones after them), or, for lines no longer kept, accept the gap."""
+        flat = [field_ for batch, _ in self.acked for field_ in batch] + self.pending
+        entries = [flat[i : i + 5] for i in range(0, len(flat), 5)]
+        resend = [e for e in entries if int(e[0]) + int(e[3]) > history_end]
+        self.acked.clear()
+        self.acked_bytes = 0
+        self.pending = [field_ for entry in resend for field_ in entry]
+        self.pending_bytes = sum(len(e[4]) + 32 for e in resend)
+        first = int(resend[0][0]) if resend else self.seq
+        self.accept_gap = first > history_end
+        if self.accept_gap:
+            log.warning("run %s: lines %d to %d were lost with the Redis primary (a failover); the history "
+                        "shows the gap", self.run_id[:8], history_end, first - 1)
+        else:
+            log.warning("run %s: the Redis primary lacks output it had acknowledged (a failover); sending "
+                        "%d line(s) again", self.run_id[:8], self.seq - history_end)
+        return self.flush(force=True)
+
+    def check_history_end(self) -> None:
+        """Behind Sentinel: make sure the history has every line sent, sending lost ones again."""
+        if not self.check_end or self.fenced or self.pending or not self.seq:
+            return
+        try:
+            result = self.scripts.append(self.run_id, self.attempt, []).run()
+        except TRANSIENT_ERRORS:
+            return  # the caller's flush_until_done rides the outage out; its end check is best effort
+        if 0 <= result < self.seq:
+            self._resend_from(result)
 
 
     def flush_until_done(self) -> None:
         """Send what is pending, waiting out a Redis outage (with backoff); stop when fenced."""
-        while not self.flush(force=False):
-            if self.fenced:
-                return
-            time.sleep(max(self.retry_at - time.monotonic(), 0.01))
+        for check in (False, True):
+            if check:
+                self.check_history_end()
+            while not self.flush(force=False):
+                if self.fenced:
+                    return
+                time.sleep(max(self.retry_at - time.monotonic(), 0.01))
 
 
 def make_echo(short_id: str, max_bytes: int) -> Callable[[str, str], None]:

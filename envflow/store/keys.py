@@ -19,6 +19,7 @@ Layout::
     envflow:runs:pending               zset    ids of PENDING/SCHEDULED runs (score: when due)
     envflow:indexes:lock               string  held while one process trims the state indexes
     envflow:reaper:lock                string  held by the process whose reaper pass runs now
+    envflow:replicated                 string  a mark written before WAIT: its replication implies the run's (expires)
     envflow:schedule:<deployment>      hash    schedule id -> cursor (Unix s): every slot up to it was handled
     envflow:slot:<deployment>:<sched>:<ms>     string  run id of that slot (ms: Unix milliseconds), expires after 3 days
     envflow:paused                     set     paused deployment names
@@ -77,6 +78,7 @@ HOOK_DELIVERER = PREFIX + "hooks:deliverer"
 LIMITS = PREFIX + "limits"
 LIMIT_PREFIX = PREFIX + "limit:"
 DEPLOYMENT_LIMIT_PREFIX = "deployment:"  # a deployment's own limit is the limit "deployment:<flow>/<name>"
+REPLICATED_MARK = PREFIX + "replicated"  # written before a WAIT: its replication implies every earlier write's
 
 
 def deployment(name: str) -> str:

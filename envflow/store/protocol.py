@@ -211,11 +211,13 @@ class RunScripts:
         args = [attempt, worker, int(self.settings.lease_ttl * 1000)]
         return self._call("heartbeat", [keys.run(run_id), keys.lease(run_id)], args, lambda r: Beat(int(r)))
 
-    def append(self, run_id: str, attempt: int, entries: Sequence[str]) -> Call[int]:
+    def append(self, run_id: str, attempt: int, entries: Sequence[str], accept_gap: bool = False) -> Call[int]:
         """Append output entries (groups of 5 from ``envflow.output.format``) to the history and publish
-        them; the reply is the next expected line number, or -1 when the attempt is no longer ours."""
+        them; the reply is the next expected line number, or -1 when the attempt is no longer ours.
+        An entry beyond that number is written only with ``accept_gap``: the reply then says where the
+        history's lines end, for the writer to send the missing ones again."""
         s = self.settings
-        args = [attempt, s.history_max_lines, s.history_ttl, s.history_max_bytes, *entries]
+        args = [attempt, s.history_max_lines, s.history_ttl, s.history_max_bytes, 1 if accept_gap else 0, *entries]
         return self._call("append", [keys.run(run_id), keys.output(run_id)], args, int)
 
     def finish(self, run_id: str, ending: Ending) -> Call[bool]:

@@ -29,6 +29,7 @@ from . import indexes, keys, routing, run_hash
 from .jobs import SERIALIZER, Queues, RunJob
 from .protocol import RunScripts, now_text
 from .queries import Queries
+from .replication import ReplicaWait
 from .run_ids import new_run_id
 
 if TYPE_CHECKING:
@@ -109,6 +110,11 @@ class RunStore:
         self.queries = Queries(redis)
 
     @cached_property
+    def replicas(self) -> ReplicaWait:
+        """The wait for replicas after a run's creation (``replication.py``)."""
+        return ReplicaWait(self.redis, self.settings)
+
+    @cached_property
     def reaper(self) -> Reaper:
         """Reaps this store's runs when their worker died (imported on first use: RQ's registries)."""
         from .reaper import Reaper
@@ -131,7 +137,8 @@ class RunStore:
         started_by: str | None = None,
         pipeline: Pipeline | None = None,
     ) -> str:
-        """Record a new run and enqueue its job, atomically (one MULTI/EXEC unless ``pipeline`` is given).
+        """Record a new run and enqueue its job, atomically (one MULTI/EXEC unless ``pipeline`` is given),
+        then wait for the replicas to have it (``replication.py``; not when ``pipeline`` is given).
 
         :param scheduled_for: a future time makes the run SCHEDULED, enqueued by RQ's scheduler then.
         :param started_by: ``"<run id>:<event>"`` of the run whose hook starts this one.
@@ -169,6 +176,7 @@ class RunStore:
             queue.enqueue_job(job, pipeline=pipe)
         if pipeline is None:
             pipe.execute()
+            self.replicas.wait(f"run {run_id[:8]}")
         return run_id
 
     def _job(self, queue: Queue, deployment: DeploymentRecord, run_id: str) -> RunJob:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -31,6 +32,13 @@ class UI:
     templates: Environment
     metrics: Metrics
     slots: StreamSlots
+
+    @cached_property
+    def health_redis(self) -> Any:
+        """The client's Redis, tried once per call: /healthz answers 503 during a failover at once."""
+        from ..connection import single_attempt
+
+        return single_attempt(self.client.redis)
 
     def render(self, request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         """A page, with what the layout needs: this browser's CSRF token, whether a token is in use."""

@@ -169,7 +169,7 @@ def workers_page(request: Request) -> Response:
 
 def healthz(request: Request) -> Response:
     try:
-        ui_of(request).client.redis.ping()
+        ui_of(request).health_redis.ping()
     except Exception as e:  # any failure to reach Redis: unhealthy, said in one line
         return PlainTextResponse(f"redis unreachable: {type(e).__name__}\n", status_code=503)
     return PlainTextResponse("ok\n")

@@ -557,6 +557,72 @@ def check_dashboard(compose: dict[str, Any]) -> list[str]:
     return [] if dashboard.get("profiles") == ["dashboard"] else ["dashboard must only start with --profile dashboard"]
 
 
+def load_compose(text: str) -> dict[str, Any]:
+    """A compose file as data, its ``!reset`` tags read as the value they reset to (``!reset []``: [])."""
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def reset(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+        if isinstance(node, yaml.SequenceNode):
+            return loader.construct_sequence(node)
+        if isinstance(node, yaml.MappingNode):
+            return loader.construct_mapping(node)
+        return None
+
+    Loader.add_constructor("!reset", reset)
+    return json.loads(json.dumps(yaml.load(text, Loader=Loader)))  # noqa: S506 - a SafeLoader with one tag more
+
+
+HA_SERVICE = "envflow"
+HA_DATA = ("redis", "redis-replica")
+HA_SENTINELS = ("sentinel-1", "sentinel-2", "sentinel-3")
+HA_CLIENTS = ("scheduler", "worker", "venvs", "ui")
+
+
+def check_ha(compose: dict[str, Any]) -> list[str]:
+    """compose.ha.yaml merged over compose.yaml: a primary and a replica, three Sentinels with a quorum of
+    two, every envflow service on the Sentinels' URL, all of it on the host's network (loopback)."""
+    services = _services(compose)
+    problems = [f"no {name} service" for name in (*HA_DATA, *HA_SENTINELS, *HA_CLIENTS) if name not in services]
+    if problems:
+        return problems
+    for name, service in services.items():
+        if service.get("network_mode") != "host" and not service.get("profiles"):
+            problems.append(f"{name} is not on the host's network: the Sentinels name the primary by a loopback address")
+        if service.get("ports") and service.get("network_mode") == "host":
+            problems.append(f"{name} publishes ports on the host's network, where they mean nothing")
+    replica = _argv(services["redis-replica"].get("command"))
+    if "--replicaof 127.0.0.1 ${REDIS_PORT" not in replica:
+        problems.append("redis-replica does not replicate the redis service")
+    for name in HA_DATA:
+        command = _argv(services[name].get("command"))
+        for flag in ("--appendonly yes", "--requirepass ${REDIS_PASSWORD", "--masterauth ${REDIS_PASSWORD"):
+            if flag not in command:
+                problems.append(f"{name} runs without {flag.split(' ')[0]} (a demoted primary must reach the new one)")
+    ports = set()
+    for name in HA_SENTINELS:
+        sentinel = services[name]
+        script = _argv(sentinel.get("command"))
+        if f"sentinel monitor {HA_SERVICE} 127.0.0.1 ${{REDIS_PORT" not in script or " 2\"" not in script:
+            problems.append(f"{name} does not monitor the redis service as {HA_SENTINELS!r}'s quorum of 2")
+        if "auth-pass" not in script or "--sentinel" not in script:
+            problems.append(f"{name} must run redis-server --sentinel with the data nodes' password (auth-pass)")
+        if "sentinel get-master-addr-by-name" not in _argv((sentinel.get("healthcheck") or {}).get("test")):
+            problems.append(f"{name} has no healthcheck asking it for the primary")
+        ports.add(_env(sentinel).get("SENTINEL_PORT"))
+    if len(ports) != len(HA_SENTINELS):
+        problems.append(f"the Sentinels do not listen on {len(HA_SENTINELS)} different ports")
+    for name in HA_CLIENTS:
+        url = _env(services[name]).get("ENVFLOW_REDIS_URL", "")
+        if not url.startswith("redis+sentinel://") or not url.endswith(f"/{HA_SERVICE}/0") or url.count(",") != 2:
+            problems.append(f"{name} ENVFLOW_REDIS_URL is not the three Sentinels' URL for {HA_SERVICE}")
+        depends = services[name].get("depends_on") or {}
+        if name != "venvs" and not all((depends.get(s) or {}).get("condition") == "service_healthy" for s in HA_SENTINELS):
+            problems.append(f"{name} does not wait for the Sentinels to be healthy")
+    return problems
+
+
 # envs/*.yml
 
 

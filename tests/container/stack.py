@@ -25,6 +25,8 @@ IMAGE = os.environ.get("ENVFLOW_TEST_IMAGE", "envflow:container-test")
 HOST_OVERRIDE = HERE / "compose.host.yaml"
 # compose.fleet.yaml (workers with different envs) as the suite runs it: with its host-network override.
 FLEET = (ROOT / "compose.fleet.yaml", HERE / "compose.fleet.host.yaml")
+# compose.ha.yaml (a replica and three Sentinels) with the suite's Redis image for them.
+HA = (ROOT / "compose.ha.yaml", HERE / "compose.ha.host.yaml")
 BUILD_TIMEOUT = 2400  # a cold build makes the conda envs: minutes
 
 # The commands of README.md's "Run with Docker", as the suite runs them (after `docker compose`;

@@ -1,9 +1,13 @@
 -- Append output entries of a running attempt to its history and publish them.
 -- Idempotent: entries whose sequence number was already written are skipped, so a
 -- batch can be resent after a lost reply. A fenced-out attempt writes nothing.
+-- An entry past the next expected seq means the history lacks lines the writer had sent (a
+-- failover lost them in the replication lag): unless ARGV[5] accepts the gap, nothing from that
+-- entry on is written, and the reply, lower than the writer's next seq, tells it to send them again.
 -- KEYS[1] run hash   KEYS[2] output stream (also the live channel)
 -- ARGV[1] attempt   ARGV[2] max lines kept   ARGV[3] history ttl (s)   ARGV[4] max bytes kept
--- ARGV[5..] groups of 5: first line seq, stream (o|e), partial (0|1), line count, data
+-- ARGV[5] 1: accept a gap (those lines are lost), 0: stop at one
+-- ARGV[6..] groups of 5: first line seq, stream (o|e), partial (0|1), line count, data
 -- Returns the next expected seq, or -1 when the attempt is no longer ours.
 local run, stream = KEYS[1], KEYS[2]
 local attempt = ARGV[1]
@@ -12,8 +16,10 @@ if f[1] ~= S.RUNNING or f[2] ~= attempt then return -1 end
 local next_seq = tonumber(f[3] or '0')
 local bytes = tonumber(f[4] or '0')
 local max_lines, max_bytes = tonumber(ARGV[2]), tonumber(ARGV[4])
-for i = 5, #ARGV, 5 do
+local accept_gap = ARGV[5] == '1'
+for i = 6, #ARGV, 5 do
   local seq = tonumber(ARGV[i])
+  if seq > next_seq and not accept_gap then break end
   if seq >= next_seq then
     local id = attempt .. '-' .. seq
     local n = ARGV[i + 3]
