@@ -20,6 +20,7 @@ from .models import DeploymentRecord, RunRecord, RunState, readable_deployments,
 from .parameters import check_types, merge_parameters
 from .settings import Settings, get_settings
 from .store import keys, routing
+from .store.deployments import DeploymentStore
 from .store.limits import LimitInfo, Limits
 from .store.queries import Page, RunFilter
 from .store.runs import RunStore
@@ -40,6 +41,7 @@ class Client:
         self.settings = base.model_copy(update={"redis_url": redis_url}) if redis_url else base
         self.redis: Redis = connect(self.settings.redis_url)
         self.store = RunStore(self.redis, self.settings)
+        self.deployment_store = DeploymentStore(self.redis)
         self.limit_store = Limits(self.redis, self.store.scripts)
 
     # Deployments
@@ -74,7 +76,7 @@ class Client:
                     "the deployment's parameters, so give it defaults (parameters={...})"
                 ) from None
         with wrap_errors(self.redis):
-            existing = self.redis.get(keys.deployment(record.name))
+            existing = self.deployment_store.raw(record.name)
             previous = next(iter(readable_deployments([(record.name, existing)])), None)
             if previous is not None:
                 record = record.model_copy(update={"created_at": previous.created_at})
@@ -82,17 +84,7 @@ class Client:
                 payload = record.model_dump_json()
             except PydanticSerializationError as e:  # e.g. a file path that is not valid UTF-8
                 raise ConfigError(f"deployment {record.name} cannot be stored: {e}") from None
-            with self.redis.pipeline(transaction=True) as pipe:
-                if record.source_digest and source is not None:
-                    pipe.set(keys.source(record.source_digest), source)  # no expiry: in use again
-                if record.env.requirements_digest and requirements is not None:
-                    pipe.set(keys.requirements(record.env.requirements_digest), requirements)
-                pipe.set(keys.deployment(record.name), payload)
-                pipe.zadd(keys.DEPLOYMENTS, {record.name: record.created_at})
-                route = routing.route_key(record.env)
-                if route is not None:  # workers that have this env start listening for its runs
-                    pipe.hset(keys.ENVS, routing.env_name(record.env) or route, record.env.model_dump_json())
-                pipe.execute()
+            self.deployment_store.save(record, payload, source, requirements)
             if record.concurrency_limit is not None:
                 self.limit_store.set(keys.deployment_limit(record.name), record.concurrency_limit)
             elif previous is not None and previous.concurrency_limit is not None:
@@ -113,19 +105,15 @@ class Client:
         """Let the flow source and requirements file ``previous`` stored, and no deployment uses any more,
         expire once runs that may still need them are gone."""
         kept = {current.source_digest, current.env.requirements_digest} if current is not None else set()
-        stale = [(digest, key) for digest, key in ((previous.source_digest, keys.source),
-                                                   (previous.env.requirements_digest, keys.requirements))
+        stale = [(digest, kind) for digest, kind in ((previous.source_digest, "source"),
+                                                     (previous.env.requirements_digest, "requirements"))
                  if digest and digest not in kept]
-        if not stale:
-            return
-        in_use = {d for r in self.deployments() for d in (r.source_digest, r.env.requirements_digest) if d}
-        for digest, key in stale:
-            if digest not in in_use:
-                self.redis.expire(key(digest), self.settings.run_ttl)
+        if stale:
+            self.deployment_store.retire(stale, self.settings.run_ttl)
 
     def deployments(self) -> list[DeploymentRecord]:
         with wrap_errors(self.redis):
-            return self.store.queries.deployments()
+            return self.deployment_store.all()
 
     def get_deployment(self, name: str) -> DeploymentRecord:
         """The deployment ``flow-name/deployment-name``.
@@ -144,10 +132,10 @@ class Client:
         :raises DeploymentNotFound: with the closest registered names.
         """
         with wrap_errors(self.redis):
-            raw = self.redis.get(keys.deployment(name))
+            raw = self.deployment_store.raw(name)
             if raw is not None:
-                return bytes(raw)
-            names = [n.decode() for n in self.redis.zrange(keys.DEPLOYMENTS, 0, -1)]
+                return raw
+            names = self.deployment_store.names()
         hint = ""
         if "/" not in name:
             hint = " (address deployments as flow-name/deployment-name)"
@@ -165,11 +153,7 @@ class Client:
         """Remove a deployment; one stored in a form envflow cannot read (any more) too."""
         records = readable_deployments([(name, self._stored_deployment(name))])
         with wrap_errors(self.redis):
-            with self.redis.pipeline(transaction=True) as pipe:
-                pipe.delete(keys.deployment(name))
-                pipe.zrem(keys.DEPLOYMENTS, name)
-                pipe.delete(keys.schedule_state(name), keys.skipped_slots(name))
-                pipe.execute()
+            self.deployment_store.delete(name)
             if records:
                 if records[0].concurrency_limit is not None:
                     self.limit_store.remove(keys.deployment_limit(name))
@@ -179,12 +163,12 @@ class Client:
         """Stop the scheduler from creating runs of this deployment (on-demand runs still work)."""
         self.get_deployment(name)
         with wrap_errors(self.redis):
-            self.redis.sadd(keys.PAUSED_DEPLOYMENTS, name)
+            self.deployment_store.pause(name)
 
     def resume_deployment(self, name: str) -> None:
         self.get_deployment(name)
         with wrap_errors(self.redis):
-            self.redis.srem(keys.PAUSED_DEPLOYMENTS, name)
+            self.deployment_store.resume(name)
 
     def paused_deployments(self) -> set[str]:
         with wrap_errors(self.redis):

@@ -36,6 +36,7 @@ from envflow.models import DeploymentRecord
 from envflow.schedules import next_slot, to_datetime
 from envflow.settings import Settings
 from envflow.store import keys
+from envflow.store.deployments import DeploymentStore
 from envflow.store.reaper import PeriodicReaper
 from envflow.store.runs import RunStore
 
@@ -96,11 +97,12 @@ class SchedulerService:
         now = self.clock()
         # Liveness for `envflow scheduler health`: refreshed every pass, gone soon after the last.
         self.redis.set(keys.scheduler(self.name), socket.gethostname(), ex=int(3 * self.tick_seconds) + 30)
-        names = [n.decode() for n in self.redis.zrange(keys.DEPLOYMENTS, 0, -1)]
+        deployments = DeploymentStore(self.redis)
+        names = deployments.names()
         if not names:
             return now + self.tick_seconds
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.mget([keys.deployment(n) for n in names])
+            deployments.fetch(names, pipe)
             pipe.smembers(keys.PAUSED_DEPLOYMENTS)
             for n in names:
                 pipe.hgetall(keys.schedule_state(n))

@@ -18,9 +18,10 @@ from typing import Any
 
 from redis import Redis
 
-from envflow.models import EnvKind, EnvSpec, readable_deployments
+from envflow.models import EnvKind, EnvSpec
 from envflow.settings import Settings
 from envflow.store import keys, routing
+from envflow.store.deployments import DeploymentStore
 from envflow.store.protocol import RunScripts
 
 from .env_cache import EnvCache, Fingerprint, fingerprint
@@ -174,9 +175,7 @@ class Presence:
             pipe.execute()
 
     def _keep_warm(self) -> None:
-        names = [n.decode() for n in self.redis.zrange(keys.DEPLOYMENTS, 0, -1)]
-        raws = self.redis.mget([keys.deployment(n) for n in names]) if names else []
-        for record in readable_deployments(zip(names, raws)):
+        for record in DeploymentStore(self.redis).all():
             if not record.warm or record.queue not in self.queues:
                 continue
             try:

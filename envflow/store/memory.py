@@ -16,6 +16,7 @@ from redis import Redis
 
 from ..states import RunState
 from . import keys
+from .deployments import DeploymentStore
 from .indexes import index_keys, indexed_deployments
 
 
@@ -115,11 +116,9 @@ def queues(client: Redis, sample: int) -> Kind:
 
 def deployments(client: Redis) -> Kind:
     """Deployment records and the flow sources they store."""
-    from ..models import readable_deployments
-
-    names = [n.decode() for n in client.zrange(keys.DEPLOYMENTS, 0, -1)]
-    raws = client.mget([keys.deployment(n) for n in names]) if names else []
-    digests = {d.source_digest for d in readable_deployments(zip(names, raws))}
+    store = DeploymentStore(client)
+    names = store.names()
+    digests = {d.source_digest for d in store.all()}
     sources = [keys.source(d) for d in digests if d]
     return Kind("deployments", len(names), sum(_usage(client, [keys.DEPLOYMENTS, *map(keys.deployment, names), *sources])),
                 "every deployment and flow source")

@@ -22,6 +22,7 @@ from ..errors import EnvflowError, RunNotFound
 from ..states import RunState
 from ..waits import Waiting
 from . import keys, run_hash
+from .deployments import DeploymentStore
 from .indexes import index_keys
 from .run_ids import MIN_PREFIX, is_run_id, is_run_id_prefix
 
@@ -250,17 +251,13 @@ class Queries:
 
     def deployments(self) -> list[DeploymentRecord]:
         """Every registered deployment, by name."""
-        from ..models import readable_deployments
-
-        names = [n.decode() for n in self.redis.zrange(keys.DEPLOYMENTS, 0, -1)]
-        raws = self.redis.mget([keys.deployment(n) for n in names]) if names else []
-        return sorted(readable_deployments(zip(names, raws)), key=lambda d: d.name)
+        return DeploymentStore(self.redis).all()
 
     def deployment_exists(self, name: str) -> bool:
-        return bool(self.redis.exists(keys.deployment(name)))
+        return DeploymentStore(self.redis).exists(name)
 
     def paused_deployments(self) -> set[str]:
-        return {n.decode() for n in self.redis.smembers(keys.PAUSED_DEPLOYMENTS)}
+        return DeploymentStore(self.redis).paused()
 
     def queues(self, extra: Iterable[str] = ()) -> list[dict[str, Any]]:
         """Every queue envflow or RQ knows (and ``extra``): queued, running and scheduled counts, workers, paused."""
