@@ -111,8 +111,10 @@ def test_a_flow_sees_none_of_the_workers_credentials(tmp_path, env_vars, setting
         env_vars["ENVFLOW_REDIS_URL"] = server.url
         client = Client(settings=settings.model_copy(update={"redis_url": server.url}))
         name = deploy(client, write_flow(workdir, FLOWS), "environ", virtualenv=str(venv), env={"MINE": "given"})
-        start_worker(extra_env={"REDISCLI_AUTH": PASSWORD, "REDIS_PASSWORD": PASSWORD, "ENVFLOW_PASS_ENV": "KEPT_*",
-                                "KEPT_TOO": "yes", "OTHER_VAR": "not passed"})
+        # Globs that match the worker's own credentials, and one named outright: none of them passes.
+        worker = start_worker(extra_env={"REDISCLI_AUTH": PASSWORD, "REDIS_PASSWORD": PASSWORD, "KEPT_TOO": "yes",
+                                         "ENVFLOW_PASS_ENV": "KEPT_*,*_URL,*_AUTH,*PASSWORD*,REDISCLI_AUTH",
+                                         "OTHER_VAR": "not passed", "APP_URL": "http://app"})
         seen = client.run(name).result(timeout=30)
         assert PASSWORD not in json.dumps(seen)
         assert PASSWORD not in seen["proc"]
@@ -120,6 +122,8 @@ def test_a_flow_sees_none_of_the_workers_credentials(tmp_path, env_vars, setting
                     and k not in ("ENVFLOW_RUN_ID", "ENVFLOW_RUN_ATTEMPT")]
         assert seen["environ"]["MINE"] == "given" and seen["environ"]["KEPT_TOO"] == "yes"
         assert "OTHER_VAR" not in seen["environ"] and seen["environ"]["PATH"].startswith(str(venv / "bin"))
+        assert seen["environ"]["APP_URL"] == "http://app"
+        assert worker.output().count("ENVFLOW_PASS_ENV names REDISCLI_AUTH, which never reaches a flow") == 1
     finally:
         server.stop()
 
