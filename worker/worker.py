@@ -37,6 +37,7 @@ from envflow.protocol import Claimed, Ending, NotClaimed, RunScripts
 from envflow.reaper import Reaper, reap_predecessor
 from envflow.settings import Settings
 
+from . import identity
 from .env_cache import EnvCache
 from .executor import Executor
 from .maintenance import Maintenance
@@ -96,14 +97,45 @@ class FlowWorker(SimpleWorker):
     # Lifecycle
 
     def register_birth(self) -> None:
-        # The slot lock (worker/identity.py) proves the predecessor is dead: take it off RQ's
-        # registry now rather than when its key expires.
+        # The slot (worker/identity.py) names the predecessor; once it is proven dead, take it off
+        # RQ's registry now rather than when its key expires.
+        if self.predecessor is not None and not self._predecessor_dead(self.predecessor):
+            log.warning("not reaping the runs of %s, named by this worker's slot file: it is not proven dead "
+                        "(still running, or its leases still renewed); its leases decide", self.predecessor)
+            self.predecessor = None
         if self.predecessor is not None:
             dead = SimpleWorker.find_by_key(self.redis_worker_namespace_prefix + self.predecessor,
                                             connection=self.connection, serializer=SERIALIZER)
             if dead is not None and dead.death_date is None:
                 dead.register_death()
         super().register_birth()
+        self.connection.hset(self.key, mapping=identity.process_stamp())  # what proves this worker dead later
+
+    def _predecessor_dead(self, name: str) -> bool:
+        """Whether the worker ``name`` is gone, from what it recorded in Redis (a slot file, which
+        flows can write, only names it): no record left, a recorded death, or a stamp that no live
+        process matches; else, when this process cannot check the stamp (another container), no
+        lease of its runs renewed over a heartbeat period."""
+        fields = {k.decode(): v.decode() for k, v in
+                  self.connection.hgetall(self.redis_worker_namespace_prefix + name).items()}
+        if not fields or fields.get("death"):
+            return True
+        alive = identity.stamp_alive(fields)
+        if alive is not None:
+            return not alive
+        held = [keys.lease(r.decode()) for r in self.connection.zrange(keys.ACTIVE_RUNS, 0, -1)
+                if self.connection.get(keys.lease(r.decode())) == name.encode()]
+        # A lease's TTL only falls, unless its holder renews it: watch for a rise over a heartbeat period.
+        last = {lease: self.connection.pttl(lease) for lease in held}
+        deadline = time.monotonic() + min(self.settings.heartbeat_interval * 1.5 + 0.5, self.settings.lease_ttl)
+        while held and time.monotonic() < deadline:
+            time.sleep(0.05)
+            for lease, before in last.items():
+                now = self.connection.pttl(lease)
+                if now > before:
+                    return False
+                last[lease] = now
+        return True
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
         super().bootstrap(*args, **kwargs)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
 import time
+
+import pytest
 
 from envflow import routing
 from envflow.models import RunState
 
-from ..conftest import deploy, make_conda_prefix
+from ..conftest import deploy, envflow_command, make_conda_prefix
 from .helpers import journal_events, no_overlap, survivors, wait_until
 
 
@@ -51,7 +54,9 @@ def test_crashed_run_with_retries_runs_again_never_concurrently(client, start_wo
     assert lines == [(1, "started r"), (2, "started r"), (2, "done r")]  # each attempt's output kept apart
 
 
-def test_restarted_worker_reaps_its_predecessor_at_once(client, start_worker, venv, work_flow, journal, env_vars):
+@pytest.mark.parametrize("namespace", ["same", "other"])  # other: a container restarted on the same volume
+def test_restarted_worker_reaps_its_predecessor_at_once(client, start_worker, venv, work_flow, journal, env_vars,
+                                                        workdir, tmp_path, namespace):
     name = deploy(client, work_flow, "work", virtualenv=str(venv))
     slow_lease = {"ENVFLOW_LEASE_TTL": "120"}  # only the restart can explain a quick reap
     worker = start_worker(extra_env=slow_lease)
@@ -59,8 +64,18 @@ def test_restarted_worker_reaps_its_predecessor_at_once(client, start_worker, ve
     wait_until(lambda: journal_events(journal), 20, what="the flow to start")
     worker.stop(signal.SIGKILL)
     restarted_at = time.monotonic()
-    start_worker(extra_env=slow_lease)
-    wait_until(lambda: run.state is RunState.CRASHED, 10, what="the restarted worker to reap the run")
+    if namespace == "same":
+        start_worker(extra_env=slow_lease)
+    else:  # its predecessor's pid cannot be checked from there: the leases no longer renewed prove it dead
+        restarted = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", *envflow_command("worker", "start")],
+                                     cwd=workdir, env={**os.environ, **env_vars, **slow_lease}, start_new_session=True,
+                                     stdout=open(tmp_path / "restarted.log", "w"), stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: run.state is RunState.CRASHED, 10, what="the restarted worker to reap the run")
+    finally:
+        if namespace == "other":
+            os.killpg(restarted.pid, signal.SIGTERM)
+            restarted.wait(30)
     assert time.monotonic() - restarted_at < 10
     assert "died and was restarted" in run.record().reason
 
