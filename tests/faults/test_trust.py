@@ -289,6 +289,6 @@ def test_a_forged_slot_file_never_makes_a_worker_reap_a_live_one(client, env_var
     finally:
         victim.terminate()
         if "newcomer" in locals():
-            os.killpg(newcomer.pid, signal.SIGTERM)  # unshare ignores SIGTERM; its child, the worker, does not
+            os.killpg(newcomer.pid, signal.SIGKILL)  # unshare ignores SIGTERM, and so may its child, its pid namespace's init
             newcomer.wait(30)
         victim.wait(30)
