@@ -141,7 +141,9 @@ def up(workers: int, queues: tuple[str, ...], no_scheduler: bool, redis_url: str
         if running is not None and told is None:
             fail(f"another `envflow up` (pid {running.get('pid')}) runs with the state dir {state_dir}: stop it, or "
                  "give this one another ENVFLOW_STATE_DIR")
-        redis_child, url, generated = start_private_redis(url or free_local_url(), state_dir, env, width)
+        # redis-server stays dumpable (exec resets it): it gets no Redis URL or credential in its environment.
+        server_env = {k: v for k, v in env.items() if not k.upper().startswith(("ENVFLOW_REDIS", "REDIS"))}
+        redis_child, url, generated = start_private_redis(url or free_local_url(), state_dir, server_env, width)
         # The children find a generated password where other commands do (the state dir), so that
         # it is in no environment; a password of the user's own is in theirs already.
         env["ENVFLOW_REDIS_URL"] = private_redis.without_password(url) if generated else url
