@@ -88,7 +88,7 @@ class FlowWorker(SimpleWorker):
         self.executor = Executor(name, settings, self.scripts, EnvCache(settings, redis=connection))
         self.presence = Presence(name, self.queue_names(), connection, settings, self.executor.pool)
         self.maintenance = Maintenance(name, self.queue_names(), connection, self.reaper, self.presence)
-        self._paused: set[str] = set()
+        self._paused: set[str] | None = None  # None until first read: until then, RQ's dequeue is not entered
         self._paused_checked_at = 0.0
         self._base_queues = list(self.queues)  # the queues it was given; sub-queues of their envs join them
         self._routes: frozenset[str] = frozenset()
@@ -197,7 +197,7 @@ class FlowWorker(SimpleWorker):
 
     # Dequeueing: RQ's, minus paused queues
 
-    def _paused_queues(self) -> set[str]:
+    def _paused_queues(self) -> set[str] | None:
         now = time.monotonic()
         if now - self._paused_checked_at > PAUSED_POLL:
             try:
@@ -219,11 +219,25 @@ class FlowWorker(SimpleWorker):
                                              for name in names)]
         log.info("worker %s takes runs for %d env(s): %s", self.name, len(routes), ", ".join(sorted(routes)) or "-")
 
+    # RQ runs these two at the top of its loop (maintenance first at start), outside its own outage
+    # handling: an outage there must not end the worker; the dequeue below waits it out.
+    def check_for_suspension(self, burst: bool) -> None:
+        try:
+            super().check_for_suspension(burst)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+            log.warning("worker %s: cannot reach Redis (%s); retrying", self.name, e)
+
+    def run_maintenance_tasks(self) -> None:
+        try:
+            super().run_maintenance_tasks()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+            log.warning("worker %s: cannot reach Redis (%s); retrying", self.name, e)
+
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         while True:
             self._follow_routes()
-            paused = self._paused_queues()
-            active = [q for q in self.queues if routing.user_queue(q.name) not in paused]
+            paused = self._paused_queues()  # None: Redis not reached yet, so wait here as if all were paused
+            active = [] if paused is None else [q for q in self.queues if routing.user_queue(q.name) not in paused]
             self._ordered_queues = [*active, self._wake] if active else []  # RQ's list of what it dequeues from
             if not active:
                 if timeout is None:
