@@ -75,7 +75,11 @@ def wrap_errors(client: Redis) -> Iterator[None]:
     try:
         yield
     except redis.exceptions.AuthenticationError as e:
-        raise QueueError(f"Redis at {describe(client)} refused the credentials: {e}; check ENVFLOW_REDIS_URL") from e
+        raise QueueError(
+            f"Redis at {describe(client)} refused the credentials ({str(e).rstrip('.')}): check ENVFLOW_REDIS_URL; if "
+            "`envflow up` started it, run with the ENVFLOW_STATE_DIR it runs with (it keeps the password in "
+            "<state dir>/redis/password) or put that password in ENVFLOW_REDIS_URL"
+        ) from e
     except redis.exceptions.ConnectionError as e:
         raise QueueError(
             f"cannot reach Redis at {describe(client)} ({e}); start it (`envflow up` starts one) "

@@ -52,7 +52,15 @@ class EnvNotFound(EnvflowError):
 
 
 class EnvActivationError(EnvflowError):
-    """The environment exists but cannot be activated or run."""
+    """The environment exists but cannot be activated or run.
+
+    :param shown: what a run's output says of it, where the output has said the rest already (a
+        build's own output, say); the whole message otherwise.
+    """
+
+    def __init__(self, message: str, shown: str | None = None) -> None:
+        super().__init__(message)
+        self.shown = shown
 
 
 class QueueError(EnvflowError):

@@ -1,12 +1,17 @@
-"""The private Redis ``envflow up`` starts: its data directory, config and password.
+"""The private Redis ``envflow up`` starts: its data directory, port, password and where others find them.
 
-Its data (the append-only file holds every deployment's env values) lives in
-``<state dir>/redis``, a 0700 directory whose files are 0600. It always requires a password:
-the one in ``ENVFLOW_REDIS_URL`` when there is one, else one ``envflow up`` generates and keeps,
-while that Redis runs, in ``<state dir>/redis/password`` (0600). Every envflow command with the
-same ``ENVFLOW_STATE_DIR`` and a passwordless ``redis://`` URL for the same local port reads it
-from there (see ``Settings``), so other users of the machine cannot reach that Redis.
-The password goes to ``redis-server`` in a 0600 config file, never on its command line.
+Its data (the append-only file holds every deployment's env values) lives in ``<state dir>/redis``,
+a 0700 directory whose files are 0600. It always requires a password: the one in
+``ENVFLOW_REDIS_URL`` when there is one (then written nowhere), else one ``envflow up`` generates.
+``redis-server`` reads its configuration, password included, from a pipe: it is in no config file
+and not on a command line.
+
+A generated password is kept, while that Redis runs, in ``<state dir>/redis/password`` (0600, with
+the port and ``up``'s pid): that is how ``envflow run ls`` in another terminal of the same user and
+state dir reaches it (``completed_url``). It is on disk for that reason alone; a flow runs as the
+same user, so that file is kept from flows by the workers' sandbox, which denies them the state
+dir, not by its mode. ``up``'s children get the URL without the password and read it there too, so
+it is in no process's environment.
 """
 
 from __future__ import annotations
@@ -47,12 +52,20 @@ def url_password(url: str) -> str | None:
     return None if password is None else unquote(password)
 
 
-def completed_url(state_dir: Path, url: str) -> str:
-    """``url``, with the saved password of the private Redis at its port when it has none of its own."""
+def completed_url(state_dir: Path, url: str, explicit: bool = True) -> str:
+    """``url``, with the saved password of the private Redis at its port when it has none of its own.
+
+    :param explicit: whether the user gave ``url`` (``ENVFLOW_REDIS_URL``); without it, the private
+        Redis that ``envflow up`` runs with this state dir is used wherever it listens.
+    """
     if url_password(url) is not None or "?" in url and "password=" in url:
         return url
-    saved = saved_password(state_dir, url)
-    return url if saved is None else with_password(url, saved)
+    record = saved_record(state_dir)
+    if record is None:
+        return url
+    if not explicit:
+        return with_password(f"redis://127.0.0.1:{record['port']}/0", record["password"])
+    return with_password(url, record["password"]) if record["port"] == local_port(url) else url
 
 
 def with_password(url: str, password: str) -> str:
@@ -62,18 +75,41 @@ def with_password(url: str, password: str) -> str:
     return urlunsplit((parts.scheme, f":{quote(password, safe='')}@{host}", parts.path, parts.query, parts.fragment))
 
 
-def saved_password(state_dir: Path, url: str) -> str | None:
-    """The password ``envflow up`` generated for the private Redis at ``url``'s port, if it runs one."""
-    port = local_port(url)
-    if port is None:
-        return None
+def without_password(url: str) -> str:
+    """``url`` with no credentials."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], parts.path, parts.query, parts.fragment))
+
+
+def saved_record(state_dir: Path) -> dict | None:
+    """The port and password of the private Redis ``envflow up`` runs with this state dir, if it runs."""
     try:
-        saved = json.loads(password_file(state_dir).read_text())
+        record = json.loads(password_file(state_dir).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(saved, dict) or saved.get("port") != port or not isinstance(saved.get("password"), str):
+    if not isinstance(record, dict) or not isinstance(record.get("port"), int) or \
+            not isinstance(record.get("password"), str):
         return None
-    return saved["password"]
+    pid = record.get("pid")
+    if isinstance(pid, int) and not _alive(pid):  # `up` died without removing it
+        return None
+    return record
+
+
+def saved_password(state_dir: Path, url: str) -> str | None:
+    """The password ``envflow up`` generated for the private Redis at ``url``'s port, if it runs one."""
+    record = saved_record(state_dir)
+    return record["password"] if record is not None and record["port"] == local_port(url) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def prepare(state_dir: Path, url: str) -> tuple[Path, str, bool]:
@@ -96,19 +132,23 @@ def prepare(state_dir: Path, url: str) -> tuple[Path, str, bool]:
     import secrets
 
     password = given or secrets.token_urlsafe(24)
-    _write_private(password_file(state_dir), json.dumps({"port": local_port(url), "password": password}))
+    record = {"port": local_port(url), "password": password, "pid": os.getpid()}
+    _write_private(password_file(state_dir), json.dumps(record))
     return directory, password, True
 
 
-def config_file(directory: Path, password: str) -> Path:
-    """A 0600 redis.conf holding the password, so that it is not on redis-server's command line."""
+def config_text(password: str) -> str:
+    """redis.conf text requiring ``password``, for redis-server to read from a pipe (``redis-server -``)."""
     escaped = "".join(
         c if c.isascii() and (c.isalnum() or c in "-_.~") else "".join(f"\\x{b:02x}" for b in c.encode())
         for c in password
     )
-    path = directory / "envflow-redis.conf"
-    _write_private(path, f'requirepass "{escaped}"\n')
-    return path
+    return f'requirepass "{escaped}"\n'
+
+
+def remove_stale_config(directory: Path) -> None:
+    """Remove the config file (with the password) that earlier versions wrote beside the data."""
+    (directory / "envflow-redis.conf").unlink(missing_ok=True)
 
 
 def forget_password(state_dir: Path) -> None:

@@ -27,9 +27,14 @@ def _variable(name: str) -> str | None:
     return found
 
 
+def given_redis_url() -> str | None:
+    """``ENVFLOW_REDIS_URL`` as the user set it, or None when it is unset."""
+    return _variable("redis_url")
+
+
 def redis_url() -> str:
     """The effective ``ENVFLOW_REDIS_URL``, as ``Settings().redis_url`` has it."""
     url = _variable("redis_url")
     state_dir = _variable("state_dir")
     return completed_url(Path(DEFAULT_STATE_DIR if state_dir is None else state_dir).expanduser(),
-                         DEFAULT_REDIS_URL if url is None else url)
+                         DEFAULT_REDIS_URL if url is None else url, explicit=url is not None)

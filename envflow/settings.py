@@ -180,8 +180,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _private_redis_password(self) -> Settings:
-        # The password `envflow up` generated for its private Redis (see envflow/private_redis.py).
-        self.redis_url = completed_url(self.state_dir, self.redis_url)
+        # The password `envflow up` generated for its private Redis (see envflow/private_redis.py);
+        # without ENVFLOW_REDIS_URL, that Redis wherever it listens.
+        self.redis_url = completed_url(self.state_dir, self.redis_url, explicit="redis_url" in self.model_fields_set)
         return self
 
     @cached_property

@@ -24,9 +24,11 @@ def start(tick: float, misfire_grace: float, name: str | None) -> None:
     stops it after the current pass.
     """
     from envflow.settings import get_settings
+    from envflow.undumpable import make_undumpable
 
     from .service import SchedulerService
 
+    make_undumpable()  # it holds the Redis URL; flows run as the same user
     settings = get_settings()
     configure_logging(settings.log_level)
     SchedulerService(settings, name=name, tick=tick, grace=misfire_grace).run()

@@ -23,7 +23,7 @@ from envflow.worker.env_cache import EnvCache
 
 from .support.flows import deploy, write_flow
 from .support.processes import envflow_command, wait_until
-from .support.pythons import pyenv_python
+from .support.pythons import PYENV_ROOT, pyenv_python
 
 RUN_TIMEOUT = 60
 
@@ -265,7 +265,8 @@ def test_eviction_by_size_skips_an_env_in_use(client, start_worker, env_vars, fl
 
 
 @pytest.mark.skipif(pyenv_python("3.8") is None, reason="needs a Python 3.8 from pyenv")
-def test_a_python_38_base_interpreter(client, start_worker, flows, store):
+def test_a_python_38_base_interpreter(client, start_worker, env_vars, flows, store):
+    env_vars["ENVFLOW_ENV_ROOTS"] += os.pathsep + str(PYENV_ROOT)  # pyenv under HOME: trusted once named
     start_worker()
     name = deploy(client, flows, "uses_alpha", requirements=["alpha"], python="3.8")
     result = client.run(name).result(RUN_TIMEOUT)
@@ -324,7 +325,7 @@ def test_env_build_prebuilds_and_lists(client, env_vars, flows, store, start_wor
 def test_index_credentials_never_reach_the_output(client, start_worker, env_vars, flows, store):
     env_vars["ENVFLOW_PIP_NO_INDEX"] = "0"
     env_vars["ENVFLOW_PIP_INDEX_URL"] = "http://builder:s3cr3t-token@127.0.0.1:9/simple"  # nothing listens there
-    start_worker(extra_env={"UV_HTTP_RETRIES": "0"})
+    start_worker(extra_env={"ENVFLOW_PASS_ENV": "UV_HTTP_RETRIES", "UV_HTTP_RETRIES": "0"})  # uv's settings: passed by name
     flow_run = client.run(deploy(client, flows, "uses_alpha", requirements=["not-in-the-wheelhouse"]))
     lines = run_output(flow_run)
     assert flow_run.wait(RUN_TIMEOUT) is RunState.FAILED
@@ -333,6 +334,55 @@ def test_index_credentials_never_reach_the_output(client, start_worker, env_vars
     assert "127.0.0.1:9" in shown and "s3cr3t" not in shown, shown
     assert all("s3cr3t" not in json.dumps(e) for e in store.history())
     assert "s3cr3t" not in Settings(pip_index_url=env_vars["ENVFLOW_PIP_INDEX_URL"]).redacted()["pip_index_url"]
+
+
+def environ_dumping_sdist(directory: Path, dump: Path) -> None:
+    """An sdist whose build backend writes the environment it was given to ``dump`` (then fails)."""
+    source = directory / "src" / "dumper-1.0"
+    source.mkdir(parents=True)
+    (source / "pyproject.toml").write_text(
+        '[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n'
+        '[project]\nname = "dumper"\nversion = "1.0"\n'
+    )
+    (source / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: dumper\nVersion: 1.0\n")
+    (source / "backend.py").write_text(textwrap.dedent(f"""\
+        import json, os
+        def _dump(*args, **kwargs):
+            with open({str(dump)!r}, "w") as f:
+                json.dump({{"environ": dict(os.environ), "cwd": os.getcwd()}}, f)
+            raise RuntimeError("dumped")
+        build_wheel = prepare_metadata_for_build_wheel = _dump
+        def get_requires_for_build_wheel(config_settings=None):
+            return []
+    """))
+    with tarfile.open(directory / "dumper-1.0.tar.gz", "w:gz") as archive:
+        archive.add(source, arcname="dumper-1.0")
+
+
+def test_build_backends_get_the_flows_allowlist_not_the_workers_environment(client, start_worker, flows, wheels,
+                                                                            tmp_path):
+    dump = tmp_path / "backend-environ.json"
+    environ_dumping_sdist(wheels, dump)
+    start_worker(extra_env={"MY_WORKER_SECRET": "worker-only-42", "REDISCLI_AUTH": "redis-pw-42"})
+    flow_run = client.run(deploy(client, flows, "uses_alpha", requirements=["dumper"]))
+    assert flow_run.wait(RUN_TIMEOUT) is RunState.FAILED
+    seen = json.loads(dump.read_text())
+    assert "worker-only-42" not in json.dumps(seen) and "redis-pw-42" not in json.dumps(seen)
+    assert not [k for k in seen["environ"] if k.startswith(("ENVFLOW_", "REDIS"))], sorted(seen["environ"])
+    assert "PATH" in seen["environ"] and seen["environ"]["UV_NO_CONFIG"] == "1"
+
+
+def test_uv_config_under_home_does_not_steer_builds(client, start_worker, flows, tmp_path):
+    # What a flow of the same uid can write: a uv.toml in the worker's HOME that adds a wheelhouse of
+    # its own (a newer gamma) to the worker's --no-index --find-links.
+    home = tmp_path / "home"
+    planted = tmp_path / "planted-wheels"
+    write_wheel(planted, "gamma", "9.0")
+    (home / ".config" / "uv").mkdir(parents=True)
+    (home / ".config" / "uv" / "uv.toml").write_text(f'find-links = ["{planted}"]\n')
+    (home / "uv.toml").write_text(f'find-links = ["{planted}"]\n')
+    start_worker(extra_env={"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}, cwd=home)
+    assert client.run(deploy(client, flows, "uses_gamma", requirements=["gamma"])).result(RUN_TIMEOUT) == "2.0"
 
 
 def test_a_process_holds_its_recent_envs_against_eviction(tmp_path):
@@ -394,3 +444,12 @@ def test_each_built_env_is_named_by_its_requirements_one_row_each(client, start_
     assert envs[names[0]]["path"] != envs[names[1]]["path"]
     assert all(envs[n]["route"] == routing.route_key(client.get_deployment(first).env) for n in names)
     wait_until(lambda: all(n in worker.output() for n in names), 10, what="the worker's log to name them")
+def test_a_build_never_runs_a_python_planted_under_the_flows_home(client, start_worker, flows, store, tmp_path):
+    from .test_requirements import planted_python
+
+    home, marker = tmp_path / "home", tmp_path / "planted-ran"
+    planted_python(home, "3.11.99", marker)  # as a flow of another deployment would have left it
+    start_worker(extra_env={"HOME": str(home), "PYENV_ROOT": "", "ENVFLOW_ENV_WAIT": "3"})
+    flow_run = client.run(deploy(client, flows, "uses_alpha", requirements=["alpha"], python="3.11.99"))
+    assert flow_run.wait(RUN_TIMEOUT) is RunState.FAILED  # no worker offers that Python: it waited, then failed
+    assert not marker.exists() and store.envs() == [], flow_run.record().error

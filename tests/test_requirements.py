@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from envflow.worker.environments.built import env_key
 from envflow.worker.environments.interpreters import find_interpreter, probe
 from envflow.worker.resolve import EnvResolver
 
-from .support.pythons import pyenv_python
+from .support.pythons import PYENV_ROOT, pyenv_python
 
 
 def test_requirements_are_normalized_sorted_and_deduplicated():
@@ -95,7 +97,9 @@ def test_keys_change_with_what_decides_an_env(tmp_path):
 
 
 def test_base_interpreters_by_path_version_and_name(tmp_path):
-    resolver = EnvResolver(Settings(state_dir=tmp_path, env_roots=str(tmp_path)), cwd=tmp_path)
+    # pyenv's interpreters may sit under HOME (root's here): trusted once its root is an explicit env root
+    roots = os.pathsep.join([str(tmp_path), str(PYENV_ROOT)])
+    resolver = EnvResolver(Settings(state_dir=tmp_path, env_roots=roots), cwd=tmp_path)
     assert find_interpreter(sys.executable, resolver).version[:2] == sys.version_info[:2]
     assert find_interpreter(None, resolver).version[:2] == sys.version_info[:2]
     with pytest.raises(EnvNotFound, match=r"python '2\.1': no Python 2\.1 on this worker"):
@@ -107,3 +111,29 @@ def test_base_interpreters_by_path_version_and_name(tmp_path):
     if pyenv_python("3.8"):
         assert find_interpreter("3.8", resolver).version[:2] == (3, 8)
         assert {"build:", "build:3.8"} <= build_keys(resolver)
+
+
+def planted_python(home: Path, version: str, marker: Path) -> Path:
+    """What a flow of the worker's uid can leave under the worker's HOME: a "python" in pyenv's place
+    that records being run."""
+    path = home / ".pyenv" / "versions" / version / "bin" / f"python{version.rsplit('.', 1)[0]}"
+    path.parent.mkdir(parents=True)
+    path.write_text(f"#!/bin/sh\necho ran >> {marker}\necho {version}; echo cpython\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_a_python_planted_under_the_flows_home_is_refused_unrun(tmp_path):
+    home, marker = tmp_path / "home", tmp_path / "planted-ran"
+    planted = planted_python(home, "3.11.99", marker)
+    resolver = EnvResolver(Settings(state_dir=tmp_path / "state", env_roots=str(tmp_path / "envs")),
+                           environ={"HOME": str(home), "PATH": "/usr/bin:/bin"}, cwd=tmp_path)
+    with pytest.raises(EnvNotFound, match=rf"refused {re.escape(str(planted))}: it is under {re.escape(str(home))}, "
+                                          r"the flows' HOME.*ENVFLOW_ENV_ROOTS"):
+        find_interpreter("3.11.99", resolver)
+    if Path("/usr/bin/python3.11").exists():  # a system 3.11 is still found by version, not the planted one
+        assert find_interpreter("3.11", resolver).path == Path("/usr/bin/python3.11")
+    assert not marker.exists()
+    trusting = EnvResolver(Settings(state_dir=tmp_path / "state", env_roots=str(home / ".pyenv")),
+                           environ={"HOME": str(home), "PATH": "/usr/bin:/bin"}, cwd=tmp_path)
+    assert find_interpreter("3.11.99", trusting).path == planted  # the operator's explicit root is trusted

@@ -5,9 +5,13 @@ A worker is named ``<hostname>.<slot>.<random>``. The hostname and slot say wher
 the name alone never claims uniqueness); the random part makes every live worker process's
 name unique. The slot is the first lock file in ``<state dir>/worker-locks`` the worker can
 lock; the lock dies with its process, and the file keeps the holder's name. So a worker
-restarted with the same state dir finds its predecessor's name in the slot it takes, knows
-that predecessor is dead, and reaps the runs it left behind at once, however long ago their
-leases lapsed.
+restarted with the same state dir finds its predecessor's name in the slot it takes, and
+reaps the runs it left behind at once, however long ago their leases lapsed.
+
+The name in a slot file is only a claim: a flow of the same user can write any name there. So the
+predecessor must also be proven dead from what it recorded itself in Redis, which flows cannot
+write: its pid, boot id, pid namespace and start time (:func:`process_stamp`), checked against
+this machine's processes (:func:`stamp_alive`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ LOCKS = "worker-locks"
 @dataclass
 class WorkerIdentity:
     name: str
-    predecessor: str | None  # the name the slot's previous (now dead) holder ran under
+    predecessor: str | None  # the name the slot's previous holder ran under (a claim: see the module's doc)
     lock: IO[bytes]  # held open for the process's life
 
 
@@ -105,3 +109,45 @@ def live_names(state_dir: Path) -> Iterator[str]:
         name = path.read_text(encoding="utf-8", errors="replace").strip()
         if name:
             yield name
+
+
+STAMP_FIELDS = ("envflow_pid", "envflow_boot", "envflow_pidns", "envflow_start")
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (``/proc/<pid>/stat`` field 22), None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # fields after the command name start at field 3
+
+
+def process_stamp() -> dict[str, str]:
+    """What identifies this process on this machine, for a successor to check it is gone."""
+    pid = os.getpid()
+    return {"envflow_pid": str(pid), "envflow_boot": _boot_id(), "envflow_pidns": _pid_namespace(),
+            "envflow_start": _start_time(pid) or ""}
+
+
+def stamp_alive(stamp: dict[str, str]) -> bool | None:
+    """Whether the process ``stamp`` describes is alive; None when this process cannot tell (no
+    stamp, or one from another boot or pid namespace, as after a container's restart)."""
+    if not all(stamp.get(f) for f in STAMP_FIELDS) or not _boot_id() or \
+            (stamp["envflow_boot"], stamp["envflow_pidns"]) != (_boot_id(), _pid_namespace()):
+        return None
+    return _start_time(int(stamp["envflow_pid"])) == stamp["envflow_start"]

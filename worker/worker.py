@@ -39,6 +39,7 @@ from envflow.store.jobs import SERIALIZER, RunJob, is_run_job
 from envflow.store.protocol import Claimed, Ending, NotClaimed, RunScripts
 from envflow.store.reaper import Reaper, reap_predecessor
 
+from . import identity
 from .env_cache import EnvCache
 from .executor import Executor
 from .maintenance import Maintenance
@@ -91,7 +92,7 @@ class FlowWorker(SimpleWorker):
         self.executor = Executor(name, settings, self.scripts, EnvCache(settings, redis=connection))
         self.presence = Presence(name, self.queue_names(), connection, settings, self.executor.pool)
         self.maintenance = Maintenance(name, self.queue_names(), connection, self.reaper, self.presence)
-        self._paused: set[str] = set()
+        self._paused: set[str] | None = None  # None until first read: until then, RQ's dequeue is not entered
         self._paused_checked_at = 0.0
         self._base_queues = list(self.queues)  # the queues it was given; sub-queues of their envs join them
         self._routes: frozenset[str] = frozenset()
@@ -100,14 +101,46 @@ class FlowWorker(SimpleWorker):
     # Lifecycle
 
     def register_birth(self) -> None:
-        # The slot lock (worker/identity.py) proves the predecessor is dead: take it off RQ's
-        # registry now rather than when its key expires.
+        # The slot (worker/identity.py) names the predecessor; once it is proven dead, take it off
+        # RQ's registry now rather than when its key expires.
+        if self.predecessor is not None and not self._predecessor_dead(self.predecessor):
+            log.warning("not reaping the runs of %s, named by this worker's slot file: it is not proven dead "
+                        "(still running, or its leases still renewed); its leases decide", self.predecessor)
+            self.predecessor = None
         if self.predecessor is not None:
             dead = SimpleWorker.find_by_key(self.redis_worker_namespace_prefix + self.predecessor,
                                             connection=self.connection, serializer=SERIALIZER)
             if dead is not None and dead.death_date is None:
                 dead.register_death()
         super().register_birth()
+        stamp: dict[str | bytes, str] = dict(identity.process_stamp().items())  # what proves this worker dead later
+        self.connection.hset(self.key, mapping=stamp)
+
+    def _predecessor_dead(self, name: str) -> bool:
+        """Whether the worker ``name`` is gone, from what it recorded in Redis (a slot file, which
+        flows can write, only names it): no record left, a recorded death, or a stamp that no live
+        process matches; else, when this process cannot check the stamp (another container), no
+        lease of its runs renewed over a heartbeat period."""
+        fields = {k.decode(): v.decode() for k, v in
+                  self.connection.hgetall(self.redis_worker_namespace_prefix + name).items()}
+        if not fields or fields.get("death"):
+            return True
+        alive = identity.stamp_alive(fields)
+        if alive is not None:
+            return not alive
+        held = [keys.lease(r.decode()) for r in self.connection.zrange(keys.ACTIVE_RUNS, 0, -1)
+                if self.connection.get(keys.lease(r.decode())) == name.encode()]
+        # A lease's TTL only falls, unless its holder renews it: watch for a rise over a heartbeat period.
+        last = {lease: self.connection.pttl(lease) for lease in held}
+        deadline = time.monotonic() + min(self.settings.heartbeat_interval * 1.5 + 0.5, self.settings.lease_ttl)
+        while held and time.monotonic() < deadline:
+            time.sleep(0.05)
+            for lease, before in last.items():
+                now = self.connection.pttl(lease)
+                if now > before:
+                    return False
+                last[lease] = now
+        return True
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
         super().bootstrap(*args, **kwargs)
@@ -186,7 +219,7 @@ class FlowWorker(SimpleWorker):
 
     # Dequeueing: RQ's, minus paused queues
 
-    def _paused_queues(self) -> set[str]:
+    def _paused_queues(self) -> set[str] | None:
         now = time.monotonic()
         if now - self._paused_checked_at > PAUSED_POLL:
             try:
@@ -224,11 +257,25 @@ class FlowWorker(SimpleWorker):
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
                 log.warning("worker %s: cannot register its queues yet (%s)", self.name, e)
 
+    # RQ runs these two at the top of its loop (maintenance first at start), outside its own outage
+    # handling: an outage there must not end the worker; the dequeue below waits it out.
+    def check_for_suspension(self, burst: bool) -> None:
+        try:
+            super().check_for_suspension(burst)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+            log.warning("worker %s: cannot reach Redis (%s); retrying", self.name, e)
+
+    def run_maintenance_tasks(self) -> None:
+        try:
+            super().run_maintenance_tasks()
+        except TRANSIENT_ERRORS as e:  # RQ's registry cleaning: it comes round again
+            log.warning("worker %s: registry maintenance could not reach Redis (%s); retrying", self.name, e)
+
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         while True:
             self._follow_routes()
-            paused = self._paused_queues()
-            active = [q for q in self.queues if routing.user_queue(q.name) not in paused]
+            paused = self._paused_queues()  # None: Redis not reached yet, so wait here as if all were paused
+            active = [] if paused is None else [q for q in self.queues if routing.user_queue(q.name) not in paused]
             self._ordered_queues = [*active, self._wake] if active else []  # RQ's list of what it dequeues from
             if not active:
                 if timeout is None:
@@ -301,12 +348,6 @@ class FlowWorker(SimpleWorker):
                     raise
                 log.warning("%s yet: Redis refuses writes (%s); retrying", what, e)
                 time.sleep(backoff.next())
-
-    def run_maintenance_tasks(self) -> None:
-        try:
-            super().run_maintenance_tasks()
-        except OutOfMemoryError as e:  # RQ's registry cleaning: it comes round again
-            log.warning("worker %s: registry maintenance refused by Redis (%s)", self.name, e)
 
     def _try_start(self, job: Job, queue: Queue) -> tuple[Execution, Claimed | NotClaimed]:
         """Record the job as started, as RQ's ``prepare_execution`` and ``prepare_job_execution`` do,

@@ -38,7 +38,7 @@ def cli(debug: bool) -> None:
 
     \b
     Quick start:
-      envflow up                                  # Redis (if none), scheduler and a worker
+      envflow up                                  # a private Redis, the scheduler and a worker
       envflow deployment create ./example-deployment.py
       envflow deployment run my-flow/example --follow
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,8 +17,10 @@ import redis
 
 from .. import private_redis
 from ..redaction import redact_url
+from ..redis_url import given_redis_url
 from ..sentinel import is_sentinel_url
 from ..settings import get_settings
+from ..undumpable import make_undumpable
 from .base import fail, status
 
 COLORS = ["cyan", "green", "magenta", "yellow", "blue", "bright_cyan", "bright_green", "bright_magenta"]
@@ -25,18 +28,22 @@ COLORS = ["cyan", "green", "magenta", "yellow", "blue", "bright_cyan", "bright_g
 
 class Child:
     def __init__(self, name: str, color: str, argv: list[str], env: dict[str, str], width: int,
-                 umask: int = -1) -> None:
+                 umask: int = -1, stdin_text: str | None = None) -> None:
         self.name = name
         self.prefix = click.style(f"{name.ljust(width)} |", fg=color)
         self.proc = subprocess.Popen(
             argv,
             env=env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin_text is None else subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches `up` only; it stops the children in order
             umask=umask,
         )
+        if stdin_text is not None:  # what only this child may read (redis-server's config), through a pipe
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(stdin_text.encode())
+            self.proc.stdin.close()
         self.reader = threading.Thread(target=self._pump, daemon=True)
         self.reader.start()
 
@@ -77,6 +84,13 @@ def redis_server_for(url: str) -> str:
     return server
 
 
+def free_local_url() -> str:
+    """A ``redis://`` URL on a loopback port nothing listens on now, for a private Redis."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"redis://127.0.0.1:{probe.getsockname()[1]}/0"
+
+
 def start_private_redis(url: str, state_dir: Path, env: dict[str, str], width: int) -> tuple[Child, str, bool]:
     """Start redis-server for ``url``: data in a 0700 directory, files 0600, a password always.
 
@@ -84,10 +98,12 @@ def start_private_redis(url: str, state_dir: Path, env: dict[str, str], width: i
     """
     server = redis_server_for(url)
     data_dir, password, generated = private_redis.prepare(state_dir, url)
-    config = private_redis.config_file(data_dir, password)  # the password stays off the command line
-    argv = [server, str(config), "--bind", "127.0.0.1", "--port", str(private_redis.local_port(url)),
+    private_redis.remove_stale_config(data_dir)
+    # The config, password included, goes through a pipe: on no command line and in no file.
+    argv = [server, "-", "--bind", "127.0.0.1", "--port", str(private_redis.local_port(url)),
             "--dir", str(data_dir), "--appendonly", "yes", "--save", ""]
-    child = Child("redis", "red", argv, env, width, umask=0o077)  # its files (the AOF) are 0600
+    child = Child("redis", "red", argv, env, width, umask=0o077,  # its files (the AOF) are 0600
+                  stdin_text=private_redis.config_text(password))
     return child, private_redis.with_password(url, password), generated
 
 
@@ -95,38 +111,57 @@ def start_private_redis(url: str, state_dir: Path, env: dict[str, str], width: i
 @click.option("--workers", "-w", type=click.IntRange(min=0), default=1, show_default=True, help="Workers to start.")
 @click.option("--queue", "-q", "queues", multiple=True, help="Queues the workers serve (repeatable).")
 @click.option("--no-scheduler", is_flag=True, help="Do not start the scheduler.")
-def up(workers: int, queues: tuple[str, ...], no_scheduler: bool) -> None:
-    """Run the stack here: Redis (unless one answers at ENVFLOW_REDIS_URL), the scheduler and workers.
+@click.option("--redis-url", help="Use this Redis (default: ENVFLOW_REDIS_URL); a redis://localhost URL where "
+              "nothing answers gets a private Redis on its port.")
+def up(workers: int, queues: tuple[str, ...], no_scheduler: bool, redis_url: str | None) -> None:
+    """Run the stack here: a private Redis, the scheduler and workers.
+
+    Without --redis-url or ENVFLOW_REDIS_URL it always starts a private Redis on a free loopback
+    port, with a generated password, whatever else answers on localhost:6379; envflow commands
+    with the same ENVFLOW_STATE_DIR (and no ENVFLOW_REDIS_URL) find it. Given a URL, it uses the
+    Redis there, or starts the private one on that URL's local port when nothing answers.
 
     Output of every process is shown with a colored prefix. Ctrl-C stops the workers
     gracefully (running flows get ENVFLOW_SHUTDOWN_GRACE seconds), then the scheduler and
     Redis; a second Ctrl-C stops everything at once.
     """
+    make_undumpable()  # it holds the Redis password: out of its flows' reach before they exist
     settings = get_settings()
-    url = settings.redis_url
-    env = {**os.environ, "ENVFLOW_REDIS_URL": url, "PYTHONUNBUFFERED": "1"}
+    state_dir = settings.state_dir.expanduser()
+    told = redis_url or given_redis_url()
+    url = private_redis.completed_url(state_dir, told) if told else None
+    env = {**os.environ, "ENVFLOW_STATE_DIR": str(state_dir), "PYTHONUNBUFFERED": "1"}
     names = ["redis", "scheduler", *[f"worker-{i + 1}" for i in range(workers)]]
     width = max(len(n) for n in names)
     started: list[Child] = []
     redis_child = None
     generated = False
-    if answers(url):
+    if url is not None and answers(url):
         status(f"using the Redis that answers at {redact_url(url)}")
-    else:
-        redis_child, url, generated = start_private_redis(url, settings.state_dir, env, width)
         env["ENVFLOW_REDIS_URL"] = url
+    else:
+        running = private_redis.saved_record(state_dir)
+        if running is not None and told is None:
+            fail(f"another `envflow up` (pid {running.get('pid')}) runs with the state dir {state_dir}: stop it, or "
+                 "give this one another ENVFLOW_STATE_DIR")
+        # redis-server stays dumpable (exec resets it): it gets no Redis URL or credential in its environment.
+        server_env = {k: v for k, v in env.items() if not k.upper().startswith(("ENVFLOW_REDIS", "REDIS"))}
+        redis_child, url, generated = start_private_redis(url or free_local_url(), state_dir, server_env, width)
+        # The children find a generated password where other commands do (the state dir), so that
+        # it is in no environment; a password of the user's own is in theirs already.
+        env["ENVFLOW_REDIS_URL"] = private_redis.without_password(url) if generated else url
         deadline = time.monotonic() + 15
         while not answers(url):
             if redis_child.proc.poll() is not None or time.monotonic() > deadline:
                 if generated:
-                    private_redis.forget_password(settings.state_dir)
+                    private_redis.forget_password(state_dir)
                 fail(f"redis-server did not start (exit status {redis_child.proc.poll()}); see its output above")
             time.sleep(0.05)
-        where = private_redis.data_dir(settings.state_dir)
+        where = private_redis.data_dir(state_dir)
         if generated:
             status(f"started a private Redis at {redact_url(url)} (data in {where}); its password is in "
-                   f"{private_redis.password_file(settings.state_dir)}, readable by you only, and envflow "
-                   "commands with this ENVFLOW_STATE_DIR use it")
+                   f"{private_redis.password_file(state_dir)}, readable by you only, and envflow "
+                   f"commands with ENVFLOW_STATE_DIR={state_dir} use it")
         else:
             status(f"started a private Redis at {redact_url(url)} (data in {where})")
     envflow = [sys.executable, "-m", "envflow"]
@@ -142,7 +177,7 @@ def up(workers: int, queues: tuple[str, ...], no_scheduler: bool) -> None:
         redis_child.signal(signal.SIGTERM)
         redis_child.proc.wait(15)
         if generated:
-            private_redis.forget_password(settings.state_dir)
+            private_redis.forget_password(state_dir)
     status("stack stopped")
     sys.exit(code)
 

@@ -41,6 +41,9 @@ def health(host: str, port: int) -> int:
 @click.option("--check", is_flag=True, help="Only check that a UI answers /healthz there (exit 0 or 1).")
 def ui(host: str | None, port: int | None, check: bool) -> None:
     """Serve the web UI: runs with their live output, deployments, workers; /metrics for Prometheus."""
+    from ..undumpable import make_undumpable
+
+    make_undumpable()  # it holds the Redis URL and the UI token
     settings = get_settings()
     host = host or settings.ui_host
     port = port or settings.ui_port

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
 import time
 
 import pytest
@@ -13,7 +14,7 @@ from envflow.models import RunState
 from envflow.store import routing
 
 from ..support.flows import NO_WORKER_YET, deploy
-from ..support.processes import journal_events, no_overlap, survivors, wait_until
+from ..support.processes import envflow_command, journal_events, no_overlap, survivors, wait_until
 from ..support.pythons import make_conda_prefix
 
 
@@ -54,7 +55,9 @@ def test_crashed_run_with_retries_runs_again_never_concurrently(client, start_wo
     assert lines == [(1, "started r"), (2, "started r"), (2, "done r")]  # each attempt's output kept apart
 
 
-def test_restarted_worker_reaps_its_predecessor_at_once(client, start_worker, venv, work_flow, journal, env_vars):
+@pytest.mark.parametrize("namespace", ["same", "other"])  # other: a container restarted on the same volume
+def test_restarted_worker_reaps_its_predecessor_at_once(client, start_worker, venv, work_flow, journal, env_vars,
+                                                        workdir, tmp_path, namespace):
     name = deploy(client, work_flow, "work", virtualenv=str(venv))
     slow_lease = {"ENVFLOW_LEASE_TTL": "120"}  # only the restart can explain a quick reap
     worker = start_worker(extra_env=slow_lease)
@@ -62,8 +65,18 @@ def test_restarted_worker_reaps_its_predecessor_at_once(client, start_worker, ve
     wait_until(lambda: journal_events(journal), 20, what="the flow to start")
     worker.stop(signal.SIGKILL)
     restarted_at = time.monotonic()
-    start_worker(extra_env=slow_lease)
-    wait_until(lambda: run.state is RunState.CRASHED, 10, what="the restarted worker to reap the run")
+    if namespace == "same":
+        start_worker(extra_env=slow_lease)
+    else:  # its predecessor's pid cannot be checked from there: the leases no longer renewed prove it dead
+        restarted = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", *envflow_command("worker", "start")],
+                                     cwd=workdir, env={**os.environ, **env_vars, **slow_lease}, start_new_session=True,
+                                     stdout=open(tmp_path / "restarted.log", "w"), stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: run.state is RunState.CRASHED, 10, what="the restarted worker to reap the run")
+    finally:
+        if namespace == "other":
+            os.killpg(restarted.pid, signal.SIGKILL)  # the init of its pid namespace: it ignores signals it has no handler for yet
+            restarted.wait(30)
     assert time.monotonic() - restarted_at < 10
     assert "died and was restarted" in run.record().reason
 

@@ -7,6 +7,7 @@ import http.server
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import threading
@@ -111,8 +112,10 @@ def test_a_flow_sees_none_of_the_workers_credentials(tmp_path, env_vars, setting
         env_vars["ENVFLOW_REDIS_URL"] = server.url
         client = Client(settings=settings.model_copy(update={"redis_url": server.url}))
         name = deploy(client, write_flow(workdir, FLOWS), "environ", virtualenv=str(venv), env={"MINE": "given"})
-        start_worker(extra_env={"REDISCLI_AUTH": PASSWORD, "REDIS_PASSWORD": PASSWORD, "ENVFLOW_PASS_ENV": "KEPT_*",
-                                "KEPT_TOO": "yes", "OTHER_VAR": "not passed"})
+        # Globs that match the worker's own credentials, and one named outright: none of them passes.
+        worker = start_worker(extra_env={"REDISCLI_AUTH": PASSWORD, "REDIS_PASSWORD": PASSWORD, "KEPT_TOO": "yes",
+                                         "ENVFLOW_PASS_ENV": "KEPT_*,*_URL,*_AUTH,*PASSWORD*,REDISCLI_AUTH",
+                                         "OTHER_VAR": "not passed", "APP_URL": "http://app"})
         seen = client.run(name).result(timeout=30)
         assert PASSWORD not in json.dumps(seen)
         assert PASSWORD not in seen["proc"]
@@ -120,6 +123,8 @@ def test_a_flow_sees_none_of_the_workers_credentials(tmp_path, env_vars, setting
                     and k not in ("ENVFLOW_RUN_ID", "ENVFLOW_RUN_ATTEMPT")]
         assert seen["environ"]["MINE"] == "given" and seen["environ"]["KEPT_TOO"] == "yes"
         assert "OTHER_VAR" not in seen["environ"] and seen["environ"]["PATH"].startswith(str(venv / "bin"))
+        assert seen["environ"]["APP_URL"] == "http://app"
+        assert worker.output().count("ENVFLOW_PASS_ENV names REDISCLI_AUTH, which never reaches a flow") == 1
     finally:
         server.stop()
 
@@ -237,3 +242,56 @@ def test_the_state_dir_is_private(client, start_worker, venv, workdir, env_vars)
     for path in [state, *state.rglob("*")]:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode & 0o077 == 0, f"{path} is {oct(mode)}"
+
+
+SLOT_FORGER = """
+    import time
+    from envflow import flow
+
+    @flow
+    def forge(path: str, name: str):
+        with open(path, "w") as f:  # the state dir is the worker's user's: a flow can write it
+            f.write(name)
+
+    @flow
+    def hold(seconds: float):
+        time.sleep(seconds)
+        return "held to the end"
+"""
+
+
+@pytest.mark.parametrize("newcomer_namespace", ["same", "other"])  # other: its stamp cannot be checked (a container)
+def test_a_forged_slot_file_never_makes_a_worker_reap_a_live_one(client, env_vars, venv, workdir, tmp_path,
+                                                                  newcomer_namespace):
+    # The victim runs as a flow really runs: with no capabilities (root's would open any 0600 file), and
+    # without the flow sandbox, which alone keeps flows from the slot files: the reaping rule must hold
+    # on a worker where Landlock is missing too (the sandbox's own test is in test_isolation.py).
+    log = tmp_path / "victim.log"
+    victim = subprocess.Popen(["setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all",
+                               *envflow_command("worker", "start")], cwd=workdir,
+                              env={**os.environ, **env_vars, "ENVFLOW_FLOW_SANDBOX": "false"},
+                              stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: "ready on queue" in log.read_text() or victim.poll() is not None, 20, what="the victim")
+        name = log.read_text().split("worker ", 1)[1].split(" ready", 1)[0].split()[-1]
+        flows = write_flow(workdir, SLOT_FORGER)
+        forged = Path(env_vars["ENVFLOW_STATE_DIR"]) / "worker-locks" / "slot-2.lock"  # the next worker's slot
+        client.run(deploy(client, flows, "forge", virtualenv=str(venv)), {"path": str(forged), "name": name}) \
+            .result(timeout=30)
+        assert forged.read_text() == name
+        held = client.run(deploy(client, flows, "hold", name="held", virtualenv=str(venv)), {"seconds": 4})
+        wait_until(lambda: held.state is RunState.RUNNING, 20, what="the victim's run to start")
+        prefix = [] if newcomer_namespace == "same" else ["unshare", "--pid", "--fork", "--kill-child"]
+        newcomer_log = tmp_path / "newcomer.log"
+        newcomer = subprocess.Popen([*prefix, *envflow_command("worker", "start")], cwd=workdir,
+                                    env={**os.environ, **env_vars}, stdout=open(newcomer_log, "w"),
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        assert held.wait(30) is RunState.COMPLETED, newcomer_log.read_text()  # not reaped
+        assert victim.poll() is None and name in [w["name"] for w in client.workers()]
+        assert f"not reaping the runs of {name}" in newcomer_log.read_text(), newcomer_log.read_text()
+    finally:
+        victim.terminate()
+        if "newcomer" in locals():
+            os.killpg(newcomer.pid, signal.SIGKILL)  # unshare ignores SIGTERM, and so may its child, its pid namespace's init
+            newcomer.wait(30)
+        victim.wait(30)

@@ -2,8 +2,11 @@
 streamed live (credentials in URLs redacted, line by line) and their process group killed on a stop.
 
 Package indexes come from the worker's settings only (``ENVFLOW_PIP_*``), handed to uv through its
-environment variables (not its arguments, which any user of the host can read), or from uv's own
-configuration where those are unset.
+environment variables (not its arguments, which any user of the host can read). uv reads no
+configuration file (``UV_NO_CONFIG``: a ``uv.toml`` under the worker's ``HOME`` or in a project is
+flows' to write) and runs from ``/``. uv and the build backends of sdists it starts get the flows'
+allowlist of the worker's variables (``variables.flow_base``), proxies and what envflow sets, never
+the worker's whole environment.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import selectors
 import signal
 import subprocess
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -24,11 +27,14 @@ from .cache import BuildCancelled
 
 READ_SIZE = 65536
 ERROR_TAIL = 4000  # characters of the installer's stderr kept for the run's error
-# Variables of the worker that uv never gets: envflow's settings (its Redis URL), Redis clients',
-# and those that would point it at another interpreter or environment.
-DROPPED_PREFIXES = ("ENVFLOW_", "REDIS")
-DROPPED = frozenset({"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "CONDA_PREFIX", "REDISCLI_AUTH"})
+# Of the flows' variables, those that would point uv at another interpreter or environment.
+DROPPED = frozenset({"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "CONDA_PREFIX"})
+# The worker's network settings a build needs to reach an index, beyond the flows' allowlist.
+PROXIES = frozenset({f"{n}{p}" for p in ("_PROXY", "_proxy") for n in ("HTTP", "HTTPS", "ALL", "NO")} |
+                    {"http_proxy", "https_proxy", "all_proxy", "no_proxy"})
+BUILD_CWD = Path("/")  # uv's working directory: one flows cannot write (it reads no project there anyway)
 
+_prctl: Callable[..., int] | None
 try:
     _prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the child only calls it
 except (OSError, AttributeError):  # not Linux
@@ -67,11 +73,17 @@ def find_uv() -> str | None:
         return shutil.which("uv")
 
 
-def uv_environ(settings: Settings, environ: Mapping[str, str], cache_root: Path) -> dict[str, str]:
-    """The installer's environment: the worker's, minus envflow's secrets, plus the index settings."""
-    env = {k: v for k, v in environ.items() if not k.startswith(DROPPED_PREFIXES) and k not in DROPPED}
-    env.setdefault("UV_CACHE_DIR", str(cache_root / ".uv-cache"))
-    env.update({"UV_PYTHON_DOWNLOADS": "never", "NO_COLOR": "1", "UV_NO_PROGRESS": "1"})
+def uv_environ(settings: Settings, allowed: Mapping[str, str], environ: Mapping[str, str],
+               cache_root: Path) -> dict[str, str]:
+    """The installer's environment: ``allowed`` (the flows' allowlist of the worker's variables, never
+    its credentials), the worker's proxies, and envflow's settings for uv (indexes, cache, no config files).
+
+    :param environ: the worker's whole environment, for its proxies and ``UV_CACHE_DIR``.
+    """
+    env = {k: v for k, v in allowed.items() if k not in DROPPED}
+    env.update({k: v for k, v in environ.items() if k in PROXIES})
+    env["UV_CACHE_DIR"] = environ.get("UV_CACHE_DIR") or str(cache_root / ".uv-cache")
+    env.update({"UV_PYTHON_DOWNLOADS": "never", "NO_COLOR": "1", "UV_NO_PROGRESS": "1", "UV_NO_CONFIG": "1"})
     if settings.pip_index_url:
         env["UV_INDEX_URL"] = settings.pip_index_url
     if settings.pip_extra_index_url:
@@ -150,13 +162,13 @@ class Installer:
                         raise BuildCancelled("the run was stopped while its env was being built")
                     for key, _ in sel.select(0.1):
                         data = os.read(key.fd, READ_SIZE)
-                        code, lines = streams[key.fd]
+                        stream, lines = streams[key.fd]
                         shown = lines.feed(data, final=not data)
                         if not data:
                             sel.unregister(key.fd)
                         if shown:
-                            self.reporter.output(code, shown)
-                            errors = (errors + shown)[-ERROR_TAIL:] if code == "e" else errors
+                            self.reporter.output(stream, shown)
+                            errors = (errors + shown)[-ERROR_TAIL:] if stream == "e" else errors
             except BaseException:
                 try:
                     os.killpg(proc.pid, signal.SIGKILL)

@@ -23,9 +23,10 @@ from envflow.settings import Settings
 from envflow.store import routing
 
 from ..builds.cache import BuildCancelled, EnvStore, remove_tree
-from ..builds.installer import BuildFailed, Installer, find_uv, index_inputs, uv_environ
+from ..builds.installer import BUILD_CWD, BuildFailed, Installer, find_uv, index_inputs, uv_environ
 from .base import MIN_PYTHON, Environment, Locator, Progress
-from .interpreters import VERSION, Interpreter, by_version, find_interpreter
+from .interpreters import VERSION, Interpreter, by_version, find_interpreter, trusted_roots
+from .variables import flow_base
 from .venv import VenvEnvironment
 
 KEY_FORMAT = 1  # part of every key: a change to how envs are built changes it
@@ -67,8 +68,9 @@ def build_keys(resolver: Locator) -> set[str]:
     if find_uv() is None:
         return set()
     names = {""} | set(resolver.named_envs())
+    trusted = trusted_roots(resolver.settings)
     for minor in range(MIN_PYTHON[1], 20):
-        for path in by_version(f"3.{minor}", resolver.environ):
+        for path in by_version(f"3.{minor}", resolver.environ, trusted):
             version = path.resolve().parent.parent.name
             names |= {f"3.{minor}", *([version] if VERSION.match(version) else [])}
     return {f"build:{n}" for n in names if n == "" or can_build(n, resolver)}
@@ -180,8 +182,9 @@ class BuiltEnvironment(VenvEnvironment):
         lines, require_hashes = self._requirements()
         temp = self.store.temp_dir(self.key)
         settings = self.resolver.settings
-        installer = Installer(uv, uv_environ(settings, self.resolver.environ, self.store.root), self.store.root,
-                              reporter, settings)
+        environ = uv_environ(settings, flow_base(self.resolver.environ, settings), self.resolver.environ,
+                             self.store.root)
+        installer = Installer(uv, environ, BUILD_CWD, reporter, settings)
         reporter.status(f"building env {self.key[:12]} with uv: Python {self.base.version_text} "
                         f"({self.base.path}), {len(lines)} requirement{'s' * (len(lines) != 1)}")
         self.store.journal(self.key, "start", python=str(self.base.real))
@@ -196,11 +199,11 @@ class BuiltEnvironment(VenvEnvironment):
             event = "cancelled" if isinstance(e, BuildCancelled) else "failed"
             self.store.journal(self.key, event, error=str(e)[-500:])
             if isinstance(e, (BuildCancelled, BuildFailed)):
-                error = EnvActivationError(f"building env {self.key[:12]} ({self.spec}) "
-                                           f"{'stopped' if event == 'cancelled' else 'failed'}: {e}")
-                error.shown = f"building env {self.key[:12]} {'stopped' if event == 'cancelled' else 'failed'}" + (
-                    " (uv's output above)" if isinstance(e, BuildFailed) else "")  # the run's output has uv's words
-                raise error from None
+                outcome = "stopped" if event == "cancelled" else "failed"
+                raise EnvActivationError(  # the run's output has uv's words already
+                    f"building env {self.key[:12]} ({self.spec}) {outcome}: {e}",
+                    shown=f"building env {self.key[:12]} {outcome}" + (
+                        " (uv's output above)" if isinstance(e, BuildFailed) else "")) from None
             raise
         seconds = time.monotonic() - started
         self.store.journal(self.key, "built", seconds=round(seconds, 3))

@@ -3,20 +3,25 @@
 ``envflow venv create --python`` and built envs' ``python=`` both go through :func:`find_interpreter`,
 so a name means the same thing to both. A version (``3.12``, ``3.8.18``) is looked for among pyenv's
 interpreters (``$PYENV_ROOT``, else ``~/.pyenv``) and then PATH's ``pythonX.Y`` (pyenv's shims
-skipped: they answer for whichever version is selected, not for the one named).
+skipped: they answer for whichever version is selected, not for the one named). One found under the
+flows' ``HOME`` (the worker's, which flows get and can write) is refused, never run, unless it lies
+in an explicit ``ENVFLOW_ENV_ROOTS`` root: a flow could have planted it there for a later build.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from envflow.errors import EnvActivationError, EnvNotFound
+from envflow.settings import Settings
 
 from .base import Locator
 
@@ -70,9 +75,43 @@ def _numbers(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", text))
 
 
-def by_version(version: str, environ: dict[str, str]) -> list[Path]:
+def flows_homes(environ: Mapping[str, str]) -> list[Path]:
+    """The homes flows can write: the ``HOME`` they get (the worker's) and this uid's own."""
+    homes = [environ.get("HOME")]
+    try:
+        homes.append(pwd.getpwuid(os.getuid()).pw_dir)
+    except KeyError:
+        pass
+    found = [Path(h).expanduser().resolve() for h in homes if h]
+    return list(dict.fromkeys(h for h in found if h != Path("/")))  # HOME=/ (daemons): no home of flows
+
+
+def trusted_roots(settings: Settings) -> list[Path]:
+    """The operator's explicit ``ENVFLOW_ENV_ROOTS``: interpreters there are trusted wherever they are."""
+    roots = settings.env_roots or ""
+    return [Path(p).expanduser().resolve() for p in roots.split(os.pathsep) if p]
+
+
+def planted_risk(path: Path, environ: Mapping[str, str], trusted: Sequence[Path] = ()) -> Path | None:
+    """The flow-writable home ``path`` lies in (as found or with links followed), or None when it is
+    outside every such home or inside a trusted root within it."""
+    places = [Path(os.path.abspath(path)), path.resolve()]
+    for home in flows_homes(environ):
+        if any(place.is_relative_to(home) for place in places):
+            # A root vouches for a part of the home (~/.pyenv), not for a root above it (/home).
+            vouched = [r for r in trusted if r.is_relative_to(home) and r != home]
+            if not any(place.is_relative_to(root) for place in places for root in vouched):
+                return home
+    return None
+
+
+def by_version(version: str, environ: dict[str, str], trusted: Sequence[Path] = ()) -> list[Path]:
     """Interpreters that claim ``version`` (``X.Y`` or ``X.Y.Z``), best first: pyenv's (newest patch
-    first), then PATH's ``pythonX.Y``."""
+    first), then PATH's ``pythonX.Y``; none from a home flows can write (:func:`planted_risk`)."""
+    return [p for p in _candidates(version, environ) if planted_risk(p, environ, trusted) is None]
+
+
+def _candidates(version: str, environ: dict[str, str]) -> list[Path]:
     match = VERSION.match(version)
     assert match is not None
     minor = f"{match[1]}.{match[2]}"
@@ -113,10 +152,20 @@ def find_interpreter(name: str | None, resolver: Locator, cwd: Path | None = Non
         if not VERSION.match(name):
             raise EnvNotFound(f"python {name!r}: {not_conda}; or give a path, or a version such as '3.12'") from None
     wanted = _numbers(name)
-    for candidate in by_version(name, resolver.environ):
+    trusted = trusted_roots(resolver.settings)
+    for candidate in by_version(name, resolver.environ, trusted):
         interpreter = probe(candidate)
         if interpreter.version[: len(wanted)] == wanted:
             return interpreter
+    refused = [(p, planted_risk(p, resolver.environ, trusted)) for p in _candidates(name, resolver.environ)]
+    refused = [(p, home) for p, home in refused if home is not None]
+    if refused:
+        path, home = refused[0]
+        raise EnvNotFound(
+            f"python {name!r}: refused {path}{f' (and {len(refused) - 1} more)' * (len(refused) > 1)}: it is under "
+            f"{home}, the flows' HOME, which any flow can write; install Python {name} outside it (e.g. "
+            f"PYENV_ROOT=/opt/pyenv) or add its directory to ENVFLOW_ENV_ROOTS"
+        )
     raise EnvNotFound(
         f"python {name!r}: no Python {name} on this worker (looked in {pyenv_root(resolver.environ)}/versions "
         f"and PATH's python{'.'.join(name.split('.')[:2])}); install it there, or name a conda env or a path"

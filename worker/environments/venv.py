@@ -6,6 +6,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import ClassVar
 
 from envflow.models import EnvKind, EnvSpec
 
@@ -35,10 +36,10 @@ class VenvEnvironment(Environment):
     """A venv or virtualenv directory (``pyvenv.cfg`` and ``bin/python``)."""
 
     kinds = (EnvKind.VENV,)
-    path_kind = EnvKind.VENV
+    path_kind: ClassVar[EnvKind | None] = EnvKind.VENV
     field = "virtualenv"
     noun = "venv or virtualenv"
-    marker = "pyvenv.cfg"
+    marker: ClassVar[str | None] = "pyvenv.cfg"
     marker_desc = "pyvenv.cfg"
     label = "venv"
 
