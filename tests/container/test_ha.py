@@ -15,8 +15,7 @@ from envflow.deployments import Deployment
 from envflow.models import RunState
 from envflow.settings import Settings
 
-from ..support.flows import load_flows
-from .conftest import write_flow
+from ..support.flows import load_flows, write_flow
 from .stack import HA, Stack, free_port
 
 PRINTER = """
