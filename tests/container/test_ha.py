@@ -15,20 +15,9 @@ from envflow.deployments import Deployment
 from envflow.models import RunState
 from envflow.settings import Settings
 
-from ..support.flows import load_flows, write_flow
+from ..support.flows import PRINTER, load_flows, write_flow
 from .stack import HA, Stack, free_port
 
-PRINTER = """
-    import time
-    from envflow import flow
-
-    @flow
-    def printer(tag: str = "", n: int = 40, pause: float = 0.2):
-        for i in range(n):
-            print(f"{tag} line {i}", flush=True)
-            time.sleep(pause)
-        return n
-"""
 SERVICE = "envflow"
 
 
@@ -66,7 +55,7 @@ def test_the_primary_container_killed_mid_run(ha: Stack, tmp_path) -> None:  # t
     client = Client(settings=Settings(redis_url=sentinel_url(ha)))
     flows = load_flows(write_flow(tmp_path, PRINTER))
     name = client.create_deployment(Deployment(name="ha", flow=flows["printer"], condaenv="py312")).name
-    runs = [client.run(name, {"tag": f"r{i}"}) for i in range(2)]
+    runs = [client.run(name, {"tag": f"r{i}", "pause": 0.2}) for i in range(2)]
     deadline = time.monotonic() + 120
     while runs[0].state is not RunState.RUNNING:
         assert time.monotonic() < deadline, runs[0].record()

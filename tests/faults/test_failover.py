@@ -23,23 +23,12 @@ from envflow.errors import QueueError
 from envflow.models import RunState
 from envflow.schedules import Interval
 
-from ..support.flows import deploy, write_flow
+from ..support.flows import PRINTER, deploy, write_flow
 from ..support.processes import REDIS_SERVER, envflow_command, wait_until
 from ..support.sentinels import SentinelCluster
 from ..ui.helpers import UIProcess
 
 LINES = 40
-PRINTER = """
-    import time
-    from envflow import flow
-
-    @flow
-    def printer(tag: str = "", n: int = 40, pause: float = 0.1):
-        for i in range(n):
-            print(f"{tag} line {i}", flush=True)
-            time.sleep(pause)
-        return n
-"""
 
 
 @pytest.fixture

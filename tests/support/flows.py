@@ -39,3 +39,17 @@ def deploy(client: Client, path: Path, flow: str, name: str = "test", **fields) 
 
 # A run submitted before any worker is up warns (EnvflowWarning); tests that do so on purpose filter it.
 NO_WORKER_YET = r"ignore:run [0-9a-f]+. waiting. no live worker on queue:envflow.errors.EnvflowWarning"
+
+
+# A flow that prints n numbered lines, one every ``pause`` seconds (the failover suites' load).
+PRINTER = """
+    import time
+    from envflow import flow
+
+    @flow
+    def printer(tag: str = "", n: int = 40, pause: float = 0.1):
+        for i in range(n):
+            print(f"{tag} line {i}", flush=True)
+            time.sleep(pause)
+        return n
+"""
