@@ -31,7 +31,7 @@ from .outcome import Outcome
 from .prepare import Interrupted, prepare_env
 from .sources import FlowSources
 from .stops import Deadline, StopRequest
-from .warm import WarmPool
+from .warm import WarmPool, warm_key
 
 # Envs found on disk, which can vanish between a worker's look and a run (a venv deleted, a mount gone).
 GONE_KINDS = (EnvKind.VENV, EnvKind.CONDA, EnvKind.CONDA_PREFIX)
@@ -58,11 +58,6 @@ def flow_sandbox(settings: Settings) -> Sandbox:
     else:
         log.warning("flow sandbox: %s", note)
     return Sandbox(deny=(str(settings.state_dir),), read=(str(settings.env_cache_dir),), on=on, note=note)
-
-
-def warm_key(prepared: Prepared, preload: tuple[str, ...]) -> tuple[Any, ...]:
-    """Everything that shapes a flow process before its run: interpreter, env stamps, variables, preloads."""
-    return (str(prepared.python), prepared.stamp, tuple(sorted(prepared.variables.items())), preload)
 
 
 class Executor:

@@ -26,9 +26,8 @@ from envflow.store.protocol import RunScripts
 
 from .env_cache import EnvCache, Fingerprint, fingerprint
 from .environments import flow_base, kind_for
-from .executor import warm_key
 from .launcher import split_own
-from .warm import WarmPool
+from .warm import WarmPool, warm_key
 
 log = logging.getLogger("envflow.worker")
 

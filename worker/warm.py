@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from .env_cache import Prepared
 from .launcher import BOOTSTRAP_FD, NONCE_SIZE, FlowProcess, Sandbox, bootstrap_argv, setup_message, spawn
 
 log = logging.getLogger("envflow.worker")
@@ -42,6 +43,11 @@ def rss(pid: int) -> int:
     except (OSError, IndexError, ValueError):
         return 0
 
+
+
+def warm_key(prepared: Prepared, preload: tuple[str, ...]) -> tuple[Any, ...]:
+    """Everything that shapes a flow process before its run: interpreter, env stamps, variables, preloads."""
+    return (str(prepared.python), prepared.stamp, tuple(sorted(prepared.variables.items())), preload)
 
 class ForkedChild:
     """A run process forked by a ready parent (``RunProcess``): its exit status comes from that parent."""
