@@ -152,13 +152,23 @@ class Presence:
             pipe.execute()
 
     def _say_why_waiting(self) -> None:
-        """Tell the runs of the envs this worker lacks why they wait, once every live worker has looked."""
-        for queue in self.queues:
-            for key in self.missing_routes:
-                try:
-                    routing.note_route(self.redis, self.scripts, queue, key)
-                except Exception as e:  # noqa: BLE001 - a note is best effort; the reaper says it too
-                    log.debug("cannot note why runs of %s wait: %s", key, e)
+        """Tell the runs of the envs this worker lacks why they wait, once every live worker has looked.
+        Only the sub-queues that hold runs are looked at further (one round trip finds them): what the
+        other workers publish is read for an env with runs waiting, not for every env this one lacks."""
+        pairs = [(queue, key) for queue in self.queues for key in sorted(self.missing_routes)]
+        if not pairs:
+            return
+        with self.redis.pipeline(transaction=False) as pipe:
+            for queue, key in pairs:
+                pipe.llen(keys.RQ_QUEUE_PREFIX + routing.rq_queue(queue, key))
+            sizes = pipe.execute()
+        for (queue, key), size in zip(pairs, sizes):
+            if not size:
+                continue
+            try:
+                routing.note_route(self.redis, self.scripts, queue, key)
+            except Exception as e:  # noqa: BLE001 - a note is best effort; the reaper says it too
+                log.debug("cannot note why runs of %s wait: %s", key, e)
 
     def describe(self) -> dict[str, Any]:
         sandbox = self.pool.sandbox
