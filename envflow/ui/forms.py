@@ -30,6 +30,7 @@ class Field:
     annotation: str
     required: bool
     initial: str
+    default: str = ""  # the flow's own default, as its signature shows it (the field's placeholder)
 
 
 def field_text(value: Any) -> str:
@@ -41,7 +42,8 @@ def fields(record: DeploymentRecord) -> list[Field]:
     named = [p for p in record.parameter_spec if p["kind"] in NAMED_KINDS]
     known = {p["name"] for p in named}
     out = [Field(p["name"], p.get("annotation", ""), bool(p["required"]) and p["name"] not in record.parameters,
-                 field_text(record.parameters[p["name"]]) if p["name"] in record.parameters else "") for p in named]
+                 field_text(record.parameters[p["name"]]) if p["name"] in record.parameters else "",
+                 str(p.get("default", ""))) for p in named]
     # Deployment parameters the signature does not name (a flow taking **kwargs) get fields too.
     out += [Field(name, "", False, field_text(value)) for name, value in record.parameters.items() if name not in known]
     return out

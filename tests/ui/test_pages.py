@@ -177,6 +177,7 @@ def test_a_deployments_page_says_who_can_run_it_and_how_long_its_runs_take(clien
     name = deploy(client, flows_file, "hello", virtualenv=str(venv), schedule=Interval(hours=1))
     page = session.get(f"/deployments/{name}")
     assert "none of the queue's live workers can run it now" in page.text and "no ended run yet" in page.text
+    assert re.search(r'name="p:times" value=""\s+placeholder="1"', page.text)  # the flow's default, not "flow default"
     assert "Next runs" in page.text and "paused:" not in page.text
     worker = start_worker()
     for _ in range(3):
