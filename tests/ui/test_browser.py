@@ -186,6 +186,21 @@ def test_a_long_output_keeps_the_newest_lines_and_offers_the_rest(client, start_
     tasks = browser.execute_script("return window.__longTasks")
     (screenshots / "ui-long-output-tasks.json").write_text(json.dumps({"lines": 100_000, "long_tasks_ms": tasks}))
 
+    # Search in what the page holds: the match is marked (text, not markup) and counted, then the next.
+    search = browser.find_element(By.ID, "output-search")
+    search.send_keys("line 9999")
+    wait_for(lambda: texts(browser, "#output-matches") == ["1 of 10"], "the matches counted")
+    assert texts(browser, "#output mark.current") == ["line 9999"]
+    assert texts(browser, "#output .line.matched")[:2] == ["line 99990", "line 99991"]
+    browser.find_element(By.ID, "output-next").click()
+    assert texts(browser, "#output-matches") == ["2 of 10"]
+    search.clear()
+    search.send_keys("no such text")
+    wait_for(lambda: texts(browser, "#output-matches") == ["no match in the lines shown"], "no match said")
+    assert texts(browser, "#output mark") == []
+    browser.find_element(By.ID, "output-first-error").click()
+    assert texts(browser, "#output-matches") == ["no stderr line in the lines shown"]
+
 
 LONG_TASKS = """
 window.__longTasks = [];

@@ -5,6 +5,7 @@
 // - #output[data-events]: a run's output, replayed then live, from its server-sent events.
 //   Lines are added once per animation frame, and the page keeps the newest data-keep lines,
 //   offering the whole output as text, so a tab left open on a long run stays small.
+// - #output-search: find text in the lines the page holds, marked, next/previous; jump to the first stderr line.
 // - form[data-confirm]: ask before submitting.
 // Every text from the server goes in with textContent, never as markup.
 "use strict";
@@ -154,6 +155,79 @@
     });
   }
 
+  // Search in the lines the page holds: matches marked (built from text nodes, never markup),
+  // next/previous, and a jump to the first stderr line.
+  function searcher(box) {
+    const input = document.getElementById("output-search");
+    const count = document.getElementById("output-matches");
+    if (!input) return;
+    let marks = [];
+    let current = -1;
+
+    function clear() {
+      for (const line of box.querySelectorAll(".line.matched")) {
+        line.textContent = line.textContent;  // drops the marks, keeps the text
+        line.classList.remove("matched");
+      }
+      marks = [];
+      current = -1;
+    }
+
+    function mark(line, needle) {
+      const text = line.textContent;
+      const lower = text.toLowerCase();
+      const parts = [];
+      let at = 0;
+      let found = lower.indexOf(needle, at);
+      while (found >= 0) {
+        parts.push(document.createTextNode(text.slice(at, found)));
+        const m = document.createElement("mark");
+        m.textContent = text.slice(found, found + needle.length);
+        parts.push(m);
+        marks.push(m);
+        at = found + needle.length;
+        found = lower.indexOf(needle, at);
+      }
+      parts.push(document.createTextNode(text.slice(at)));
+      const span = document.createElement("span");  // one flex item: the line stays one run of text
+      span.append(...parts);
+      line.replaceChildren(span);
+      line.classList.add("matched");
+    }
+
+    function show(i) {
+      if (!marks.length) { count.textContent = input.value ? "no match in the lines shown" : ""; return; }
+      if (current >= 0) marks[current].classList.remove("current");
+      current = (i + marks.length) % marks.length;
+      marks[current].classList.add("current");
+      marks[current].scrollIntoView({ block: "center" });
+      count.textContent = (current + 1) + " of " + marks.length;
+    }
+
+    function search() {
+      clear();
+      const needle = input.value.toLowerCase();
+      if (needle) {
+        for (const line of box.querySelectorAll(".line")) {
+          if (line.textContent.toLowerCase().includes(needle)) mark(line, needle);
+        }
+      }
+      show(0);
+    }
+
+    input.addEventListener("input", search);
+    input.addEventListener("keydown", function (e) {
+      if (e.key === "Enter") { e.preventDefault(); show(current + (e.shiftKey ? -1 : 1)); }
+    });
+    document.getElementById("output-next").addEventListener("click", function () { show(current + 1); });
+    document.getElementById("output-prev").addEventListener("click", function () { show(current - 1); });
+    document.getElementById("output-first-error").addEventListener("click", function () {
+      const first = box.querySelector(".line.e");
+      if (first) { first.scrollIntoView({ block: "center" }); first.classList.add("current-line"); }
+      else count.textContent = "no stderr line in the lines shown";
+    });
+  }
+
   document.addEventListener("submit", function (e) {
     const form = e.target;
     if (form.dataset && form.dataset.confirm && !window.confirm(form.dataset.confirm)) e.preventDefault();
@@ -162,6 +236,6 @@
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("[data-refresh]").forEach(refresher);
     const box = document.getElementById("output");
-    if (box && box.dataset.events) follow(box);
+    if (box && box.dataset.events) { follow(box); searcher(box); }
   });
 })();
