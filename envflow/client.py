@@ -273,7 +273,9 @@ class Client:
             out = []
             for w, info in zip(workers, routing.published(self.redis, [w.name for w in workers])):
                 out.append({"name": w.name, "host": w.hostname, "pid": w.pid, "state": w.get_state(),
-                            "queues": w.queue_names(), "run": w.get_current_job_id(), **info})
+                            # the queues users name: a worker is registered on its envs' sub-queues too
+                            "queues": list(dict.fromkeys(routing.user_queue(q) for q in w.queue_names())),
+                            "run": w.get_current_job_id(), **info})
         return out
 
     def source_changed(self, record: DeploymentRecord) -> str | None:

@@ -228,6 +228,7 @@ def test_rq_sees_each_worker_on_every_queue_it_listens_on(client, start_worker, 
 
     (worker,) = wait_until(registered, timeout=30, what="the worker under its env's sub-queue")
     assert set(worker.queue_names()) == {"default", sub}
+    assert [w["queues"] for w in client.workers()] == [["default"]]  # envflow shows the queues users name
     shown = subprocess.run([os.path.join(os.path.dirname(sys.executable), "rq"), "info", "-W", "-R", "--url",
                             env_vars["ENVFLOW_REDIS_URL"], "default", sub], capture_output=True, text=True, timeout=60)
     by_queue = {line.split(":")[0].strip(): line for line in shown.stdout.splitlines() if ":" in line}

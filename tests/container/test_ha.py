@@ -50,8 +50,22 @@ def primary_port(stack: Stack) -> int:
     return int(sentinel.sentinel_get_master_addr_by_name(SERVICE)[1])
 
 
+def wait_until_sentinels_know_the_replica(stack: Stack, timeout: float = 60) -> None:
+    """Until every Sentinel lists the replica as up: they find replicas in the primary's INFO, every
+    10 s, and a failover before that finds no replica to promote."""
+    deadline = time.monotonic() + timeout
+    sentinels = [redis.Redis(port=port, socket_timeout=5) for port in sentinel_ports(stack)]
+    while True:
+        replicas = [s.sentinel_slaves(SERVICE) for s in sentinels]
+        if all(any("s_down" not in r["flags"] and "disconnected" not in r["flags"] for r in found) for found in replicas):
+            return
+        assert time.monotonic() < deadline, f"the Sentinels do not know the replica: {replicas}"
+        time.sleep(1)
+
+
 def test_the_primary_container_killed_mid_run(ha: Stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert primary_port(ha) == ha.port
+    wait_until_sentinels_know_the_replica(ha)
     client = Client(settings=Settings(redis_url=sentinel_url(ha)))
     flows = load_flows(write_flow(tmp_path, PRINTER))
     name = client.create_deployment(Deployment(name="ha", flow=flows["printer"], condaenv="py312")).name

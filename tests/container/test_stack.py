@@ -206,7 +206,7 @@ def test_redis_restart_mid_run_loses_nothing(stack: Stack, flows: dict) -> None:
     ticker = deploy(stack, flows, "ticker", "through-restart", condaenv="py312")
     parked = deploy(stack, flows, "probe", "parked", condaenv="py312", queue="parked")
     client = stack.client()
-    with pytest.warns(EnvflowWarning, match="no worker serves queue parked"):
+    with pytest.warns(EnvflowWarning, match="no live worker on queue parked"):
         queued = [client.run(parked) for _ in range(3)]
     run = client.run(ticker, {"n": 30, "every": 0.5})
     first_line(run, "tick 3")
