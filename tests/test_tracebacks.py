@@ -3,8 +3,6 @@ was created with, with its source lines, however its process started (cold, spar
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import pytest
@@ -12,6 +10,7 @@ import pytest
 from envflow.models import RunState
 
 from .support.flows import deploy, write_flow
+from .support.pythons import THREADED, venv_with_modules
 
 FLOWS = """
     import sys
@@ -27,18 +26,9 @@ FLOWS = """
         helper()
 """
 
-THREADED = "import threading, time\nthreading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n"
-
-
 @pytest.fixture
 def env(tmp_path):
-    lib = tmp_path / "lib"
-    lib.mkdir()
-    (lib / "threaded_mod.py").write_text(THREADED)
-    path = tmp_path / "tvenv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
-    (next(path.glob("lib/python3*/site-packages")) / "lib.pth").write_text(f"{lib}\n")
-    return path
+    return venv_with_modules(tmp_path / "tvenv", {"threaded_mod": THREADED})
 
 
 def run_started(client, name, how, tries=20):

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import psutil
@@ -20,7 +19,7 @@ from envflow.models import RunState
 
 from .support.flows import deploy, write_flow
 from .support.processes import alive, descendants, envflow_command, wait_until
-from .support.pythons import make_conda_prefix, pyenv_python
+from .support.pythons import THREADED, make_conda_prefix, pyenv_python, venv_with_modules
 
 FLOWS = """
     import os, sys
@@ -69,28 +68,13 @@ FLOWS = """
 """
 
 HEAVY = "import os\nwith open(os.environ['IMPORTS'], 'a') as f:\n    f.write('x')\n"
-THREADED = "import threading, time\nthreading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n"
 
 
 @pytest.fixture
-def lib(tmp_path):
-    """A directory of importable modules, on the flows' PYTHONPATH-free path through a .pth in the venv."""
-    folder = tmp_path / "lib"
-    folder.mkdir()
-    (folder / "heavy_mod.py").write_text(HEAVY)
-    (folder / "threaded_mod.py").write_text(THREADED)
-    (folder / "broken_mod.py").write_text("raise ImportError('broken_mod cannot be imported here')\n")
-    return folder
-
-
-@pytest.fixture
-def env(tmp_path, lib):
-    """A venv of its own (the tests install into it), with ``lib`` on its path."""
-    path = tmp_path / "wvenv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
-    site = next(path.glob("lib/python3*/site-packages"))
-    (site / "lib.pth").write_text(f"{lib}\n")
-    return path
+def env(tmp_path):
+    """A venv of its own (the tests install into it), with preloadable modules on its path."""
+    return venv_with_modules(tmp_path / "wvenv", {"heavy_mod": HEAVY, "threaded_mod": THREADED,
+                                                  "broken_mod": "raise ImportError('broken_mod cannot be imported here')\n"})
 
 
 def starts(run) -> list[str]:

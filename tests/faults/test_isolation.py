@@ -20,6 +20,7 @@ from worker.launcher import encode, spawn
 
 from ..support.flows import deploy, write_flow
 from ..support.processes import CAPLESS
+from ..support.pythons import THREADED, venv_with_modules
 
 pytestmark = pytest.mark.skipif(not probe()[0], reason="Landlock is not available on this kernel")
 
@@ -193,21 +194,13 @@ RANDOM = """
         return random.random()
 """
 
-THREADED = "import threading, time\nthreading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n"
 SLOW = "import time\ntime.sleep(1.5)\n"
 
 
 @pytest.fixture
 def env(tmp_path):
-    """A venv of its own, with a directory of preloadable modules on its path."""
-    lib = tmp_path / "lib"
-    lib.mkdir()
-    (lib / "threaded_mod.py").write_text(THREADED)
-    (lib / "slow_mod.py").write_text(SLOW)
-    path = tmp_path / "ivenv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
-    (next(path.glob("lib/python3*/site-packages")) / "lib.pth").write_text(f"{lib}\n")
-    return path
+    """A venv of its own, with preloadable modules on its path."""
+    return venv_with_modules(tmp_path / "ivenv", {"threaded_mod": THREADED, "slow_mod": SLOW})
 
 
 @pytest.fixture

@@ -67,3 +67,19 @@ def make_conda_prefix(
         (path / "etc" / "conda" / "env_vars.d").mkdir(parents=True, exist_ok=True)
         (path / "etc" / "conda" / "env_vars.d" / name).write_text(json.dumps(variables))
     return path
+
+
+# A module that starts a thread when imported: a preload that makes forking unsafe.
+THREADED = "import threading, time\nthreading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n"
+
+
+def venv_with_modules(path: Path, modules: dict[str, str]) -> Path:
+    """A venv of its own at ``path`` whose interpreter can import ``modules`` (name -> source), from a
+    directory beside it put on its path by a ``.pth`` (no PYTHONPATH: flows never get one)."""
+    lib = path.parent / f"{path.name}-lib"
+    lib.mkdir()
+    for name, source in modules.items():
+        (lib / f"{name}.py").write_text(source)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
+    (next(path.glob("lib/python3*/site-packages")) / "lib.pth").write_text(f"{lib}\n")
+    return path
