@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import cast
 
 from redis import Redis
 from redis.client import Pipeline
@@ -29,6 +28,7 @@ from envflow.models import DeploymentRecord
 from envflow.parameters import merge_parameters
 from envflow.schedules import slots_between
 from envflow.store import keys
+from envflow.store.deployments import answering
 from envflow.store.runs import RunStore
 from envflow.waits import Waiting
 
@@ -47,12 +47,6 @@ def slot_key(deployment: str, schedule_id: str, slot: float) -> str:
 
 def parse_cursors(raw: dict[bytes, bytes]) -> dict[str, float]:
     return {k.decode(): float(v) for k, v in raw.items()}
-
-
-def answering(pipe: Pipeline) -> Redis:
-    """A pipeline between WATCH and MULTI runs each command at once and returns its reply, as a client
-    does (redis-py's types know it only as a pipeline)."""
-    return cast(Redis, pipe)
 
 
 @dataclass

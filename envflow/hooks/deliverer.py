@@ -29,6 +29,7 @@ from ..models import DeploymentRecord
 from ..parameters import merge_parameters
 from ..settings import Settings
 from ..store import keys, run_hash
+from ..store.deployments import answering
 from ..store.hooks import OutboxEvent, hook_store
 from ..store.runs import RunStore
 from . import payload
@@ -207,9 +208,10 @@ class Deliverer:
             with self.redis.pipeline(transaction=True) as pipe:
                 try:
                     pipe.watch(marker, keys.deployment(target))
-                    if pipe.exists(marker):
+                    watched = answering(pipe)
+                    if watched.exists(marker):
                         return Answer(201)
-                    raw: bytes | None = pipe.get(keys.deployment(target))  # type: ignore[assignment]  # watched: immediate
+                    raw = watched.get(keys.deployment(target))
                     if raw is None:
                         return Answer(None, f"no deployment {target}; tried again later")
                     record = DeploymentRecord.model_validate_json(raw)

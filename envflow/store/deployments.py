@@ -12,7 +12,7 @@ Importing this module costs no more than redis-py: the records' model is importe
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from redis import Redis
 from redis.client import Pipeline
@@ -21,6 +21,12 @@ from . import keys, routing
 
 if TYPE_CHECKING:
     from ..models import DeploymentRecord
+
+
+def answering(pipe: Pipeline) -> Redis:
+    """A pipeline between WATCH and MULTI runs each command at once and returns its reply, as a client
+    does (redis-py's types know it only as a pipeline): for the transactions that WATCH a deployment."""
+    return cast(Redis, pipe)
 
 
 class DeploymentStore:
